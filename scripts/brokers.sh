@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Local brokers for bridge's tests and demo: RabbitMQ and Kafka (tansu on sqlite).
+#
+#   scripts/brokers.sh up [NAME...]      install what is missing, start what is not answering
+#   scripts/brokers.sh status [NAME...]  health of each broker (exit 1 if one is down)
+#   scripts/brokers.sh down [NAME...]    stop the brokers this script started (others are left)
+#   scripts/brokers.sh pause NAME        make a broker unreachable (tests of recovery)
+#   scripts/brokers.sh resume NAME       bring it back
+#
+# NAME is rabbitmq or kafka (default: all). Tools are installed under $BRIDGE_TOOLS
+# (default /opt/bridge-tools) so that later runs on the same machine reuse them; broker
+# state lives under $BRIDGE_TOOLS/state. Idempotent: a broker that already answers is kept.
+set -euo pipefail
+
+TOOLS=${BRIDGE_TOOLS:-/opt/bridge-tools}
+STATE=$TOOLS/state
+TANSU_VERSION=0.6.0
+KAFKA_PORT=${BRIDGE_KAFKA_PORT:-9092}
+RABBIT_PORT=5672
+ALL=(rabbitmq kafka)
+
+log() { printf 'brokers: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+answers() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+
+wait_for_port() { # PORT SECONDS NAME
+  local deadline=$((SECONDS + $2))
+  until answers "$1"; do
+    ((SECONDS < deadline)) || die "$3 did not answer on 127.0.0.1:$1 within $2 s"
+    sleep 0.2
+  done
+}
+
+started_by_us() { [[ -f $STATE/$1.started ]]; }
+
+# --- RabbitMQ -------------------------------------------------------------------------
+rabbitmq_up() {
+  if answers $RABBIT_PORT; then log "rabbitmq: already answering on $RABBIT_PORT"; return; fi
+  if ! command -v rabbitmq-server >/dev/null; then
+    log "rabbitmq: installing the Debian package"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q rabbitmq-server >/dev/null
+  fi
+  log "rabbitmq: starting"
+  mkdir -p "$STATE"
+  RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 ERL_EPMD_ADDRESS=127.0.0.1 rabbitmq-server -detached
+  touch "$STATE/rabbitmq.started"
+  wait_for_port $RABBIT_PORT 90 rabbitmq
+  rabbitmqctl -q await_startup >/dev/null 2>&1 || true
+}
+
+rabbitmq_down() {
+  started_by_us rabbitmq || { log "rabbitmq: not started by this script; left running"; return; }
+  rabbitmqctl -q stop >/dev/null 2>&1 || true
+  pkill -x epmd 2>/dev/null || true
+  rm -f "$STATE/rabbitmq.started"
+}
+
+rabbitmq_pause() { rabbitmqctl -q stop_app >/dev/null; }
+rabbitmq_resume() { rabbitmqctl -q start_app >/dev/null; wait_for_port $RABBIT_PORT 60 rabbitmq; }
+
+# --- Kafka (tansu) --------------------------------------------------------------------
+TANSU=$TOOLS/tansu/bin/tansu
+TANSU_DIR=$STATE/tansu
+
+tansu_install() {
+  [[ -x $TANSU ]] && return
+  log "kafka: installing tansu $TANSU_VERSION into $TOOLS/tansu (once; about 12 minutes on 2 cores)"
+  mkdir -p "$TOOLS/tansu"
+  cargo install tansu --version $TANSU_VERSION --locked --features dynostore,libsql \
+    --root "$TOOLS/tansu" >"$TOOLS/tansu-install.log" 2>&1 \
+    || die "kafka: tansu install failed; see $TOOLS/tansu-install.log"
+}
+
+tansu_start() {
+  (cd "$TANSU_DIR" && nohup "$TANSU" broker \
+      --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+      --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+      --storage-engine sqlite://tansu.db >>tansu.log 2>&1 & echo $! >tansu.pid)
+  wait_for_port "$KAFKA_PORT" 30 kafka
+}
+
+tansu_stop() {
+  [[ -f $TANSU_DIR/tansu.pid ]] || return 0
+  local pid; pid=$(cat "$TANSU_DIR/tansu.pid")
+  kill -INT "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$TANSU_DIR/tansu.pid"
+}
+
+kafka_up() {
+  if answers "$KAFKA_PORT"; then log "kafka: already answering on $KAFKA_PORT"; return; fi
+  tansu_install
+  log "kafka: starting tansu (sqlite) in $TANSU_DIR with a fresh database"
+  rm -rf "$TANSU_DIR"; mkdir -p "$TANSU_DIR"
+  # First start creates the schema; then add the index that keeps fetches with headers fast.
+  tansu_start; sleep 0.5; tansu_stop
+  python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('create index if not exists header_topition_offset on header (topition, offset_id)'); c.commit()" "$TANSU_DIR/tansu.db"
+  tansu_start
+  touch "$STATE/kafka.started"
+}
+
+kafka_down() {
+  started_by_us kafka || { log "kafka: not started by this script; left running"; return; }
+  tansu_stop
+  rm -f "$STATE/kafka.started"
+}
+
+kafka_pause() { tansu_stop; }
+kafka_resume() { tansu_start; }
+
+# --- commands -------------------------------------------------------------------------
+port_of() { case $1 in rabbitmq) echo $RABBIT_PORT ;; kafka) echo "$KAFKA_PORT" ;; esac; }
+
+status() {
+  local down=0
+  for name in "$@"; do
+    if answers "$(port_of "$name")"; then echo "$name: up (127.0.0.1:$(port_of "$name"))"
+    else echo "$name: down"; down=1; fi
+  done
+  return $down
+}
+
+command=${1:-status}; shift || true
+names=("$@"); ((${#names[@]})) || names=("${ALL[@]}")
+for name in "${names[@]}"; do
+  [[ " ${ALL[*]} " == *" $name "* ]] || die "unknown broker '$name' (known: ${ALL[*]})"
+done
+mkdir -p "$STATE"
+case $command in
+  up) for name in "${names[@]}"; do "${name}_up"; done; status "${names[@]}" ;;
+  down) for name in "${names[@]}"; do "${name}_down"; done ;;
+  status) status "${names[@]}" ;;
+  pause|resume) for name in "${names[@]}"; do "${name}_${command}"; done ;;
+  *) die "usage: $0 up|down|status|pause|resume [${ALL[*]}]" ;;
+esac

@@ -1,0 +1,170 @@
+//! Configuration of a `type: kafka` connection and of Kafka sources.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// A Kafka cluster (`type: kafka`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Bootstrap servers, `host:port` separated by commas.
+    pub brokers: String,
+    /// Consumer group of sources on this connection; a source can override it.
+    /// Default `bridge`.
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+    /// Client id reported to the brokers. Default `bridge`.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// Header names that carry the envelope fields Kafka has no place for.
+    #[serde(default)]
+    pub header_names: HeaderNames,
+    /// Extra librdkafka properties for consumers and producers (e.g. `security.protocol`,
+    /// `compression.type`); they override bridge's defaults.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    /// Topics to create at start-up when missing (brokers without auto-creation).
+    #[serde(default)]
+    pub declare: Vec<TopicDeclaration>,
+}
+
+/// Names of the Kafka headers that hold the correlation id, reply-to, message id and
+/// content type of the envelope.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderNames {
+    #[serde(default = "default_correlation_id_header")]
+    pub correlation_id: String,
+    #[serde(default = "default_reply_to_header")]
+    pub reply_to: String,
+    #[serde(default = "default_message_id_header")]
+    pub message_id: String,
+    #[serde(default = "default_content_type_header")]
+    pub content_type: String,
+}
+
+impl Default for HeaderNames {
+    fn default() -> Self {
+        HeaderNames {
+            correlation_id: default_correlation_id_header(),
+            reply_to: default_reply_to_header(),
+            message_id: default_message_id_header(),
+            content_type: default_content_type_header(),
+        }
+    }
+}
+
+fn default_correlation_id_header() -> String {
+    "correlation-id".into()
+}
+fn default_reply_to_header() -> String {
+    "reply-to".into()
+}
+fn default_message_id_header() -> String {
+    "message-id".into()
+}
+fn default_content_type_header() -> String {
+    "content-type".into()
+}
+fn default_group_id() -> String {
+    "bridge".into()
+}
+fn default_client_id() -> String {
+    "bridge".into()
+}
+
+/// A topic bridge creates if it does not exist.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicDeclaration {
+    pub name: String,
+    /// Default 1.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    /// Default 1.
+    #[serde(default = "default_replication")]
+    pub replication_factor: i32,
+}
+
+fn default_partitions() -> i32 {
+    1
+}
+fn default_replication() -> i32 {
+    1
+}
+
+/// Options of a Kafka source (`from.options`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceOptions {
+    /// Consumer group for this route, instead of the connection's.
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// Where a group without committed offsets starts: `earliest` (default) or `latest`.
+    #[serde(default)]
+    pub start: Start,
+    /// How often settled offsets are committed, in milliseconds. Default 500.
+    #[serde(default = "default_commit_interval_ms")]
+    pub commit_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Start {
+    #[default]
+    Earliest,
+    Latest,
+}
+
+fn default_commit_interval_ms() -> u64 {
+    500
+}
+
+/// A Kafka endpoint path: `TOPIC` or `TOPIC/PARTITION` (sinks only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicPath {
+    pub topic: String,
+    pub partition: Option<i32>,
+}
+
+impl TopicPath {
+    pub fn parse(path: &str) -> Result<TopicPath, String> {
+        let (topic, partition) = match path.split_once('/') {
+            Some((topic, partition)) => {
+                let partition = partition
+                    .parse::<i32>()
+                    .ok()
+                    .filter(|p| *p >= 0)
+                    .ok_or_else(|| format!("`{partition}` is not a partition number in `{path}`"))?;
+                (topic, Some(partition))
+            }
+            None => (path, None),
+        };
+        let valid = !topic.is_empty()
+            && topic.len() <= 249
+            && topic.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !valid {
+            return Err(format!(
+                "`{topic}` is not a Kafka topic name (letters, digits, `.`, `_`, `-`, at most 249)"
+            ));
+        }
+        Ok(TopicPath {
+            topic: topic.to_owned(),
+            partition,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_paths_take_an_optional_partition() {
+        assert_eq!(TopicPath::parse("orders").unwrap().partition, None);
+        assert_eq!(TopicPath::parse("orders/3").unwrap().partition, Some(3));
+        assert!(TopicPath::parse("orders/x").is_err());
+        assert!(TopicPath::parse("bad topic").is_err());
+    }
+}

@@ -1,0 +1,290 @@
+//! Apache Kafka (`type: kafka`), through `rdkafka` and its bundled librdkafka.
+//!
+//! Endpoints: `NAME:TOPIC` (source or sink), `NAME:TOPIC/PARTITION` (sink to one partition).
+//!
+//! - Source: a consumer group (the connection's `group_id`, or the route's
+//!   `from.options.group_id`). Ack settles an offset; offsets are committed only up to the
+//!   lowest unsettled one per partition, periodically and before a rebalance gives a
+//!   partition away. Retry hands the record out again from memory. Kafka has no reject:
+//!   validation requires a `dead_letter` on routes from Kafka. Order is per partition.
+//! - Sink: an idempotent producer (`acks=all`) shared by the connection; the delivery report
+//!   is the confirmation; the key chooses the partition (murmur2, as Java clients do) unless
+//!   the endpoint names one. Producers are flushed on shutdown.
+//! - Tail: assigns every partition of the topic from the end (or the beginning with
+//!   `--from-beginning`) in a throw-away group and never commits.
+//! - Mapping: see [`mapping`]; lossy only for null values and null header values.
+//! - Topics listed in `declare` are created at start-up (brokers such as tansu do not
+//!   create topics on first use).
+
+mod config;
+mod mapping;
+mod offsets;
+mod sink;
+mod source;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+pub use config::Config;
+use config::{SourceOptions, Start, TopicPath};
+
+use super::{AdapterError, Connector, Delivery, Role, Sink, Source, SourceSettings, TailSettings};
+use crate::ack::AckHandle;
+use crate::address::Endpoint;
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(super) fn check_endpoint(path: &str, role: Role, options: &serde_json::Value) -> Result<(), String> {
+    let target = TopicPath::parse(path)?;
+    if role == Role::Source {
+        if target.partition.is_some() {
+            return Err("a Kafka source reads a whole topic through its consumer group; drop the `/PARTITION`".into());
+        }
+        if !options.is_null() {
+            super::spec::parse_strict::<SourceOptions>(options.clone()).map_err(|e| format!("Kafka source options: {e}"))?;
+        }
+    } else if !options.is_null() {
+        return Err("Kafka sinks take no options".into());
+    }
+    Ok(())
+}
+
+/// `kafka://HOST:PORT[,HOST:PORT...]` for `--url`.
+pub(super) fn from_url(url: &str) -> Result<Config, String> {
+    let brokers = url
+        .strip_prefix("kafka://")
+        .filter(|rest| !rest.is_empty())
+        .ok_or_else(|| format!("`{url}` is not kafka://HOST:PORT[,HOST:PORT]"))?;
+    Ok(Config {
+        brokers: brokers.trim_end_matches('/').to_owned(),
+        ..serde_json::from_value(serde_json::json!({"brokers": ""})).expect("defaults deserialize")
+    })
+}
+
+pub(super) fn describe(config: &Config) -> String {
+    format!("Kafka at {}", config.brokers)
+}
+
+fn base_config(config: &Config) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set("client.id", &config.client_id);
+    client
+}
+
+fn apply_options(client: &mut ClientConfig, config: &Config) {
+    for (key, value) in &config.options {
+        client.set(key, value);
+    }
+}
+
+fn unreachable(config: &Config, error: impl std::fmt::Display) -> AdapterError {
+    AdapterError::Unavailable(format!(
+        "cannot reach Kafka at {}: {error} (is the broker running and `brokers` right?)",
+        config.brokers
+    ))
+}
+
+pub(super) async fn connect(config: &Config) -> Result<Arc<dyn Connector>, AdapterError> {
+    let mut producer_config = base_config(config);
+    producer_config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("partitioner", "murmur2_random")
+        .set("message.timeout.ms", "60000");
+    apply_options(&mut producer_config, config);
+    let producer: FutureProducer = producer_config
+        .create()
+        .map_err(|e| AdapterError::Invalid(format!("Kafka producer settings: {e}")))?;
+    let probe = producer.clone();
+    tokio::task::spawn_blocking(move || probe.client().fetch_metadata(None, METADATA_TIMEOUT).map(|_| ()))
+        .await
+        .map_err(|e| AdapterError::Unavailable(e.to_string()))?
+        .map_err(|e| unreachable(config, e))?;
+    if !config.declare.is_empty() {
+        declare_topics(config).await?;
+    }
+    Ok(Arc::new(KafkaConnector {
+        config: config.clone(),
+        producer: Arc::new(producer),
+    }))
+}
+
+async fn declare_topics(config: &Config) -> Result<(), AdapterError> {
+    let mut admin_config = base_config(config);
+    apply_options(&mut admin_config, config);
+    let admin: AdminClient<DefaultClientContext> = admin_config
+        .create()
+        .map_err(|e| AdapterError::Invalid(format!("Kafka admin settings: {e}")))?;
+    let topics: Vec<NewTopic<'_>> = config
+        .declare
+        .iter()
+        .map(|t| NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(t.replication_factor)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
+    let results = admin.create_topics(&topics, &options).await.map_err(|e| unreachable(config, e))?;
+    for result in results {
+        match result {
+            Ok(topic) => tracing::info!(%topic, "Kafka topic created"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(AdapterError::Invalid(format!("cannot create Kafka topic `{topic}`: {code}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+struct KafkaConnector {
+    config: Config,
+    producer: Arc<FutureProducer>,
+}
+
+impl KafkaConnector {
+    /// Fails when `topic` does not exist (a consumer would otherwise wait silently).
+    async fn require_topic<C, K>(&self, consumer: Arc<K>, topic: &str) -> Result<Vec<i32>, AdapterError>
+    where
+        C: rdkafka::consumer::ConsumerContext + 'static,
+        K: Consumer<C> + Send + Sync + 'static,
+    {
+        let name = topic.to_owned();
+        let metadata = tokio::task::spawn_blocking(move || consumer.fetch_metadata(Some(&name), METADATA_TIMEOUT))
+            .await
+            .map_err(|e| AdapterError::Unavailable(e.to_string()))?
+            .map_err(|e| unreachable(&self.config, e))?;
+        let found = metadata.topics().iter().find(|t| t.name() == topic);
+        match found {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                Ok(t.partitions().iter().map(|p| p.id()).collect())
+            }
+            _ => Err(AdapterError::Invalid(format!(
+                "Kafka topic `{topic}` does not exist at {}; create it or list it under `declare`",
+                self.config.brokers
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl Connector for KafkaConnector {
+    async fn open_source(&self, endpoint: &Endpoint, settings: &SourceSettings) -> Result<Box<dyn Source>, AdapterError> {
+        let target = TopicPath::parse(&endpoint.path).map_err(AdapterError::Invalid)?;
+        let options: SourceOptions = if settings.options.is_null() {
+            SourceOptions::default()
+        } else {
+            super::spec::parse_strict(settings.options.clone()).map_err(|e| AdapterError::Invalid(e.to_string()))?
+        };
+        let mut client = base_config(&self.config);
+        client
+            .set("group.id", options.group_id.as_deref().unwrap_or(&self.config.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set(
+                "auto.offset.reset",
+                match options.start {
+                    Start::Earliest => "earliest",
+                    Start::Latest => "latest",
+                },
+            );
+        apply_options(&mut client, &self.config);
+        let tracker = Arc::new(Mutex::new(offsets::OffsetTracker::default()));
+        let consumer: source::GroupConsumer = client
+            .create_with_context(source::context(tracker.clone()))
+            .map_err(|e| AdapterError::Invalid(format!("Kafka consumer settings: {e}")))?;
+        let consumer = Arc::new(consumer);
+        self.require_topic(consumer.clone(), &target.topic).await?;
+        consumer
+            .subscribe(&[&target.topic])
+            .map_err(|e| AdapterError::Invalid(format!("cannot subscribe to `{}`: {e}", target.topic)))?;
+        let consumer = Arc::into_inner(consumer).expect("the metadata probe has finished");
+        let buffer = (settings.max_in_flight / 4).clamp(16, 1024);
+        Ok(Box::new(source::KafkaSource::start(
+            consumer,
+            tracker,
+            endpoint.to_string(),
+            self.config.header_names.clone(),
+            buffer,
+            Duration::from_millis(options.commit_interval_ms.max(10)),
+        )))
+    }
+
+    async fn open_sink(&self, endpoint: &Endpoint) -> Result<Arc<dyn Sink>, AdapterError> {
+        let target = TopicPath::parse(&endpoint.path).map_err(AdapterError::Invalid)?;
+        Ok(Arc::new(sink::KafkaSink {
+            producer: self.producer.clone(),
+            target,
+            names: self.config.header_names.clone(),
+        }))
+    }
+
+    async fn open_tail(&self, endpoint: &Endpoint, settings: &TailSettings) -> Result<Box<dyn Source>, AdapterError> {
+        let target = TopicPath::parse(&endpoint.path).map_err(AdapterError::Invalid)?;
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let mut client = base_config(&self.config);
+        client
+            .set("group.id", format!("bridge-tail-{}-{nanos}", std::process::id()))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
+        apply_options(&mut client, &self.config);
+        let consumer: StreamConsumer = client
+            .create()
+            .map_err(|e| AdapterError::Invalid(format!("Kafka consumer settings: {e}")))?;
+        let consumer = Arc::new(consumer);
+        let partitions = self.require_topic(consumer.clone(), &target.topic).await?;
+        let start = if settings.from_beginning { Offset::Beginning } else { Offset::End };
+        let mut assignment = TopicPartitionList::new();
+        for partition in partitions {
+            if target.partition.is_none_or(|p| p == partition) {
+                let _ = assignment.add_partition_offset(&target.topic, partition, start);
+            }
+        }
+        consumer
+            .assign(&assignment)
+            .map_err(|e| AdapterError::Invalid(format!("cannot read `{}`: {e}", target.topic)))?;
+        Ok(Box::new(TailReader {
+            consumer,
+            endpoint: endpoint.to_string(),
+            names: self.config.header_names.clone(),
+        }))
+    }
+}
+
+/// Reads assigned partitions without a group or commits; acks do nothing.
+struct TailReader {
+    consumer: Arc<StreamConsumer>,
+    endpoint: String,
+    names: config::HeaderNames,
+}
+
+#[async_trait]
+impl Source for TailReader {
+    async fn recv(&mut self) -> Result<Option<Delivery>, AdapterError> {
+        loop {
+            match self.consumer.recv().await {
+                Ok(record) => {
+                    return Ok(Some(Delivery {
+                        message: mapping::incoming(&record, &self.endpoint, &self.names),
+                        ack: AckHandle::noop(),
+                    }));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "Kafka read error; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    async fn close(self: Box<Self>) {}
+}

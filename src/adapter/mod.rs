@@ -1,0 +1,206 @@
+//! The contract between the router and the brokers, and the adapters that implement it.
+//!
+//! A [`Source`] yields [`Delivery`]s (a message plus its [`AckHandle`]); a [`Sink`] enqueues
+//! messages in call order and hands back a [`Confirmation`] that resolves only when the
+//! broker has confirmed. A [`Connector`] is one named connection of the routes file; it
+//! opens sources and sinks on its endpoints. [`ConnectionSpec`] is the validated
+//! configuration of one connection and checks endpoint paths without touching the network.
+//!
+//! Each adapter classifies its client's errors at its own boundary into [`ErrorClass`]:
+//! `Transient` (worth retrying: timeouts, lost connections, throttling) or `Permanent`
+//! (will fail the same way again: too large, unroutable, invalid). No blanket conversion
+//! picks a class.
+
+#[cfg(feature = "kafka")]
+pub mod kafka;
+pub mod memory;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
+mod spec;
+pub mod stdio;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+
+use crate::ack::AckHandle;
+use crate::address::Endpoint;
+use crate::message::Message;
+
+pub use spec::{ConnectContext, ConnectionSpec, Role, SourceSettings, System, TailSettings};
+
+/// `url` with any password replaced by `***`, safe to print.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Whether retrying can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// A later attempt may succeed (timeouts, connection loss, throttling, broker restart).
+    Transient,
+    /// The same message will fail the same way (too large, unroutable, invalid).
+    Permanent,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Transient => "transient",
+            ErrorClass::Permanent => "permanent",
+        }
+    }
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A message that a sink could not deliver.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SendError {
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+impl SendError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        SendError {
+            class: ErrorClass::Transient,
+            message: message.into(),
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        SendError {
+            class: ErrorClass::Permanent,
+            message: message.into(),
+        }
+    }
+}
+
+/// Opening a source or sink, or a source's stream, failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    /// The broker could not be reached or refused the session; `bridge run` retries these.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The endpoint or its options are wrong; retrying will not help.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl AdapterError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, AdapterError::Unavailable(_))
+    }
+}
+
+/// What a broker said when it accepted a message, for `bridge send` and the logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Receipt {
+    pub partition: Option<i32>,
+    pub offset: Option<i64>,
+    pub message_id: Option<String>,
+    pub sequence_number: Option<String>,
+}
+
+impl fmt::Display for Receipt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(p) = self.partition {
+            parts.push(format!("partition={p}"));
+        }
+        if let Some(o) = self.offset {
+            parts.push(format!("offset={o}"));
+        }
+        if let Some(id) = &self.message_id {
+            parts.push(format!("message_id={id}"));
+        }
+        if let Some(seq) = &self.sequence_number {
+            parts.push(format!("sequence_number={seq}"));
+        }
+        if parts.is_empty() {
+            f.write_str("confirmed")
+        } else {
+            f.write_str(&parts.join(" "))
+        }
+    }
+}
+
+/// One received message and the handle that settles it.
+#[derive(Debug)]
+pub struct Delivery {
+    pub message: Message,
+    pub ack: AckHandle,
+}
+
+/// Resolves when the broker has confirmed (or refused) one enqueued message.
+pub type Confirmation = BoxFuture<'static, Result<Receipt, SendError>>;
+
+/// A stream of deliveries from one endpoint.
+///
+/// Contract: `recv` is cancel-safe (dropping its future loses nothing); a source recovers
+/// from broker outages by itself and only returns an error it cannot recover from; the
+/// outcome given to each ack handle reaches the broker (possibly batched) before `close`
+/// returns.
+#[async_trait]
+pub trait Source: Send {
+    /// The next delivery, or `None` when a finite source has no more.
+    async fn recv(&mut self) -> Result<Option<Delivery>, AdapterError>;
+
+    /// Stops receiving and settles every outcome already given (commits, deletes, acks).
+    async fn close(self: Box<Self>);
+}
+
+/// Delivers messages to one endpoint.
+///
+/// Contract: `send` waits for room in the sink's bounded in-flight window, enqueues the
+/// message in call order (so per-key order holds while many confirmations are
+/// outstanding) and returns a [`Confirmation`] that resolves only once the broker has
+/// confirmed. An error from `send` itself means the message was not enqueued.
+#[async_trait]
+pub trait Sink: Send + Sync {
+    async fn send(&self, message: &Message) -> Result<Confirmation, SendError>;
+
+    /// Waits until everything enqueued so far is confirmed or failed (used on shutdown).
+    async fn flush(&self);
+}
+
+/// One named connection of the routes file.
+#[async_trait]
+pub trait Connector: Send + Sync {
+    /// Opens a consuming source on `endpoint` for `bridge run`.
+    async fn open_source(
+        &self,
+        endpoint: &Endpoint,
+        settings: &SourceSettings,
+    ) -> Result<Box<dyn Source>, AdapterError>;
+
+    /// Opens a sink on `endpoint`. Sinks of one connection share its client.
+    async fn open_sink(&self, endpoint: &Endpoint) -> Result<Arc<dyn Sink>, AdapterError>;
+
+    /// Opens a reader for `bridge tail` that leaves the data undisturbed where the broker
+    /// allows it.
+    async fn open_tail(
+        &self,
+        endpoint: &Endpoint,
+        settings: &TailSettings,
+    ) -> Result<Box<dyn Source>, AdapterError>;
+}

@@ -1,0 +1,285 @@
+//! RabbitMQ, AMQP 0-9-1 (`type: rabbitmq`), through `lapin`.
+//!
+//! Endpoints: `NAME:queue/QUEUE` (source; as a sink it publishes through the default
+//! exchange) and `NAME:exchange/EXCHANGE/ROUTING_KEY` (sink; tail).
+//!
+//! - Source ([`source`]): consumes a queue with prefetch; ack = basic.ack, retry =
+//!   basic.nack with requeue, reject = basic.nack without requeue (the queue's dead-letter
+//!   exchange). Reconnects by itself with backoff.
+//! - Sink ([`sink`]): publisher confirms and `mandatory`; unroutable = permanent error.
+//! - Tail: an exchange is read through a temporary exclusive queue bound with the routing
+//!   key (default `#`); a queue can only be peeked with `--disturb`: messages are read with
+//!   basic.get, held unacknowledged and all requeued when tail ends (they come back with
+//!   the redelivered flag).
+//! - Mapping ([`mapping`]): every AMQP property and header type is kept, reversibly.
+//! - Exchanges, queues and bindings listed in `declare` are declared at start-up.
+
+mod client;
+mod config;
+mod mapping;
+mod sink;
+mod source;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lapin::options::{
+    BasicConsumeOptions, BasicGetOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Channel, ExchangeKind};
+
+use client::AmqpClient;
+pub use config::Config;
+use config::{SourceOptions, Target};
+
+use super::{AdapterError, Connector, Delivery, Role, Sink, Source, SourceSettings, TailSettings};
+use crate::ack::AckHandle;
+use crate::address::Endpoint;
+
+pub(super) fn check_config(config: &Config) -> Result<(), String> {
+    client::parse_uri(&config.url).map(|_| ())
+}
+
+pub(super) fn check_endpoint(path: &str, role: Role, options: &serde_json::Value) -> Result<(), String> {
+    let target = Target::parse(path)?;
+    match role {
+        Role::Source => {
+            if let Target::Exchange { name, .. } = &target {
+                return Err(format!(
+                    "a route reads a queue, not exchange `{name}`: bind a queue to the exchange (see `declare`) and read queue/NAME"
+                ));
+            }
+            if !options.is_null() {
+                super::spec::parse_strict::<SourceOptions>(options.clone())
+                    .map_err(|e| format!("RabbitMQ source options: {e}"))?;
+            }
+        }
+        Role::Sink if !options.is_null() => return Err("RabbitMQ sinks take no options".into()),
+        Role::Sink => {}
+    }
+    Ok(())
+}
+
+/// `amqp://` and `amqps://` URIs for `--url`.
+pub(super) fn from_url(url: &str) -> Result<Config, String> {
+    client::parse_uri(url)?;
+    serde_json::from_value(serde_json::json!({ "url": url })).map_err(|e| e.to_string())
+}
+
+pub(super) fn describe(config: &Config) -> String {
+    match client::parse_uri(&config.url) {
+        Ok(uri) => format!("RabbitMQ at {}:{}", uri.authority.host, uri.authority.port),
+        Err(_) => "RabbitMQ".into(),
+    }
+}
+
+pub(super) async fn connect(config: &Config) -> Result<Arc<dyn Connector>, AdapterError> {
+    let client = Arc::new(AmqpClient::new(config.clone())?);
+    client.channel().await?;
+    client.declare(&config.declare).await?;
+    Ok(Arc::new(RabbitConnector {
+        publisher: Arc::new(sink::Publisher::new(client.clone())),
+        client,
+    }))
+}
+
+struct RabbitConnector {
+    client: Arc<AmqpClient>,
+    publisher: Arc<sink::Publisher>,
+}
+
+impl RabbitConnector {
+    /// Fails with a clear message when the queue or exchange does not exist.
+    async fn require(&self, target: &Target) -> Result<(), AdapterError> {
+        let channel = self.client.channel().await?;
+        let passive = match target {
+            Target::Queue(name) => {
+                let options = QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                };
+                self.client
+                    .bounded(
+                        &format!("queue `{name}` does not exist or is not accessible"),
+                        channel.queue_declare(name.as_str().into(), options, FieldTable::default()),
+                    )
+                    .await
+                    .map(|_| ())
+            }
+            Target::Exchange { name, .. } => {
+                let options = ExchangeDeclareOptions {
+                    passive: true,
+                    ..ExchangeDeclareOptions::default()
+                };
+                self.client
+                    .bounded(
+                        &format!("exchange `{name}` does not exist or is not accessible"),
+                        channel.exchange_declare(name.as_str().into(), ExchangeKind::Topic, options, FieldTable::default()),
+                    )
+                    .await
+            }
+        };
+        let _ = channel.close(200, "checked".into()).await;
+        passive
+    }
+}
+
+#[async_trait]
+impl Connector for RabbitConnector {
+    async fn open_source(&self, endpoint: &Endpoint, settings: &SourceSettings) -> Result<Box<dyn Source>, AdapterError> {
+        let target = Target::parse(&endpoint.path).map_err(AdapterError::Invalid)?;
+        let Target::Queue(queue) = &target else {
+            return Err(AdapterError::Invalid(format!("{endpoint} is not a queue")));
+        };
+        let options: SourceOptions = if settings.options.is_null() {
+            SourceOptions::default()
+        } else {
+            super::spec::parse_strict(settings.options.clone()).map_err(|e| AdapterError::Invalid(e.to_string()))?
+        };
+        self.require(&target).await?;
+        let prefetch = options
+            .prefetch
+            .unwrap_or_else(|| u16::try_from(settings.max_in_flight).unwrap_or(u16::MAX))
+            .max(1);
+        Ok(Box::new(source::RabbitSource::start(
+            self.client.clone(),
+            source::ConsumeSpec {
+                queue: queue.clone(),
+                prefetch,
+                endpoint: endpoint.to_string(),
+                consumer_tag: format!("bridge-{}-{}", settings.route, std::process::id()),
+            },
+        )))
+    }
+
+    async fn open_sink(&self, endpoint: &Endpoint) -> Result<Arc<dyn Sink>, AdapterError> {
+        let target = Target::parse(&endpoint.path).map_err(AdapterError::Invalid)?;
+        if let Target::Exchange { .. } = target {
+            self.require(&target).await?;
+        }
+        Ok(Arc::new(sink::RabbitSink {
+            publisher: self.publisher.clone(),
+            target,
+        }))
+    }
+
+    async fn open_tail(&self, endpoint: &Endpoint, settings: &TailSettings) -> Result<Box<dyn Source>, AdapterError> {
+        let target = Target::parse(&endpoint.path).map_err(AdapterError::Invalid)?;
+        self.require(&target).await?;
+        let channel = self.client.channel().await?;
+        match target {
+            Target::Exchange { name, routing_key } => {
+                let options = QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                };
+                let queue = self
+                    .client
+                    .bounded("declaring a tail queue", channel.queue_declare("".into(), options, FieldTable::default()))
+                    .await?;
+                let binding = if routing_key.is_empty() { "#".to_owned() } else { routing_key };
+                self.client
+                    .bounded(
+                        "binding the tail queue",
+                        channel.queue_bind(
+                            queue.name().clone(),
+                            name.as_str().into(),
+                            binding.as_str().into(),
+                            QueueBindOptions::default(),
+                            FieldTable::default(),
+                        ),
+                    )
+                    .await?;
+                let options = BasicConsumeOptions {
+                    no_ack: true,
+                    exclusive: true,
+                    ..BasicConsumeOptions::default()
+                };
+                let consumer = self
+                    .client
+                    .bounded(
+                        "consuming the tail queue",
+                        channel.basic_consume(queue.name().clone(), "bridge-tail".into(), options, FieldTable::default()),
+                    )
+                    .await?;
+                Ok(Box::new(ExchangeTail {
+                    _channel: channel,
+                    consumer,
+                    endpoint: endpoint.to_string(),
+                }))
+            }
+            Target::Queue(queue) => {
+                if !settings.disturb {
+                    return Err(AdapterError::Invalid(format!(
+                        "reading queue `{queue}` takes messages from its consumers; tail an exchange instead, or pass --disturb to peek (messages are requeued when tail ends, marked redelivered)"
+                    )));
+                }
+                Ok(Box::new(QueuePeek {
+                    channel,
+                    queue,
+                    endpoint: endpoint.to_string(),
+                }))
+            }
+        }
+    }
+}
+
+/// Reads a temporary queue bound to an exchange; the queue disappears with the channel.
+struct ExchangeTail {
+    _channel: Channel,
+    consumer: lapin::Consumer,
+    endpoint: String,
+}
+
+#[async_trait]
+impl Source for ExchangeTail {
+    async fn recv(&mut self) -> Result<Option<Delivery>, AdapterError> {
+        use futures::StreamExt;
+        match self.consumer.next().await {
+            Some(Ok(delivery)) => Ok(Some(Delivery {
+                message: mapping::incoming(&delivery, &self.endpoint),
+                ack: AckHandle::noop(),
+            })),
+            Some(Err(error)) => Err(AdapterError::Unavailable(format!("tail consumer failed: {error}"))),
+            None => Ok(None),
+        }
+    }
+
+    async fn close(self: Box<Self>) {}
+}
+
+/// Peeks a queue with basic.get, holding messages until the channel closes (requeue).
+struct QueuePeek {
+    channel: Channel,
+    queue: String,
+    endpoint: String,
+}
+
+#[async_trait]
+impl Source for QueuePeek {
+    async fn recv(&mut self) -> Result<Option<Delivery>, AdapterError> {
+        loop {
+            let got = self
+                .channel
+                .basic_get(self.queue.as_str().into(), BasicGetOptions { no_ack: false })
+                .await
+                .map_err(|e| AdapterError::Unavailable(format!("basic.get failed: {e}")))?;
+            match got {
+                Some(message) => {
+                    return Ok(Some(Delivery {
+                        message: mapping::incoming(&message.delivery, &self.endpoint),
+                        ack: AckHandle::noop(),
+                    }));
+                }
+                None => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+
+    async fn close(self: Box<Self>) {
+        let _ = self.channel.close(200, "tail done; requeue".into()).await;
+    }
+}

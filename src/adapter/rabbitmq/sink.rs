@@ -1,0 +1,131 @@
+//! RabbitMQ publisher: one confirm-mode channel per connection, shared by its sinks.
+//!
+//! Publishes happen in call order on that channel with `mandatory` set; a send is confirmed
+//! by the broker's basic.ack. A message returned as unroutable (no queue bound for its
+//! routing key) is a permanent error; a basic.nack, a confirm timeout or a lost channel is
+//! transient (the channel is reopened on the next send). A missing exchange or refused
+//! access is permanent. At most `max_unconfirmed` publishes wait for confirms at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{Channel, Confirmation as AmqpConfirmation};
+use tokio::sync::{Mutex, Semaphore};
+
+use super::client::{AmqpClient, is_refusal};
+use super::config::Target;
+use super::mapping;
+use crate::adapter::{AdapterError, Confirmation, Receipt, SendError, Sink};
+use crate::message::Message;
+
+/// The shared publishing channel of one connection.
+pub struct Publisher {
+    client: Arc<AmqpClient>,
+    channel: Mutex<Option<Channel>>,
+    window: Arc<Semaphore>,
+    confirm_timeout: Duration,
+}
+
+impl Publisher {
+    pub fn new(client: Arc<AmqpClient>) -> Publisher {
+        let config = client.config();
+        let window = Arc::new(Semaphore::new(config.max_unconfirmed.max(1)));
+        let confirm_timeout = Duration::from_millis(config.confirm_timeout_ms);
+        Publisher {
+            client,
+            channel: Mutex::new(None),
+            window,
+            confirm_timeout,
+        }
+    }
+
+    async fn open_channel(&self) -> Result<Channel, AdapterError> {
+        let channel = self.client.channel().await?;
+        self.client
+            .bounded("confirm.select", channel.confirm_select(ConfirmSelectOptions::default()))
+            .await?;
+        Ok(channel)
+    }
+}
+
+fn send_error(what: &str, error: &lapin::Error) -> SendError {
+    if is_refusal(error) {
+        SendError::permanent(format!("RabbitMQ refused {what}: {error}"))
+    } else {
+        SendError::transient(format!("{what} failed: {error}"))
+    }
+}
+
+pub struct RabbitSink {
+    pub publisher: Arc<Publisher>,
+    pub target: Target,
+}
+
+#[async_trait]
+impl Sink for RabbitSink {
+    async fn send(&self, message: &Message) -> Result<Confirmation, SendError> {
+        let publisher = &self.publisher;
+        let permit = publisher
+            .window
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| SendError::transient("publisher closed"))?;
+        let properties = mapping::outgoing(message);
+        let (exchange, routing_key) = self.target.publish_to();
+        let mut current = publisher.channel.lock().await;
+        let channel = match current.as_ref().filter(|c| c.status().connected()) {
+            Some(channel) => channel.clone(),
+            None => {
+                let channel = publisher.open_channel().await.map_err(|e| match e {
+                    AdapterError::Invalid(m) => SendError::permanent(m),
+                    AdapterError::Unavailable(m) => SendError::transient(m),
+                })?;
+                *current = Some(channel.clone());
+                channel
+            }
+        };
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        };
+        let publishing = channel.basic_publish(exchange.into(), routing_key.into(), options, &message.body, properties);
+        let pending = match tokio::time::timeout(publisher.confirm_timeout, publishing).await {
+            Ok(Ok(pending)) => pending,
+            Ok(Err(error)) => {
+                current.take();
+                return Err(send_error("basic.publish", &error));
+            }
+            Err(_) => {
+                current.take();
+                return Err(SendError::transient("basic.publish timed out"));
+            }
+        };
+        drop(current);
+        let timeout = publisher.confirm_timeout;
+        let described = format!("exchange `{exchange}` with routing key `{routing_key}`");
+        Ok(Box::pin(async move {
+            let confirmed = tokio::time::timeout(timeout, pending).await;
+            drop(permit);
+            match confirmed {
+                Ok(Ok(AmqpConfirmation::Ack(None))) | Ok(Ok(AmqpConfirmation::NotRequested)) => Ok(Receipt::default()),
+                Ok(Ok(AmqpConfirmation::Ack(Some(returned)))) => Err(SendError::permanent(format!(
+                    "unroutable: {described} has no bound queue ({})",
+                    returned.reply_text
+                ))),
+                Ok(Ok(AmqpConfirmation::Nack(_))) => Err(SendError::transient("RabbitMQ nacked the message")),
+                Ok(Err(error)) => Err(send_error(&format!("publishing to {described}"), &error)),
+                Err(_) => Err(SendError::transient(format!("no publisher confirm within {timeout:?}"))),
+            }
+        }))
+    }
+
+    async fn flush(&self) {
+        let channel = self.publisher.channel.lock().await.clone();
+        if let Some(channel) = channel {
+            let _ = tokio::time::timeout(Duration::from_secs(30), channel.wait_for_confirms()).await;
+        }
+    }
+}

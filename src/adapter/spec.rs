@@ -1,0 +1,230 @@
+//! Connection configurations, checked without touching the network.
+//!
+//! The routes file names each connection with a `type`; [`System::from_type`] knows every
+//! type, including those of adapters left out of this build (their use is refused with the
+//! cargo feature to turn on). [`ConnectionSpec::check_endpoint`] validates an endpoint path
+//! and its options for a role, so `bridge validate` finds mistakes before anything connects.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+#[cfg(feature = "kafka")]
+use super::kafka;
+#[cfg(feature = "rabbitmq")]
+use super::rabbitmq;
+use super::{AdapterError, Connector, memory, stdio};
+
+/// The kinds of connection a routes file can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum System {
+    Memory,
+    Stdio,
+    Kafka,
+    RabbitMq,
+}
+
+impl System {
+    pub const ALL: [System; 4] = [System::Memory, System::Stdio, System::Kafka, System::RabbitMq];
+
+    /// The `type` written in the routes file.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            System::Memory => "memory",
+            System::Stdio => "stdio",
+            System::Kafka => "kafka",
+            System::RabbitMq => "rabbitmq",
+        }
+    }
+
+    pub fn from_type(name: &str) -> Option<System> {
+        System::ALL.into_iter().find(|s| s.type_name() == name)
+    }
+
+    /// The cargo feature that builds this adapter, if it is optional.
+    pub fn feature(self) -> Option<&'static str> {
+        match self {
+            System::Memory | System::Stdio => None,
+            System::Kafka => Some("kafka"),
+            System::RabbitMq => Some("rabbitmq"),
+        }
+    }
+
+    /// Whether this build contains the adapter.
+    pub fn is_built(self) -> bool {
+        match self {
+            System::Memory | System::Stdio => true,
+            System::Kafka => cfg!(feature = "kafka"),
+            System::RabbitMq => cfg!(feature = "rabbitmq"),
+        }
+    }
+}
+
+/// What an endpoint is used for in a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Source,
+    Sink,
+}
+
+/// Settings that `bridge run` passes to a source.
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
+    /// Route name, for logs and consumer names.
+    pub route: String,
+    /// Adapter-specific options from the route's `from.options`, already checked.
+    pub options: serde_json::Value,
+    /// How many unsettled deliveries the router will hold; sources size prefetch to it.
+    pub max_in_flight: usize,
+}
+
+/// Settings that `bridge tail` passes to a reader.
+#[derive(Debug, Clone, Default)]
+pub struct TailSettings {
+    /// Start at the oldest retained message instead of new ones (logs only).
+    pub from_beginning: bool,
+    /// Allow a read that disturbs the broker's state (SQS receive counts and visibility,
+    /// RabbitMQ redelivered flags, taking from a memory queue); adapters that cannot read
+    /// undisturbed refuse without it.
+    pub disturb: bool,
+}
+
+/// Shared in-process state handed to every connector.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectContext {
+    /// The namespace of `memory` queues.
+    pub memory: memory::MemoryBroker,
+}
+
+/// A connection's validated configuration.
+#[derive(Debug, Clone)]
+pub enum ConnectionSpec {
+    Memory(memory::Config),
+    Stdio(stdio::Config),
+    #[cfg(feature = "kafka")]
+    Kafka(kafka::Config),
+    #[cfg(feature = "rabbitmq")]
+    RabbitMq(rabbitmq::Config),
+}
+
+/// Deserializes `value` strictly, reporting the path of the first problem inside it.
+pub(crate) fn parse_strict<T: DeserializeOwned>(
+    value: serde_json::Value,
+) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
+    serde_path_to_error::deserialize(value)
+}
+
+impl ConnectionSpec {
+    /// Checks a parsed connection's fields that serde cannot (URIs and the like).
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            #[cfg(feature = "rabbitmq")]
+            ConnectionSpec::RabbitMq(config) => rabbitmq::check_config(config),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads the fields of a connection (everything but `type`).
+    pub fn parse(
+        system: System,
+        value: serde_json::Value,
+    ) -> Result<ConnectionSpec, serde_path_to_error::Error<serde_json::Error>> {
+        Ok(match system {
+            System::Memory => ConnectionSpec::Memory(parse_strict(value)?),
+            System::Stdio => ConnectionSpec::Stdio(parse_strict(value)?),
+            #[cfg(feature = "kafka")]
+            System::Kafka => ConnectionSpec::Kafka(parse_strict(value)?),
+            #[cfg(feature = "rabbitmq")]
+            System::RabbitMq => ConnectionSpec::RabbitMq(parse_strict(value)?),
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("callers check System::is_built first"),
+        })
+    }
+
+    /// A connection from a URL given on the command line: `memory:`, `stdio:`, and the
+    /// URL forms of each broker adapter (docs/cli.md lists them).
+    pub fn from_url(url: &str) -> Result<ConnectionSpec, String> {
+        let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or_default();
+        match scheme {
+            "memory" => Ok(ConnectionSpec::Memory(memory::Config::default())),
+            "stdio" => Ok(ConnectionSpec::Stdio(stdio::Config::default())),
+            #[cfg(feature = "kafka")]
+            "kafka" => kafka::from_url(url).map(ConnectionSpec::Kafka),
+            #[cfg(feature = "rabbitmq")]
+            "amqp" | "amqps" => rabbitmq::from_url(url).map(ConnectionSpec::RabbitMq),
+            _ => Err(format!(
+                "unsupported URL scheme in `{}`; use kafka://, amqp://, amqps://, memory: or stdio:",
+                crate::adapter::redact_url(url)
+            )),
+        }
+    }
+
+    pub fn system(&self) -> System {
+        match self {
+            ConnectionSpec::Memory(_) => System::Memory,
+            ConnectionSpec::Stdio(_) => System::Stdio,
+            #[cfg(feature = "kafka")]
+            ConnectionSpec::Kafka(_) => System::Kafka,
+            #[cfg(feature = "rabbitmq")]
+            ConnectionSpec::RabbitMq(_) => System::RabbitMq,
+        }
+    }
+
+    /// Checks an endpoint path and its options for `role` without any network access.
+    pub fn check_endpoint(
+        &self,
+        path: &str,
+        role: Role,
+        options: &serde_json::Value,
+    ) -> Result<(), String> {
+        match self {
+            ConnectionSpec::Memory(_) => memory::check_endpoint(path, role, options),
+            ConnectionSpec::Stdio(_) => stdio::check_endpoint(path, role, options),
+            #[cfg(feature = "kafka")]
+            ConnectionSpec::Kafka(_) => kafka::check_endpoint(path, role, options),
+            #[cfg(feature = "rabbitmq")]
+            ConnectionSpec::RabbitMq(_) => rabbitmq::check_endpoint(path, role, options),
+        }
+    }
+
+    /// Whether a source on this system has a reject of its own (a broker dead-letter
+    /// mechanism) to fall back on when a route has no `dead_letter`.
+    pub fn source_can_reject(&self) -> bool {
+        match self {
+            ConnectionSpec::Memory(_) | ConnectionSpec::Stdio(_) => true,
+            #[cfg(feature = "kafka")]
+            ConnectionSpec::Kafka(_) => false,
+            #[cfg(feature = "rabbitmq")]
+            ConnectionSpec::RabbitMq(_) => true,
+        }
+    }
+
+    /// Opens the connection. Errors are [`AdapterError::Unavailable`] when retrying may help.
+    pub async fn connect(
+        &self,
+        name: &str,
+        context: &ConnectContext,
+    ) -> Result<Arc<dyn Connector>, AdapterError> {
+        let _ = name;
+        match self {
+            ConnectionSpec::Memory(config) => Ok(memory::connect(config, context)),
+            ConnectionSpec::Stdio(config) => Ok(stdio::connect(config)),
+            #[cfg(feature = "kafka")]
+            ConnectionSpec::Kafka(config) => kafka::connect(config).await,
+            #[cfg(feature = "rabbitmq")]
+            ConnectionSpec::RabbitMq(config) => rabbitmq::connect(config).await,
+        }
+    }
+
+    /// A text safe to print that says where this connection goes (no secrets).
+    pub fn describe(&self) -> String {
+        match self {
+            ConnectionSpec::Memory(_) => "in-process memory queues".to_owned(),
+            ConnectionSpec::Stdio(_) => "standard input and output".to_owned(),
+            #[cfg(feature = "kafka")]
+            ConnectionSpec::Kafka(config) => kafka::describe(config),
+            #[cfg(feature = "rabbitmq")]
+            ConnectionSpec::RabbitMq(config) => rabbitmq::describe(config),
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The `bridge` command line: argument types, dispatch, and exit codes.
+//!
+//! Exit codes: 0 success; 1 runtime failure (a broker unreachable for send/tail, a route
+//! failed, the drain timed out); 2 usage or configuration error (bad arguments, an invalid
+//! routes file, an unknown connection). This module and its children are the only code
+//! that prints to standard output.
+
+mod connections;
+mod output;
+mod run;
+mod send;
+mod tail;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::ConfigErrors;
+use crate::telemetry::LogFormat;
+
+/// Move messages faithfully between SQS, SNS, Kafka, RabbitMQ and Pub/Sub.
+#[derive(Debug, Parser)]
+#[command(name = "bridge", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format on standard error.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "BRIDGE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log level or filter directive (e.g. `debug`, `info,bridge::router=debug`);
+    /// defaults to `BRIDGE_LOG`, else `info` for run and `warn` otherwise.
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every route of a routes file until SIGTERM or SIGINT, then drain.
+    Run(RunArgs),
+    /// Check a routes file without connecting to anything; lists every error.
+    Validate(ValidateArgs),
+    /// Send messages to an endpoint and print the broker's receipt for each.
+    Send(SendArgs),
+    /// Print messages arriving at an endpoint, without disturbing them where possible.
+    Tail(TailArgs),
+}
+
+impl Command {
+    /// The log level used when none is given.
+    pub fn default_log_level(&self) -> &'static str {
+        match self {
+            Command::Run(_) => "info",
+            _ => "warn",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The routes file.
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The routes file.
+    pub file: PathBuf,
+}
+
+/// Where `send` and `tail` find connections.
+#[derive(Debug, Args, Clone)]
+pub struct ConnectionArgs {
+    /// Routes file whose connections to use [default: routes.yaml when present].
+    #[arg(long, short = 'c', env = "BRIDGE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Connect with this URL instead of a routes file, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`
+    /// or `kafka://127.0.0.1:9092`; the endpoint's connection name is then free.
+    #[arg(long)]
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Where to send, as CONNECTION:PATH (e.g. `kafka:orders`, `rabbit:queue/orders`).
+    pub endpoint: String,
+    /// Message body; `-` reads standard input. With --count, `{n}` is replaced by the
+    /// message's number (1, 2, ...).
+    pub body: Option<String>,
+    /// Read the body from this file.
+    #[arg(long, conflicts_with = "body")]
+    pub file: Option<PathBuf>,
+    /// A header `NAME=VALUE` (repeatable, order kept).
+    #[arg(long = "header", short = 'H', value_name = "NAME=VALUE")]
+    pub headers: Vec<String>,
+    /// Message key (Kafka key, SQS FIFO group, Pub/Sub ordering key).
+    #[arg(long)]
+    pub key: Option<String>,
+    #[arg(long)]
+    pub correlation_id: Option<String>,
+    #[arg(long)]
+    pub reply_to: Option<String>,
+    #[arg(long)]
+    pub message_id: Option<String>,
+    #[arg(long)]
+    pub content_type: Option<String>,
+    /// How many messages to send.
+    #[arg(long, default_value_t = 1)]
+    pub count: u64,
+    /// Print one JSON object per receipt.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// What to read, as CONNECTION:PATH.
+    pub endpoint: String,
+    /// Print one JSON envelope per line (the stable format of docs/cli.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after this many messages.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Keep waiting for new messages until interrupted; without it, stop after
+    /// --idle without a message.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Without --follow, stop after this long without a message.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub idle: std::time::Duration,
+    /// Start from the oldest retained message (Kafka) instead of new ones.
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Allow a read that disturbs the broker's state where no undisturbed read exists
+    /// (RabbitMQ queue peek: redelivered flags; SQS: receive counts and visibility).
+    #[arg(long)]
+    pub disturb: bool,
+    /// Only print messages for which this CEL condition holds (same variables as `when`).
+    #[arg(long)]
+    pub filter: Option<String>,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// A failed command, with its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad arguments or an unknown connection: exit 2.
+    #[error("{0:#}")]
+    Usage(anyhow::Error),
+    /// An invalid routes file: exit 2.
+    #[error("{0}")]
+    Config(ConfigErrors),
+    /// Something failed while running: exit 1.
+    #[error("{0:#}")]
+    Runtime(anyhow::Error),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            CliError::Usage(_) | CliError::Config(_) => ExitCode::from(2),
+            CliError::Runtime(_) => ExitCode::from(1),
+        }
+    }
+}
+
+/// Runs the parsed command.
+pub async fn execute(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Run(args) => run::run(args).await,
+        Command::Validate(args) => validate::validate(args),
+        Command::Send(args) => send::send(args).await,
+        Command::Tail(args) => tail::tail(args).await,
+    }
+}

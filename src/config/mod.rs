@@ -1,0 +1,107 @@
+//! The routes file: reading, interpolation and validation into a runnable [`Plan`].
+//!
+//! Loading never stops at the first mistake: YAML is parsed once with positions, every
+//! section is checked, and all errors come back together, each with its YAML path and
+//! line, before anything connects. The same check backs `bridge validate` and
+//! `bridge run`.
+
+mod interpolate;
+pub mod model;
+mod plan;
+mod yaml;
+
+use std::fmt;
+use std::path::Path;
+
+pub use interpolate::{Environment, ProcessEnvironment};
+pub use model::{Ordering, RetryPolicy, Settings};
+pub use plan::{Plan, RoutePlan, SinkPlan, SourcePlan};
+
+/// One problem in a routes file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// YAML path, e.g. `routes[1].to[0].endpoint` (empty for the whole file).
+    pub path: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "{line}:")?;
+            if let Some(column) = self.column {
+                write!(f, "{column}:")?;
+            }
+            f.write_str(" ")?;
+        }
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in one routes file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors {
+    /// The file's name as given by the user.
+    pub file: String,
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.errors.len();
+        writeln!(
+            f,
+            "{}: {count} error{} in the routes file:",
+            self.file,
+            if count == 1 { "" } else { "s" }
+        )?;
+        for error in &self.errors {
+            let separator = if error.line.is_some() { ":" } else { ": " };
+            writeln!(f, "  {}{separator}{error}", self.file)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads and validates the routes file at `path`.
+pub fn load_file(path: &Path, env: &dyn Environment) -> Result<Plan, ConfigErrors> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        file: file.clone(),
+        errors: vec![ConfigError {
+            path: String::new(),
+            line: None,
+            column: None,
+            message: format!("cannot read the routes file: {e}"),
+        }],
+    })?;
+    load_str(&text, &file, env)
+}
+
+/// Reads and validates routes-file text; `file` names it in errors.
+pub fn load_str(text: &str, file: &str, env: &dyn Environment) -> Result<Plan, ConfigErrors> {
+    let fail = |errors: Vec<ConfigError>| ConfigErrors {
+        file: file.to_owned(),
+        errors,
+    };
+    let (document, mut errors) = yaml::parse(text, env).map_err(|e| fail(vec![e]))?;
+    match plan::build(&document) {
+        Ok(plan) if errors.is_empty() => Ok(plan),
+        Ok(_) => Err(fail(errors)),
+        Err(more) => {
+            // A value whose interpolation failed is reported once, not again as invalid.
+            let interpolated: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
+            errors.extend(more.into_iter().filter(|e| !interpolated.contains(&e.path)));
+            errors.sort_by_key(|e| (e.line.unwrap_or(0), e.column.unwrap_or(0)));
+            errors.dedup();
+            Err(fail(errors))
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! The routes file as written: serde types whose doc comments are the reference for each
+//! field (docs/configuration.md repeats them with examples). Unknown fields are refused
+//! everywhere. Defaults are named functions so the numbers live in one place.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+/// Process-wide settings (`settings:`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// How long `bridge run` waits, after SIGTERM or SIGINT, for in-flight messages to be
+    /// confirmed and acknowledged before it gives up and exits 1 (they are then redelivered
+    /// by their brokers). Default 30s; match the pod's `terminationGracePeriodSeconds`.
+    #[serde(default = "default_drain_timeout", deserialize_with = "duration")]
+    pub drain_timeout: Duration,
+    /// The loop guard: a message that has already been forwarded this many times by bridge
+    /// (the `bridge-hops` header) is dead-lettered instead. Default 10, at least 1.
+    #[serde(default = "default_max_hops")]
+    pub max_hops: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            drain_timeout: default_drain_timeout(),
+            max_hops: default_max_hops(),
+        }
+    }
+}
+
+pub fn default_drain_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+pub fn default_max_hops() -> u32 {
+    10
+}
+
+/// One route (`routes[]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteModel {
+    /// Unique name, used in logs, metrics and dead-letter headers.
+    pub name: String,
+    /// The source endpoint: an address, or `{endpoint, options}`.
+    pub from: SourceRef,
+    /// One sink address, or a list of sinks (addresses or `{endpoint, key, when, optional}`).
+    pub to: SinkList,
+    /// CEL condition; messages for which it is false are acknowledged and not forwarded.
+    #[serde(default)]
+    pub when: Option<String>,
+    /// Where messages go that cannot be delivered (any system). Without it, the source
+    /// broker's own reject is used; sources without one (Kafka) require it.
+    #[serde(default)]
+    pub dead_letter: Option<String>,
+    /// Retry policy of every sink of the route.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// `none` (default): messages are pipelined freely. `key`: messages with the same key
+    /// are delivered one after another, in order; different keys run in parallel.
+    #[serde(default)]
+    pub ordering: Ordering,
+    /// Most messages of this route being processed at once (the in-flight window).
+    /// Default 256, at least 1.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+pub fn default_max_in_flight() -> usize {
+    256
+}
+
+/// Per-key ordering of a route.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ordering {
+    #[default]
+    None,
+    Key,
+}
+
+/// Retries of a sink: exponential backoff with jitter, bounded in attempts and in time.
+/// After the last attempt the message goes to the dead letter.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included. Default 5, at least 1.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Wait before the second attempt. Default 100ms.
+    #[serde(default = "default_initial_backoff", deserialize_with = "duration")]
+    pub initial_backoff: Duration,
+    /// Longest wait between attempts. Default 10s.
+    #[serde(default = "default_max_backoff", deserialize_with = "duration")]
+    pub max_backoff: Duration,
+    /// Growth of the wait per attempt. Default 2.0, at least 1.0.
+    #[serde(default = "default_multiplier")]
+    pub multiplier: f32,
+    /// No attempt starts later than this after the first failure. Default 60s.
+    #[serde(default = "default_max_elapsed", deserialize_with = "duration")]
+    pub max_elapsed: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: default_max_attempts(),
+            initial_backoff: default_initial_backoff(),
+            max_backoff: default_max_backoff(),
+            multiplier: default_multiplier(),
+            max_elapsed: default_max_elapsed(),
+        }
+    }
+}
+
+pub fn default_max_attempts() -> u32 {
+    5
+}
+pub fn default_initial_backoff() -> Duration {
+    Duration::from_millis(100)
+}
+pub fn default_max_backoff() -> Duration {
+    Duration::from_secs(10)
+}
+pub fn default_multiplier() -> f32 {
+    2.0
+}
+pub fn default_max_elapsed() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// A source: `kafka:orders`, or `{endpoint: kafka:orders, options: {...}}`.
+#[derive(Debug, Clone, Default)]
+pub struct SourceRef {
+    /// The endpoint address.
+    pub endpoint: String,
+    /// Options read by the source's adapter (see its page in docs/adapters).
+    pub options: serde_json::Value,
+}
+
+/// A sink: `kafka:orders`, or `{endpoint, key, when, optional}`.
+#[derive(Debug, Clone, Default)]
+pub struct SinkRef {
+    /// The endpoint address; the part after `CONNECTION:` may be a template.
+    pub endpoint: String,
+    /// Template that sets the message key before sending.
+    pub key: Option<String>,
+    /// CEL condition; the sink only receives messages for which it is true.
+    pub when: Option<String>,
+    /// An optional sink is tried with retries but does not hold back the acknowledgement;
+    /// its failures are logged and counted, not dead-lettered. Default false.
+    pub optional: bool,
+}
+
+/// `to:` accepts one sink or a list.
+#[derive(Debug, Clone, Default)]
+pub struct SinkList(pub Vec<SinkRef>);
+
+/// Types that can also be written as a bare endpoint address.
+trait FromAddress {
+    fn from_address(address: String) -> Self;
+}
+
+impl FromAddress for SourceRef {
+    fn from_address(endpoint: String) -> Self {
+        SourceRef {
+            endpoint,
+            ..SourceRef::default()
+        }
+    }
+}
+
+impl FromAddress for SinkRef {
+    fn from_address(endpoint: String) -> Self {
+        SinkRef {
+            endpoint,
+            ..SinkRef::default()
+        }
+    }
+}
+
+struct AddressOrMap<T>(PhantomData<T>);
+
+impl<'de, T: FromAddress + Deserialize<'de>> Visitor<'de> for AddressOrMap<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an endpoint address (CONNECTION:PATH) or a mapping with `endpoint`")
+    }
+
+    fn visit_str<E: de::Error>(self, address: &str) -> Result<T, E> {
+        Ok(T::from_address(address.to_owned()))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::deserialize(MapAccessDeserializer::new(map))
+    }
+}
+
+impl<'de> Deserialize<'de> for SourceRef {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            endpoint: String,
+            #[serde(default)]
+            options: serde_json::Value,
+        }
+        impl FromAddress for Full {
+            fn from_address(endpoint: String) -> Self {
+                Full {
+                    endpoint,
+                    options: serde_json::Value::Null,
+                }
+            }
+        }
+        let full = deserializer.deserialize_any(AddressOrMap::<Full>(PhantomData))?;
+        Ok(SourceRef {
+            endpoint: full.endpoint,
+            options: full.options,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for SinkRef {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            endpoint: String,
+            #[serde(default)]
+            key: Option<String>,
+            #[serde(default)]
+            when: Option<String>,
+            #[serde(default)]
+            optional: bool,
+        }
+        impl FromAddress for Full {
+            fn from_address(endpoint: String) -> Self {
+                Full {
+                    endpoint,
+                    key: None,
+                    when: None,
+                    optional: false,
+                }
+            }
+        }
+        let full = deserializer.deserialize_any(AddressOrMap::<Full>(PhantomData))?;
+        Ok(SinkRef {
+            endpoint: full.endpoint,
+            key: full.key,
+            when: full.when,
+            optional: full.optional,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for SinkList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ListVisitor;
+        impl<'de> Visitor<'de> for ListVisitor {
+            type Value = SinkList;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sink address or a list of sinks")
+            }
+
+            fn visit_str<E: de::Error>(self, address: &str) -> Result<SinkList, E> {
+                Ok(SinkList(vec![SinkRef::from_address(address.to_owned())]))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SinkList, A::Error> {
+                SinkRef::deserialize(MapAccessDeserializer::new(map)).map(|sink| SinkList(vec![sink]))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<SinkList, A::Error> {
+                Vec::<SinkRef>::deserialize(SeqAccessDeserializer::new(seq)).map(SinkList)
+            }
+        }
+        deserializer.deserialize_any(ListVisitor)
+    }
+}
+
+/// Reads a duration written with a unit: `250ms`, `30s`, `5m`, `2h`, `1h 30m`.
+pub fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    struct DurationVisitor;
+    impl Visitor<'_> for DurationVisitor {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a duration with a unit, like `500ms`, `30s` or `5m`")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+            humantime::parse_duration(text)
+                .map_err(|e| E::custom(format!("`{text}` is not a duration ({e}); write e.g. `500ms`, `30s`, `5m`")))
+        }
+
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<Duration, E> {
+            Err(E::custom(format!("`{n}` has no unit; write e.g. `{n}s` or `{n}ms`")))
+        }
+
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<Duration, E> {
+            Err(E::custom(format!("`{n}` has no unit; write e.g. `{n}s` or `{n}ms`")))
+        }
+    }
+    deserializer.deserialize_any(DurationVisitor)
+}

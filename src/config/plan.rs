@@ -1,0 +1,510 @@
+//! Validation of the parsed routes file into a [`Plan`]: the connections to open and the
+//! routes to run, with conditions and templates compiled and every endpoint checked by its
+//! adapter. All errors are collected; nothing here touches the network.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::de::DeserializeOwned;
+use serde_path_to_error::Segment;
+use serde_json::Value;
+
+use super::ConfigError;
+use super::model::{Ordering, RetryPolicy, RouteModel, Settings, SinkRef};
+use super::yaml::{Document, child, index};
+use crate::adapter::{ConnectionSpec, Role, System};
+use crate::address::Endpoint;
+use crate::expr::{Condition, Template};
+
+/// A validated routes file, ready to run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub settings: Settings,
+    pub connections: BTreeMap<String, ConnectionSpec>,
+    pub routes: Vec<RoutePlan>,
+}
+
+/// One validated route.
+#[derive(Debug, Clone)]
+pub struct RoutePlan {
+    pub name: String,
+    pub source: SourcePlan,
+    pub when: Option<Condition>,
+    pub sinks: Vec<SinkPlan>,
+    pub dead_letter: Option<SinkPlan>,
+    pub retry: RetryPolicy,
+    pub ordering: Ordering,
+    pub max_in_flight: usize,
+}
+
+/// The source of a route.
+#[derive(Debug, Clone)]
+pub struct SourcePlan {
+    pub endpoint: Endpoint,
+    pub options: Value,
+}
+
+/// A sink of a route (or its dead letter).
+#[derive(Debug, Clone)]
+pub struct SinkPlan {
+    /// The connection, never templated.
+    pub connection: String,
+    /// The path after `CONNECTION:`, possibly a template.
+    pub path: Template,
+    /// Sets the message key before sending.
+    pub key: Option<Template>,
+    /// The sink only receives messages for which this holds.
+    pub when: Option<Condition>,
+    pub optional: bool,
+}
+
+impl SinkPlan {
+    /// The address as written, e.g. `kafka:orders-{{ headers.region }}`.
+    pub fn label(&self) -> String {
+        format!("{}:{}", self.connection, self.path.source())
+    }
+}
+
+/// Removes the value at `segments` from `value`; false when there is nothing to remove.
+fn remove_at(value: &mut Value, segments: &[Segment]) -> bool {
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut node = value;
+    for segment in parents {
+        node = match (segment, node) {
+            (Segment::Map { key }, Value::Object(map)) => match map.get_mut(key) {
+                Some(next) => next,
+                None => return false,
+            },
+            (Segment::Seq { index }, Value::Array(items)) => match items.get_mut(*index) {
+                Some(next) => next,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, node) {
+        (Segment::Map { key }, Value::Object(map)) => map.remove(key).is_some(),
+        (Segment::Seq { index }, Value::Array(items)) if *index < items.len() => {
+            items.remove(*index);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Replaces template expressions by a placeholder so an adapter can check the rest.
+fn placeholder_path(path: &str) -> String {
+    let mut out = String::new();
+    let mut rest = path;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        out.push('x');
+        match rest[start..].find("}}") {
+            Some(end) => rest = &rest[start + end + 2..],
+            None => return out,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+struct Builder<'d> {
+    document: &'d Document,
+    errors: Vec<ConfigError>,
+    connections: BTreeMap<String, ConnectionSpec>,
+    broken_connections: HashSet<String>,
+}
+
+impl Builder<'_> {
+    fn error(&mut self, path: &str, message: impl Into<String>) {
+        self.errors.push(self.document.error(path, message));
+    }
+
+    /// Deserializes `value` found at `path`, recording every error with its inner path.
+    fn parse<T: DeserializeOwned>(&mut self, path: &str, value: &Value) -> Option<T> {
+        self.parse_with(path, value, |v| serde_path_to_error::deserialize(v))
+    }
+
+    /// Deserializes with `parse`, and after each error removes the offending field and
+    /// tries again, so that one pass reports every bad field of a section, not the first.
+    fn parse_with<T>(
+        &mut self,
+        path: &str,
+        value: &Value,
+        parse: impl Fn(Value) -> Result<T, serde_path_to_error::Error<serde_json::Error>>,
+    ) -> Option<T> {
+        const MAX_ERRORS_PER_SECTION: usize = 20;
+        let mut value = value.clone();
+        let mut removed: Vec<String> = Vec::new();
+        for _ in 0..MAX_ERRORS_PER_SECTION {
+            let error = match parse(value.clone()) {
+                Ok(parsed) => return removed.is_empty().then_some(parsed),
+                Err(error) => error,
+            };
+            let segments: Vec<Segment> = error.path().iter().cloned().collect();
+            let inner = error.path().to_string();
+            let at = if inner == "." {
+                path.to_owned()
+            } else if inner.starts_with('[') {
+                format!("{path}{inner}")
+            } else {
+                child(path, &inner)
+            };
+            let message = error.into_inner().to_string();
+            let consequence = message
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split('`').next())
+                .is_some_and(|field| removed.iter().any(|r| r == &child(&at, field)));
+            if !consequence {
+                self.error(&at, message);
+            }
+            if segments.is_empty() || !remove_at(&mut value, &segments) {
+                return None;
+            }
+            removed.push(at);
+        }
+        None
+    }
+
+    fn settings(&mut self, value: Option<&Value>) -> Settings {
+        let Some(value) = value.filter(|v| !v.is_null()) else {
+            return Settings::default();
+        };
+        let settings = self.parse::<Settings>("settings", value).unwrap_or_default();
+        if settings.max_hops == 0 {
+            self.error("settings.max_hops", "max_hops must be at least 1");
+        }
+        settings
+    }
+
+    fn connections(&mut self, value: Option<&Value>) {
+        let Some(value) = value.filter(|v| !v.is_null()) else {
+            return;
+        };
+        let Some(map) = value.as_object() else {
+            self.error("connections", "`connections` must be a mapping of names to connections");
+            return;
+        };
+        for (name, spec) in map {
+            let path = child("connections", name);
+            if !crate::address::is_connection_name(name) {
+                self.error(&path, "connection names may only hold letters, digits, `_` and `-`");
+                self.broken_connections.insert(name.clone());
+                continue;
+            }
+            match self.connection(&path, spec) {
+                Some(spec) => {
+                    self.connections.insert(name.clone(), spec);
+                }
+                None => {
+                    self.broken_connections.insert(name.clone());
+                }
+            }
+        }
+    }
+
+    fn connection(&mut self, path: &str, value: &Value) -> Option<ConnectionSpec> {
+        let Some(fields) = value.as_object() else {
+            self.error(path, "a connection must be a mapping with a `type`");
+            return None;
+        };
+        let known: Vec<&str> = System::ALL.iter().map(|s| s.type_name()).collect();
+        let Some(type_name) = fields.get("type").and_then(Value::as_str) else {
+            self.error(path, format!("missing `type`; one of {}", known.join(", ")));
+            return None;
+        };
+        let type_path = child(path, "type");
+        let Some(system) = System::from_type(type_name) else {
+            self.error(
+                &type_path,
+                format!("unknown connection type `{type_name}`; one of {}", known.join(", ")),
+            );
+            return None;
+        };
+        if !system.is_built() {
+            self.error(
+                &type_path,
+                format!(
+                    "this bridge was built without the `{}` feature; rebuild with `--features {}`",
+                    system.feature().unwrap_or_default(),
+                    system.feature().unwrap_or_default()
+                ),
+            );
+            return None;
+        }
+        let mut rest = fields.clone();
+        rest.remove("type");
+        let spec = self.parse_with(path, &Value::Object(rest), |v| ConnectionSpec::parse(system, v))?;
+        if let Err(message) = spec.check() {
+            self.error(path, message);
+            return None;
+        }
+        Some(spec)
+    }
+
+    /// Resolves an address's connection, or records why it cannot.
+    fn endpoint_connection(&mut self, path: &str, endpoint: &Endpoint) -> Option<ConnectionSpec> {
+        if let Some(spec) = self.connections.get(&endpoint.connection) {
+            return Some(spec.clone());
+        }
+        if !self.broken_connections.contains(&endpoint.connection) {
+            let mut known: Vec<&str> = self.connections.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            let hint = if known.is_empty() {
+                "no connections are defined".to_owned()
+            } else {
+                format!("defined: {}", known.join(", "))
+            };
+            self.error(path, format!("unknown connection `{}` ({hint})", endpoint.connection));
+        }
+        None
+    }
+
+    fn condition(&mut self, path: &str, source: Option<&String>) -> Option<Condition> {
+        let source = source?;
+        match Condition::compile(source) {
+            Ok(condition) => Some(condition),
+            Err(message) => {
+                self.error(path, message);
+                None
+            }
+        }
+    }
+
+    fn sink(&mut self, path: &str, sink: &SinkRef) -> Option<SinkPlan> {
+        let endpoint_path = if sink.key.is_some() || sink.when.is_some() || sink.optional {
+            child(path, "endpoint")
+        } else {
+            path.to_owned()
+        };
+        let endpoint: Endpoint = match sink.endpoint.parse() {
+            Ok(endpoint) => endpoint,
+            Err(error) => {
+                let message = if sink.endpoint.split(':').next().is_some_and(|c| c.contains("{{")) {
+                    "the connection part of a sink address cannot be a template".to_owned()
+                } else {
+                    error.to_string()
+                };
+                self.error(&endpoint_path, message);
+                return None;
+            }
+        };
+        let spec = self.endpoint_connection(&endpoint_path, &endpoint);
+        let template = match Template::compile(&endpoint.path) {
+            Ok(template) => Some(template),
+            Err(message) => {
+                self.error(&endpoint_path, message);
+                None
+            }
+        };
+        if let Some(spec) = &spec
+            && let Err(message) = spec.check_endpoint(&placeholder_path(&endpoint.path), Role::Sink, &Value::Null)
+        {
+            self.error(&endpoint_path, message);
+        }
+        let key = match &sink.key {
+            Some(source) => match Template::compile(source) {
+                Ok(key) => Some(key),
+                Err(message) => {
+                    self.error(&child(path, "key"), message);
+                    None
+                }
+            },
+            None => None,
+        };
+        let when = self.condition(&child(path, "when"), sink.when.as_ref());
+        if sink.key.is_some() && key.is_none() || sink.when.is_some() && when.is_none() {
+            return None;
+        }
+        Some(SinkPlan {
+            connection: endpoint.connection,
+            path: template?,
+            key,
+            when,
+            optional: sink.optional,
+        })
+        .filter(|_| spec.is_some())
+    }
+
+    fn route(&mut self, path: &str, value: &Value, names: &mut HashMap<String, String>) -> Option<RoutePlan> {
+        let model: RouteModel = self.parse(path, value)?;
+        let mut ok = true;
+        if model.name.trim().is_empty() {
+            self.error(&child(path, "name"), "route names cannot be empty");
+            ok = false;
+        } else if let Some(first) = names.insert(model.name.clone(), path.to_owned()) {
+            self.error(
+                &child(path, "name"),
+                format!("route name `{}` is already used by {first}", model.name),
+            );
+            ok = false;
+        }
+        let from_path = if model.from.options.is_null() {
+            child(path, "from")
+        } else {
+            child(&child(path, "from"), "endpoint")
+        };
+        let mut source_spec = None;
+        let source = match model.from.endpoint.parse::<Endpoint>() {
+            Ok(endpoint) => {
+                source_spec = self.endpoint_connection(&from_path, &endpoint);
+                if let Some(spec) = &source_spec
+                    && let Err(message) = spec.check_endpoint(&endpoint.path, Role::Source, &model.from.options)
+                {
+                    self.error(&from_path, message);
+                    ok = false;
+                }
+                Some(SourcePlan {
+                    endpoint,
+                    options: model.from.options.clone(),
+                })
+            }
+            Err(error) => {
+                self.error(&from_path, error.to_string());
+                None
+            }
+        };
+        let when = self.condition(&child(path, "when"), model.when.as_ref());
+        ok &= model.when.is_none() || when.is_some();
+        let to_path = child(path, "to");
+        if model.to.0.is_empty() {
+            self.error(&to_path, "a route needs at least one sink in `to`");
+            ok = false;
+        }
+        let single = model.to.0.len() == 1 && !value.get("to").is_some_and(Value::is_array);
+        let mut sinks = Vec::new();
+        for (i, sink) in model.to.0.iter().enumerate() {
+            let sink_path = if single { to_path.clone() } else { index(&to_path, i) };
+            match self.sink(&sink_path, sink) {
+                Some(sink) => sinks.push(sink),
+                None => ok = false,
+            }
+        }
+        if !sinks.is_empty() && sinks.iter().all(|s| s.optional) {
+            self.error(&to_path, "every sink is optional; mark at least one as required");
+            ok = false;
+        }
+        let dead_letter = match &model.dead_letter {
+            Some(address) => {
+                let plan = self.sink(&child(path, "dead_letter"), &SinkRef {
+                    endpoint: address.clone(),
+                    ..SinkRef::default()
+                });
+                ok &= plan.is_some();
+                plan
+            }
+            None => {
+                if let Some(spec) = &source_spec
+                    && !spec.source_can_reject()
+                {
+                    self.error(
+                        path,
+                        format!(
+                            "route `{}` needs a `dead_letter`: {} has no reject of its own for messages that cannot be delivered",
+                            model.name,
+                            spec.system().type_name()
+                        ),
+                    );
+                    ok = false;
+                }
+                None
+            }
+        };
+        ok &= self.retry(&child(path, "retry"), &model.retry);
+        if model.max_in_flight == 0 {
+            self.error(&child(path, "max_in_flight"), "max_in_flight must be at least 1");
+            ok = false;
+        }
+        if !ok {
+            return None;
+        }
+        Some(RoutePlan {
+            name: model.name,
+            source: source?,
+            when,
+            sinks,
+            dead_letter,
+            retry: model.retry,
+            ordering: model.ordering,
+            max_in_flight: model.max_in_flight,
+        })
+    }
+
+    fn retry(&mut self, path: &str, retry: &RetryPolicy) -> bool {
+        let mut ok = true;
+        if retry.max_attempts == 0 {
+            self.error(&child(path, "max_attempts"), "max_attempts must be at least 1");
+            ok = false;
+        }
+        if retry.initial_backoff > retry.max_backoff {
+            self.error(&child(path, "initial_backoff"), "initial_backoff is longer than max_backoff");
+            ok = false;
+        }
+        if !(retry.multiplier >= 1.0) {
+            self.error(&child(path, "multiplier"), "multiplier must be at least 1.0");
+            ok = false;
+        }
+        ok
+    }
+}
+
+/// Validates a parsed document into a plan, or every error found.
+pub(super) fn build(document: &Document) -> Result<Plan, Vec<ConfigError>> {
+    let mut builder = Builder {
+        document,
+        errors: Vec::new(),
+        connections: BTreeMap::new(),
+        broken_connections: HashSet::new(),
+    };
+    let empty = serde_json::Map::new();
+    let top = match &document.root {
+        Value::Object(map) => map,
+        Value::Null => &empty,
+        _ => {
+            builder.error("", "the routes file must be a mapping with `connections` and `routes`");
+            return Err(builder.errors);
+        }
+    };
+    for key in top.keys() {
+        if !["settings", "connections", "routes"].contains(&key.as_str()) {
+            builder.error(key, format!("unknown field `{key}`, expected one of `settings`, `connections`, `routes`"));
+        }
+    }
+    let settings = builder.settings(top.get("settings"));
+    builder.connections(top.get("connections"));
+    let mut routes = Vec::new();
+    match top.get("routes") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            let mut names = HashMap::new();
+            for (i, item) in items.iter().enumerate() {
+                if let Some(route) = builder.route(&index("routes", i), item, &mut names) {
+                    routes.push(route);
+                }
+            }
+        }
+        Some(_) => builder.error("routes", "`routes` must be a list of routes"),
+    }
+    if builder.errors.is_empty() {
+        Ok(Plan {
+            settings,
+            connections: builder.connections,
+            routes,
+        })
+    } else {
+        let mut errors = builder.errors;
+        errors.sort_by_key(|e| (e.line.unwrap_or(0), e.column.unwrap_or(0)));
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholder_replaces_each_template_expression() {
+        assert_eq!(placeholder_path("exchange/{{ headers.x }}/k-{{key}}"), "exchange/x/k-x");
+    }
+}

@@ -1,0 +1,188 @@
+//! Templates for keys and destinations, written in Jinja (via `minijinja`), e.g.
+//! `orders-{{ headers.region }}` or `{{ body.customer.id }}`.
+//!
+//! Undefined values are errors (strict mode), never an empty string: a destination that
+//! cannot be rendered fails the message permanently so it reaches the dead letter instead
+//! of an unintended topic. A text without `{{` or `{%` is constant and costs nothing to
+//! render.
+
+use std::fmt;
+use std::sync::Arc;
+
+use minijinja::{Environment, UndefinedBehavior, Value};
+
+use super::{EvalError, VARIABLES, body_json, body_text};
+use crate::message::{HeaderValue, Message};
+
+const NAME: &str = "template";
+
+/// A compiled template, or a constant text.
+#[derive(Clone)]
+pub struct Template {
+    source: Arc<str>,
+    compiled: Option<Arc<Compiled>>,
+}
+
+struct Compiled {
+    environment: Environment<'static>,
+    reads_body: bool,
+    reads_body_text: bool,
+}
+
+impl fmt::Debug for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Template({:?})", self.source)
+    }
+}
+
+/// True when `text` contains template syntax.
+pub fn is_template(text: &str) -> bool {
+    text.contains("{{") || text.contains("{%")
+}
+
+fn optional_text(value: &Option<String>) -> Value {
+    value.as_deref().map_or(Value::from(()), Value::from)
+}
+
+fn bytes_or_text(bytes: &[u8]) -> Value {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Value::from(text),
+        Err(_) => Value::from_bytes(bytes.to_vec()),
+    }
+}
+
+impl Template {
+    /// Compiles `source`, refusing syntax errors and unknown variables.
+    pub fn compile(source: &str) -> Result<Template, String> {
+        if !is_template(source) {
+            return Ok(Template {
+                source: source.into(),
+                compiled: None,
+            });
+        }
+        let mut environment = Environment::new();
+        environment.set_undefined_behavior(UndefinedBehavior::Strict);
+        environment
+            .add_template_owned(NAME, source.to_owned())
+            .map_err(|e| format!("invalid template: {e}"))?;
+        let template = environment.get_template(NAME).map_err(|e| e.to_string())?;
+        let variables = template.undeclared_variables(false);
+        let mut unknown: Vec<&String> = variables.iter().filter(|v| !VARIABLES.contains(&v.as_str())).collect();
+        unknown.sort_unstable();
+        if let Some(name) = unknown.first() {
+            return Err(format!(
+                "unknown variable `{name}` in template; known: {}",
+                VARIABLES.join(", ")
+            ));
+        }
+        let reads_body = variables.contains("body");
+        let reads_body_text = variables.contains("body_text");
+        Ok(Template {
+            source: source.into(),
+            compiled: Some(Arc::new(Compiled {
+                environment,
+                reads_body,
+                reads_body_text,
+            })),
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether the text depends on the message.
+    pub fn is_constant(&self) -> bool {
+        self.compiled.is_none()
+    }
+
+    /// Renders the template for `message`.
+    pub fn render(&self, message: &Message) -> Result<String, EvalError> {
+        let Some(compiled) = &self.compiled else {
+            return Ok(self.source.to_string());
+        };
+        let headers: std::collections::BTreeMap<&str, Value> = message
+            .headers
+            .iter()
+            .rev()
+            .map(|(name, value)| {
+                let value = match value {
+                    HeaderValue::Text(text) => Value::from(text.as_str()),
+                    HeaderValue::Binary(bytes) => Value::from_bytes(bytes.to_vec()),
+                };
+                (name, value)
+            })
+            .collect();
+        let body = if compiled.reads_body {
+            Value::from(minijinja::value::Serde(body_json(&message.body)?))
+        } else {
+            Value::from(())
+        };
+        let text = if compiled.reads_body_text {
+            Value::from(body_text(&message.body)?)
+        } else {
+            Value::from(())
+        };
+        let origin = message.origin().map(|o| {
+            minijinja::context! {
+                endpoint => o.endpoint.as_str(),
+                partition => o.partition,
+                offset => o.offset,
+                receive_count => o.receive_count,
+            }
+        });
+        let context = minijinja::context! {
+            headers => headers,
+            key => message.key.as_deref().map_or(Value::from(()), bytes_or_text),
+            body => body,
+            body_text => text,
+            correlation_id => optional_text(&message.correlation_id),
+            reply_to => optional_text(&message.reply_to),
+            message_id => optional_text(&message.message_id),
+            content_type => optional_text(&message.content_type),
+            origin => origin,
+        };
+        let template = compiled
+            .environment
+            .get_template(NAME)
+            .map_err(|e| EvalError::Failed(e.to_string()))?;
+        template
+            .render(context)
+            .map_err(|e| EvalError::Failed(format!("template `{}`: {e}", self.source)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message() -> Message {
+        let mut message = Message::new(r#"{"customer": {"id": "c-9"}}"#);
+        message.headers.push("region", "eu");
+        message
+    }
+
+    #[test]
+    fn renders_headers_and_body_fields() {
+        let template = Template::compile("orders-{{ headers.region }}-{{ body.customer.id }}").unwrap();
+        assert_eq!(template.render(&message()).unwrap(), "orders-eu-c-9");
+    }
+
+    #[test]
+    fn undefined_value_is_an_error_not_an_empty_string() {
+        let template = Template::compile("orders-{{ headers.missing }}").unwrap();
+        assert!(template.render(&message()).is_err());
+    }
+
+    #[test]
+    fn constant_text_is_returned_as_is() {
+        let template = Template::compile("orders").unwrap();
+        assert!(template.is_constant());
+        assert_eq!(template.render(&Message::new("not json")).unwrap(), "orders");
+    }
+
+    #[test]
+    fn unknown_variables_are_refused() {
+        assert!(Template::compile("{{ header.x }}").unwrap_err().contains("header"));
+    }
+}

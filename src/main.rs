@@ -1,0 +1,29 @@
+//! The `bridge` binary: parses arguments, sets up logging and the runtime, runs the
+//! command, and maps its error to an exit code (0 ok, 1 runtime failure, 2 usage or config).
+
+use std::process::ExitCode;
+
+use bridge::cli::{Cli, CliError, execute};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    bridge::telemetry::init_logging(cli.log_format, cli.log_level.as_deref(), cli.command.default_log_level());
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("bridge: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(execute(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            match &error {
+                CliError::Config(errors) => eprint!("{errors}"),
+                other => eprintln!("bridge: {other}"),
+            }
+            error.exit_code()
+        }
+    }
+}

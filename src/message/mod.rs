@@ -1,0 +1,104 @@
+//! The canonical message envelope that travels through the router.
+//!
+//! Every adapter maps its native message to a [`Message`] and back; the mapping for each
+//! system is documented in `docs/mapping.md`. The envelope never assumes a body is UTF-8,
+//! keeps headers in their original order (duplicates allowed) with text or binary values, and
+//! carries a read-only [`Origin`] that only the receiving source can set.
+
+mod headers;
+pub mod json;
+pub mod reserved;
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+pub use headers::{HeaderValue, Headers};
+
+/// One message as the router sees it, independent of any broker.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Message {
+    /// The payload, never assumed to be UTF-8.
+    pub body: Bytes,
+    /// Application headers in their original order.
+    pub headers: Headers,
+    /// Partitioning / ordering key (Kafka key, SQS message group, Pub/Sub ordering key).
+    pub key: Option<Bytes>,
+    /// Correlation id that ties a reply to its request.
+    pub correlation_id: Option<String>,
+    /// Address a replier should answer to.
+    pub reply_to: Option<String>,
+    /// Identifier that stays stable across redeliveries where the source system has one.
+    pub message_id: Option<String>,
+    /// MIME type of the body, when known.
+    pub content_type: Option<String>,
+    /// When the message was created or first published.
+    pub timestamp: Option<SystemTime>,
+    origin: Option<Origin>,
+}
+
+/// Where a received message came from. Set by the source, read-only afterwards.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The endpoint address the message was received from, e.g. `kafka:orders`.
+    pub endpoint: String,
+    /// Kafka partition.
+    pub partition: Option<i32>,
+    /// Kafka offset or another position in an ordered log.
+    pub offset: Option<i64>,
+    /// How many times the broker has delivered this message (SQS receive count,
+    /// Pub/Sub delivery attempt, at least 2 for a redelivered AMQP message).
+    pub receive_count: Option<u32>,
+    /// The broker's own identifier for this delivery when it differs from the message id
+    /// (SQS MessageId, Pub/Sub message id).
+    pub broker_message_id: Option<String>,
+}
+
+impl Message {
+    /// A message with the given body and nothing else.
+    pub fn new(body: impl Into<Bytes>) -> Self {
+        Message {
+            body: body.into(),
+            ..Message::default()
+        }
+    }
+
+    /// Where this message was received from, if it came from a source.
+    pub fn origin(&self) -> Option<&Origin> {
+        self.origin.as_ref()
+    }
+
+    /// Attaches the origin. Only sources call this, once, when they receive a message.
+    pub fn with_origin(mut self, origin: Origin) -> Self {
+        self.origin = Some(origin);
+        self
+    }
+
+    /// A copy of this message with the origin removed, as sent to a sink.
+    pub fn without_origin(&self) -> Self {
+        Message {
+            origin: None,
+            ..self.clone()
+        }
+    }
+
+    /// The key as text when it is valid UTF-8.
+    pub fn key_str(&self) -> Option<&str> {
+        self.key.as_deref().and_then(|k| std::str::from_utf8(k).ok())
+    }
+
+    /// The number of bridge hops recorded in the reserved hop header (0 when absent or
+    /// unreadable).
+    pub fn hops(&self) -> u32 {
+        self.headers
+            .get_text(reserved::HOPS)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Records one more bridge hop.
+    pub fn increment_hops(&mut self) {
+        let next = self.hops().saturating_add(1);
+        self.headers.set(reserved::HOPS, HeaderValue::Text(next.to_string()));
+    }
+}

@@ -1,0 +1,327 @@
+//! What happens to one delivery: loop guard, `when` filter, fan-out to every matching sink
+//! with per-sink retries, then one outcome for the source.
+//!
+//! The outcome follows one rule: the source is acknowledged only when every required sink
+//! has confirmed, or when every failure has been confirmed by the dead letter. A required
+//! sink that fails permanently, or transiently until its retries run out, is dead-lettered
+//! (one dead letter per failing sink). Without a dead letter the source's own reject is
+//! used; when the dead letter itself cannot be written the delivery is retried, never
+//! acknowledged. Optional sinks are retried the same way but their failures are only
+//! logged.
+//!
+//! Processing is split in two so a route can pipeline: [`start`] renders the targets and
+//! enqueues the first attempt on every sink in call order; [`finish`] awaits the
+//! confirmations, retries, and settles the delivery.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::ack::AckHandle;
+use crate::adapter::{Confirmation, Delivery, ErrorClass, Receipt, SendError, Sink};
+use crate::address::Endpoint;
+use crate::config::{RetryPolicy, SinkPlan};
+use crate::expr::{Condition, EvalError};
+use crate::message::Message;
+
+use super::dead_letter::{self, Failure};
+use super::retry;
+use super::sinks::SinkCache;
+
+/// What a route needs to process its deliveries.
+pub struct RouteContext {
+    pub name: String,
+    pub when: Option<Condition>,
+    pub sinks: Vec<SinkPlan>,
+    pub dead_letter: Option<SinkPlan>,
+    pub retry: RetryPolicy,
+    pub max_hops: u32,
+    pub cache: Arc<SinkCache>,
+}
+
+/// One enqueued (or failed-to-enqueue) send to one sink.
+struct Attempt {
+    label: String,
+    endpoint: Option<Endpoint>,
+    message: Message,
+    optional: bool,
+    sink: Option<Arc<dyn Sink>>,
+    first: Result<Confirmation, SendError>,
+}
+
+/// A delivery after its first attempts were enqueued.
+pub struct Started {
+    original: Message,
+    ack: AckHandle,
+    state: StartState,
+}
+
+enum StartState {
+    /// Nothing to send (filtered out): acknowledge.
+    Done,
+    /// Refused before reaching any sink.
+    Refused(Failure),
+    Sending(Vec<Attempt>),
+}
+
+fn eval_failure(sink: &str, error: EvalError) -> Failure {
+    Failure {
+        sink: sink.to_owned(),
+        ..Failure::of_route(error.to_string())
+    }
+}
+
+/// The message a sink receives: the original with one more hop and the rendered key.
+fn outgoing(original: &Message, plan: &SinkPlan) -> Result<Message, EvalError> {
+    let mut message = original.without_origin();
+    if let Some(key) = &plan.key {
+        message.key = Some(key.render(original)?.into());
+    }
+    message.increment_hops();
+    Ok(message)
+}
+
+async fn enqueue(sink: &Arc<dyn Sink>, message: &Message) -> Result<Confirmation, SendError> {
+    sink.send(message).await
+}
+
+async fn attempt_for(context: &RouteContext, original: &Message, plan: &SinkPlan) -> Result<Option<Attempt>, Failure> {
+    if let Some(when) = &plan.when {
+        match when.matches(original) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(error) => return Err(eval_failure(&plan.label(), error)),
+        }
+    }
+    let label = plan.label();
+    let path = plan.path.render(original).map_err(|e| eval_failure(&label, e))?;
+    let endpoint = Endpoint {
+        connection: plan.connection.clone(),
+        path,
+    };
+    let label = endpoint.to_string();
+    let message = outgoing(original, plan).map_err(|e| eval_failure(&label, e))?;
+    let (sink, first) = match context.cache.get_for_send(&endpoint).await {
+        Ok(sink) => {
+            let first = enqueue(&sink, &message).await;
+            (Some(sink), first)
+        }
+        Err(error) => (None, Err(error)),
+    };
+    Ok(Some(Attempt {
+        label,
+        endpoint: Some(endpoint),
+        message,
+        optional: plan.optional,
+        sink,
+        first,
+    }))
+}
+
+/// Checks, filters and enqueues the first attempt on every matching sink, in call order.
+pub async fn start(context: &RouteContext, delivery: Delivery) -> Started {
+    let Delivery { message, ack } = delivery;
+    let state = start_state(context, &message).await;
+    Started {
+        original: message,
+        ack,
+        state,
+    }
+}
+
+async fn start_state(context: &RouteContext, message: &Message) -> StartState {
+    if message.hops() >= context.max_hops {
+        return StartState::Refused(Failure::of_route(format!(
+            "hop limit reached: bridge already forwarded this message {} times (settings.max_hops = {})",
+            message.hops(),
+            context.max_hops
+        )));
+    }
+    if let Some(when) = &context.when {
+        match when.matches(message) {
+            Ok(true) => {}
+            Ok(false) => return StartState::Done,
+            Err(error) => return StartState::Refused(eval_failure("route", error)),
+        }
+    }
+    let mut attempts = Vec::with_capacity(context.sinks.len());
+    for plan in &context.sinks {
+        match attempt_for(context, message, plan).await {
+            Ok(Some(attempt)) => attempts.push(attempt),
+            Ok(None) => {}
+            Err(failure) if plan.optional => {
+                tracing::warn!(route = %context.name, sink = %failure.sink, error = %failure.error, "optional sink skipped");
+            }
+            Err(failure) => {
+                // Already-enqueued attempts still complete; the failure is dead-lettered.
+                attempts.push(Attempt {
+                    label: failure.sink.clone(),
+                    endpoint: None,
+                    message: message.without_origin(),
+                    optional: false,
+                    sink: None,
+                    first: Err(SendError::permanent(failure.error)),
+                });
+            }
+        }
+    }
+    if attempts.is_empty() {
+        StartState::Done
+    } else {
+        StartState::Sending(attempts)
+    }
+}
+
+/// Awaits one attempt's confirmation and retries it per the policy.
+async fn complete(context: &RouteContext, attempt: Attempt) -> (Attempt, Result<Receipt, Failure>) {
+    let Attempt {
+        label,
+        endpoint,
+        message,
+        optional,
+        mut sink,
+        first,
+    } = attempt;
+    let first_failure_at = SystemTime::now();
+    let mut attempts = 1;
+    let mut result = match first {
+        Ok(confirmation) => confirmation.await,
+        Err(error) => Err(error),
+    };
+    let mut waits = retry::schedule(&context.retry);
+    let outcome = loop {
+        let error = match result {
+            Ok(receipt) => break Ok(receipt),
+            Err(error) => error,
+        };
+        let failure = |error: SendError, attempts| Failure {
+            sink: label.clone(),
+            error: error.message,
+            class: error.class,
+            attempts,
+            first: first_failure_at,
+            last: SystemTime::now(),
+        };
+        if error.class == ErrorClass::Permanent {
+            break Err(failure(error, attempts));
+        }
+        let Some(wait) = waits.next() else {
+            let mut failure = failure(error, attempts);
+            failure.error = format!("{} (gave up after {attempts} attempts)", failure.error);
+            break Err(failure);
+        };
+        tracing::debug!(route = %context.name, sink = %label, attempt = attempts, error = %error, ?wait, "send failed; retrying");
+        tokio::time::sleep(wait).await;
+        attempts += 1;
+        result = match (&sink, &endpoint) {
+            (Some(open), _) => enqueue_and_confirm(open, &message).await,
+            (None, Some(endpoint)) => match context.cache.get_for_send(endpoint).await {
+                Ok(open) => {
+                    let result = enqueue_and_confirm(&open, &message).await;
+                    sink = Some(open);
+                    result
+                }
+                Err(error) => Err(error),
+            },
+            (None, None) => Err(SendError::permanent("no sink to retry")),
+        };
+    };
+    let attempt = Attempt {
+        label,
+        endpoint,
+        message,
+        optional,
+        sink,
+        first: Err(SendError::permanent("settled")),
+    };
+    (attempt, outcome)
+}
+
+async fn enqueue_and_confirm(sink: &Arc<dyn Sink>, message: &Message) -> Result<Receipt, SendError> {
+    enqueue(sink, message).await?.await
+}
+
+/// Awaits every sink's confirmation (with retries) and settles the delivery.
+pub async fn finish(context: &RouteContext, started: Started) {
+    let Started { original, ack, state } = started;
+    let attempts = match state {
+        StartState::Done => return ack.ack(),
+        StartState::Refused(failure) => {
+            return dead_letter_or_reject(context, &original, vec![failure], ack).await;
+        }
+        StartState::Sending(attempts) => attempts,
+    };
+    let results = futures::future::join_all(attempts.into_iter().map(|a| complete(context, a))).await;
+    let mut failures = Vec::new();
+    for (attempt, result) in results {
+        match result {
+            Ok(_) => {}
+            Err(failure) if attempt.optional => {
+                tracing::warn!(route = %context.name, sink = %failure.sink, error = %failure.error, "optional sink failed; not dead-lettered");
+            }
+            Err(failure) => failures.push(failure),
+        }
+    }
+    if failures.is_empty() {
+        ack.ack();
+    } else {
+        dead_letter_or_reject(context, &original, failures, ack).await;
+    }
+}
+
+/// Dead-letters each failure and acknowledges once all are confirmed; rejects at the source
+/// when the route has no dead letter; retries when the dead letter cannot be written.
+async fn dead_letter_or_reject(context: &RouteContext, original: &Message, failures: Vec<Failure>, ack: AckHandle) {
+    for failure in &failures {
+        tracing::warn!(
+            route = %context.name,
+            sink = %failure.sink,
+            class = %failure.class,
+            attempts = failure.attempts,
+            error = %failure.error,
+            message_id = original.message_id.as_deref().unwrap_or(""),
+            "message cannot be delivered"
+        );
+    }
+    let Some(plan) = &context.dead_letter else {
+        let reason = failures
+            .iter()
+            .map(|f| format!("{}: {}", f.sink, f.error))
+            .collect::<Vec<_>>()
+            .join("; ");
+        return ack.reject(reason);
+    };
+    let letters = failures.iter().map(|failure| {
+        let letter = dead_letter::build(&context.name, original, failure);
+        async move {
+            let path = plan.path.render(&letter).map_err(|e| e.to_string())?;
+            let endpoint = Endpoint {
+                connection: plan.connection.clone(),
+                path,
+            };
+            let (sink, first) = match context.cache.get_for_send(&endpoint).await {
+                Ok(sink) => {
+                    let first = enqueue(&sink, &letter).await;
+                    (Some(sink), first)
+                }
+                Err(error) => (None, Err(error)),
+            };
+            let attempt = Attempt {
+                label: endpoint.to_string(),
+                endpoint: Some(endpoint),
+                message: letter,
+                optional: false,
+                sink,
+                first,
+            };
+            complete(context, attempt).await.1.map_err(|f| format!("{}: {}", f.sink, f.error))
+        }
+    });
+    let results = futures::future::join_all(letters).await;
+    let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+    if errors.is_empty() {
+        ack.ack();
+    } else {
+        tracing::error!(route = %context.name, errors = ?errors, "dead letter could not be written; the message will be redelivered");
+        ack.retry(format!("dead letter failed: {}", errors.join("; ")));
+    }
+}

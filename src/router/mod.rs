@@ -1,0 +1,238 @@
+//! The router: opens every connection a plan uses, runs each route's loop, and drains on
+//! shutdown.
+//!
+//! Start-up waits for brokers that are not reachable yet (retrying with backoff and saying
+//! so in the log) rather than failing, because a sidecar often starts before its broker.
+//! Endpoints that are wrong (a missing queue, a bad option) fail start-up at once.
+//! Shutdown follows one sequence: stop receiving on every route, wait up to
+//! `settings.drain_timeout` for in-flight messages to settle, close sources (their last
+//! acknowledgements reach the brokers), flush sinks.
+
+mod dead_letter;
+mod dispatch;
+mod retry;
+mod route;
+mod sinks;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::adapter::{AdapterError, ConnectContext, Connector, Source, SourceSettings};
+use crate::address::Endpoint;
+use crate::config::{Plan, RoutePlan};
+
+pub use dead_letter::Failure;
+pub use route::RouteEnd;
+
+use dispatch::RouteContext;
+use sinks::SinkCache;
+
+/// A failure that stops `bridge run`.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error("the routes file has no routes to run")]
+    NoRoutes,
+    #[error("connection `{connection}`: {source}")]
+    Connect {
+        connection: String,
+        source: AdapterError,
+    },
+    #[error("route `{route}`: cannot open {endpoint}: {source}")]
+    Open {
+        route: String,
+        endpoint: String,
+        source: AdapterError,
+    },
+    #[error("shutdown was requested before every connection was open")]
+    Interrupted,
+}
+
+/// How a run ended.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    /// Routes whose source failed beyond recovery, with the error.
+    pub failed_routes: Vec<(String, String)>,
+    /// True when the drain timeout passed with messages still in flight.
+    pub drain_timed_out: bool,
+}
+
+impl RunReport {
+    pub fn is_clean(&self) -> bool {
+        self.failed_routes.is_empty() && !self.drain_timed_out
+    }
+}
+
+/// Connections opened and sources ready; [`run`](Router::run) starts moving messages.
+pub struct Router {
+    routes: Vec<(RoutePlan, Box<dyn Source>)>,
+    cache: Arc<SinkCache>,
+    max_hops: u32,
+    drain_timeout: Duration,
+}
+
+/// Retries `open` while it fails with a retryable error, until `shutdown`.
+async fn with_patience<T, F, Fut>(what: &str, shutdown: &CancellationToken, mut open: F) -> Result<T, AdapterError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, AdapterError>>,
+{
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match open().await {
+            Ok(value) => return Ok(value),
+            Err(error) if error.is_retryable() => {
+                tracing::warn!(%error, retry_in = ?wait, "{what} is not available yet; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Err(error),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Notes a route's end in the report; a failed route stops the others.
+fn record(report: &mut RunReport, name: String, end: RouteEnd, stop: &CancellationToken) {
+    if let RouteEnd::Failed(error) = end {
+        tracing::error!(route = %name, %error, "route failed; stopping bridge");
+        report.failed_routes.push((name, error.to_string()));
+        stop.cancel();
+    }
+}
+
+impl Router {
+    /// Opens every connection, source and constant sink of `plan`.
+    pub async fn connect(plan: &Plan, context: &ConnectContext, shutdown: &CancellationToken) -> Result<Router, RouterError> {
+        if plan.routes.is_empty() {
+            return Err(RouterError::NoRoutes);
+        }
+        let mut used: Vec<&str> = Vec::new();
+        for route in &plan.routes {
+            used.push(&route.source.endpoint.connection);
+            used.extend(route.sinks.iter().map(|s| s.connection.as_str()));
+            used.extend(route.dead_letter.iter().map(|s| s.connection.as_str()));
+        }
+        used.sort_unstable();
+        used.dedup();
+        let mut connectors: HashMap<String, Arc<dyn Connector>> = HashMap::new();
+        for name in used {
+            let spec = &plan.connections[name];
+            let what = format!("connection `{name}` ({})", spec.describe());
+            let connector = with_patience(&what, shutdown, || spec.connect(name, context))
+                .await
+                .map_err(|source| RouterError::Connect {
+                    connection: name.to_owned(),
+                    source,
+                })?;
+            connectors.insert(name.to_owned(), connector);
+        }
+        if shutdown.is_cancelled() {
+            return Err(RouterError::Interrupted);
+        }
+        let cache = Arc::new(SinkCache::new(connectors.clone()));
+        let mut routes = Vec::new();
+        for route in &plan.routes {
+            for sink in route.sinks.iter().chain(&route.dead_letter) {
+                if sink.path.is_constant() {
+                    let endpoint = Endpoint {
+                        connection: sink.connection.clone(),
+                        path: sink.path.source().to_owned(),
+                    };
+                    with_patience(&format!("sink {endpoint}"), shutdown, || cache.get(&endpoint))
+                        .await
+                        .map_err(|source| RouterError::Open {
+                            route: route.name.clone(),
+                            endpoint: endpoint.to_string(),
+                            source,
+                        })?;
+                }
+            }
+            let endpoint = &route.source.endpoint;
+            let connector = connectors[&endpoint.connection].clone();
+            let settings = SourceSettings {
+                route: route.name.clone(),
+                options: route.source.options.clone(),
+                max_in_flight: route.max_in_flight,
+            };
+            let source = with_patience(&format!("source {endpoint}"), shutdown, || {
+                connector.open_source(endpoint, &settings)
+            })
+            .await
+            .map_err(|source| RouterError::Open {
+                route: route.name.clone(),
+                endpoint: endpoint.to_string(),
+                source,
+            })?;
+            routes.push((route.clone(), source));
+        }
+        Ok(Router {
+            routes,
+            cache,
+            max_hops: plan.settings.max_hops,
+            drain_timeout: plan.settings.drain_timeout,
+        })
+    }
+
+    /// Moves messages until every source ends or `shutdown` is cancelled, then drains.
+    pub async fn run(self, shutdown: CancellationToken) -> RunReport {
+        let stop_routes = shutdown.child_token();
+        let mut loops = JoinSet::new();
+        for (plan, source) in self.routes {
+            let context = Arc::new(RouteContext {
+                name: plan.name.clone(),
+                when: plan.when.clone(),
+                sinks: plan.sinks.clone(),
+                dead_letter: plan.dead_letter.clone(),
+                retry: plan.retry.clone(),
+                max_hops: self.max_hops,
+                cache: self.cache.clone(),
+            });
+            let token = stop_routes.clone();
+            let name = plan.name.clone();
+            loops.spawn(async move {
+                let end = route::run(context, source, plan.ordering, plan.max_in_flight, token).await;
+                (name, end)
+            });
+        }
+        let mut report = RunReport::default();
+        loop {
+            tokio::select! {
+                joined = loops.join_next() => match joined {
+                    Some(Ok((name, end))) => record(&mut report, name, end, &stop_routes),
+                    Some(Err(panic)) => {
+                        report.failed_routes.push(("?".into(), format!("route task panicked: {panic}")));
+                        stop_routes.cancel();
+                    }
+                    None => break,
+                },
+                _ = stop_routes.cancelled() => break,
+            }
+        }
+        if !loops.is_empty() {
+            tracing::info!(timeout = ?self.drain_timeout, in_flight_routes = loops.len(), "draining");
+            let drained = tokio::time::timeout(self.drain_timeout, async {
+                while let Some(joined) = loops.join_next().await {
+                    if let Ok((name, end)) = joined {
+                        record(&mut report, name, end, &stop_routes);
+                    }
+                }
+            })
+            .await;
+            if drained.is_err() {
+                tracing::error!(timeout = ?self.drain_timeout, "drain timed out; unsettled messages will be redelivered");
+                report.drain_timed_out = true;
+                loops.abort_all();
+                while loops.join_next().await.is_some() {}
+            }
+        }
+        self.cache.flush_all().await;
+        report
+    }
+}

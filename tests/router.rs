@@ -1,0 +1,295 @@
+//! Router behaviour on in-process memory queues, one behaviour per test.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bridge::adapter::SendError;
+use bridge::message::{Message, reserved};
+use support::{start, wait_for};
+
+const FAST_RETRY: &str = "retry: {max_attempts: 3, initial_backoff: 10ms, max_backoff: 50ms}";
+
+fn fan_out_yaml(extra: &str) -> String {
+    format!(
+        "connections:\n  mem: {{type: memory}}\nroutes:\n  - name: fan\n    from: mem:in\n    to: [mem:a, mem:b]\n    dead_letter: mem:dlq\n    {FAST_RETRY}\n{extra}"
+    )
+}
+
+fn keyed(body: &str, key: &str) -> Message {
+    let mut message = Message::new(body.to_owned());
+    message.key = Some(key.to_owned().into());
+    message
+}
+
+#[tokio::test]
+async fn source_is_not_acked_before_every_required_sink_confirmed() {
+    let harness = start(&fan_out_yaml("")).await;
+    let (input, b) = (harness.queue("in"), harness.queue("b"));
+    b.hold();
+    input.push(Message::new("m"));
+    wait_for(&b, "the send to b is held", |q| q.held() == 1).await;
+    wait_for(&harness.queue("a"), "a confirmed", |q| q.len() == 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(input.acked(), 0, "acked while sink b had not confirmed");
+    assert_eq!(input.in_flight(), 1);
+    b.release();
+    wait_for(&input, "the source ack", |q| q.acked() == 1).await;
+    assert!(harness.stop().await.is_clean());
+}
+
+#[tokio::test]
+async fn sink_failing_twice_then_succeeding_gives_one_ack_and_no_dead_letter() {
+    let harness = start(&fan_out_yaml("")).await;
+    harness.queue("a").fail_next([SendError::transient("down"), SendError::transient("still down")]);
+    harness.queue("in").push(Message::new("m"));
+    wait_for(&harness.queue("in"), "the source ack", |q| q.acked() == 1).await;
+    assert_eq!(harness.queue("a").len(), 1);
+    assert_eq!(harness.queue("b").len(), 1);
+    assert!(harness.queue("dlq").is_empty());
+    assert_eq!(harness.queue("in").retried(), 0);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn permanent_failure_gives_one_dead_letter_with_context_then_an_ack() {
+    let harness = start(&fan_out_yaml("")).await;
+    harness.queue("b").fail_next([SendError::permanent("message too large")]);
+    let mut message = Message::new("payload");
+    message.headers.push("app", "kept");
+    harness.queue("in").push(message);
+    wait_for(&harness.queue("in"), "the source ack", |q| q.acked() == 1).await;
+    let letters = harness.queue("dlq").messages();
+    assert_eq!(letters.len(), 1, "exactly one dead letter");
+    let letter = &letters[0];
+    let header = |name: &str| letter.headers.get_text(name).map(str::to_owned);
+    assert_eq!(letter.body, "payload");
+    assert_eq!(header("app").as_deref(), Some("kept"));
+    assert_eq!(header(reserved::DLQ_ROUTE).as_deref(), Some("fan"));
+    assert_eq!(header(reserved::DLQ_SINK).as_deref(), Some("mem:b"));
+    assert_eq!(header(reserved::DLQ_ERROR).as_deref(), Some("message too large"));
+    assert_eq!(header(reserved::DLQ_ERROR_CLASS).as_deref(), Some("permanent"));
+    assert_eq!(header(reserved::DLQ_ATTEMPTS).as_deref(), Some("1"));
+    assert_eq!(header(reserved::DLQ_SOURCE).as_deref(), Some("mem:in"));
+    assert_eq!(header(reserved::DLQ_SOURCE_OFFSET).as_deref(), Some("0"));
+    assert!(header(reserved::DLQ_FIRST_FAILURE).is_some() && header(reserved::DLQ_LAST_FAILURE).is_some());
+    assert_eq!(harness.queue("a").len(), 1, "the other sink still got it");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn retries_exhausted_are_dead_lettered_as_transient_with_the_attempt_count() {
+    let harness = start(&fan_out_yaml("")).await;
+    harness.queue("a").fail_when(|_| Some(SendError::transient("broker unreachable")));
+    harness.queue("in").push(Message::new("m"));
+    wait_for(&harness.queue("in"), "the source ack", |q| q.acked() == 1).await;
+    let letter = &harness.queue("dlq").messages()[0];
+    assert_eq!(letter.headers.get_text(reserved::DLQ_ERROR_CLASS), Some("transient"));
+    assert_eq!(letter.headers.get_text(reserved::DLQ_ATTEMPTS), Some("3"));
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn with_the_dead_letter_sink_down_the_message_is_retried_never_acked() {
+    let harness = start(&fan_out_yaml("")).await;
+    harness.queue("a").fail_when(|_| Some(SendError::permanent("refused")));
+    harness.queue("dlq").fail_when(|_| Some(SendError::transient("dead letter down")));
+    harness.queue("in").push(Message::new("m"));
+    wait_for(&harness.queue("in"), "two redeliveries", |q| q.retried() >= 2).await;
+    assert_eq!(harness.queue("in").acked(), 0);
+    assert!(harness.queue("dlq").is_empty());
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_dead_letter_the_source_broker_rejects() {
+    let yaml = format!(
+        "connections:\n  mem: {{type: memory}}\nroutes:\n  - name: r\n    from: mem:in\n    to: mem:out\n    {FAST_RETRY}\n"
+    );
+    let harness = start(&yaml).await;
+    harness.queue("out").fail_next([SendError::permanent("unroutable")]);
+    harness.queue("in").push(Message::new("m"));
+    wait_for(&harness.queue("in"), "the reject", |q| q.rejected().len() == 1).await;
+    assert!(harness.queue("in").rejected()[0].1.contains("unroutable"));
+    assert_eq!(harness.queue("in").acked(), 0);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn failing_optional_sink_does_not_hold_back_the_ack() {
+    let yaml = format!(
+        "connections:\n  mem: {{type: memory}}\nroutes:\n  - name: r\n    from: mem:in\n    to:\n      - mem:a\n      - {{endpoint: mem:audit, optional: true}}\n    dead_letter: mem:dlq\n    {FAST_RETRY}\n"
+    );
+    let harness = start(&yaml).await;
+    harness.queue("audit").fail_when(|_| Some(SendError::permanent("audit refused")));
+    harness.queue("in").push(Message::new("m"));
+    wait_for(&harness.queue("in"), "the ack", |q| q.acked() == 1).await;
+    assert_eq!(harness.queue("a").len(), 1);
+    assert!(harness.queue("dlq").is_empty(), "optional failures are not dead-lettered");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn messages_failing_the_route_condition_are_acked_without_forwarding() {
+    let yaml = "connections:\n  mem: {type: memory}\nroutes:\n  - name: r\n    from: mem:in\n    to: mem:out\n    when: 'headers.type == \"order\" && body.amount > 10'\n";
+    let harness = start(yaml).await;
+    let mut order = Message::new(r#"{"amount": 12}"#);
+    order.headers.push("type", "order");
+    let mut small = order.clone();
+    small.body = r#"{"amount": 1}"#.into();
+    harness.queue("in").push(Message::new(r#"{"amount": 99}"#));
+    harness.queue("in").push(small);
+    harness.queue("in").push(order);
+    wait_for(&harness.queue("in"), "three acks", |q| q.acked() == 3).await;
+    let out = harness.queue("out").messages();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].body, r#"{"amount": 12}"#);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn body_that_is_not_json_under_a_json_condition_is_dead_lettered_not_dropped() {
+    let yaml = "connections:\n  mem: {type: memory}\nroutes:\n  - name: r\n    from: mem:in\n    to: mem:out\n    when: 'body.amount > 10'\n    dead_letter: mem:dlq\n";
+    let harness = start(yaml).await;
+    harness.queue("in").push(Message::new("not json"));
+    wait_for(&harness.queue("in"), "the ack", |q| q.acked() == 1).await;
+    let letters = harness.queue("dlq").messages();
+    assert_eq!(letters.len(), 1);
+    assert!(letters[0].headers.get_text(reserved::DLQ_ERROR).unwrap().contains("not JSON"));
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn templated_destination_and_key_are_rendered_per_message() {
+    let yaml = "connections:\n  mem: {type: memory}\nroutes:\n  - name: r\n    from: mem:in\n    to:\n      - endpoint: 'mem:orders-{{ headers.region }}'\n        key: '{{ body.customer }}'\n    dead_letter: mem:dlq\n";
+    let harness = start(yaml).await;
+    let mut message = Message::new(r#"{"customer": "c-7"}"#);
+    message.headers.push("region", "eu");
+    harness.queue("in").push(message);
+    harness.queue("in").push(Message::new(r#"{"customer": "c-8"}"#));
+    wait_for(&harness.queue("in"), "two acks", |q| q.acked() == 2).await;
+    let routed = harness.queue("orders-eu").messages();
+    assert_eq!(routed.len(), 1);
+    assert_eq!(routed[0].key.as_deref(), Some(&b"c-7"[..]));
+    assert_eq!(harness.queue("dlq").len(), 1, "the message without a region header is dead-lettered");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn per_key_order_holds_with_8_messages_in_flight_despite_retries() {
+    let yaml = "connections:\n  mem: {type: memory}\nroutes:\n  - name: r\n    from: mem:in\n    to: mem:out\n    dead_letter: mem:dlq\n    ordering: key\n    max_in_flight: 8\n    retry: {max_attempts: 10, initial_backoff: 1ms, max_backoff: 5ms}\n";
+    let harness = start(yaml).await;
+    let out = harness.queue("out");
+    let seen = Arc::new(Mutex::new(HashMap::<bytes::Bytes, u32>::new()));
+    let tries = seen.clone();
+    // Every third message fails on its first attempt, forcing retries mid-stream.
+    out.fail_when(move |message| {
+        let mut tries = tries.lock().unwrap();
+        let count = tries.entry(message.body.clone()).or_default();
+        *count += 1;
+        let number: u32 = std::str::from_utf8(&message.body).unwrap().split('-').nth(1).unwrap().parse().unwrap();
+        (number % 3 == 0 && *count == 1).then(|| SendError::transient("flaky"))
+    });
+    let input = harness.queue("in");
+    for n in 0..400 {
+        let key = format!("k{}", n % 16);
+        input.push(keyed(&format!("{key}-{n}"), &key));
+    }
+    wait_for(&input, "every message acked", |q| q.acked() == 400).await;
+    let mut last: HashMap<String, u32> = HashMap::new();
+    for message in out.messages() {
+        let body = String::from_utf8(message.body.to_vec()).unwrap();
+        let (key, number) = body.split_once('-').unwrap();
+        let number: u32 = number.parse().unwrap();
+        if let Some(previous) = last.insert(key.to_owned(), number) {
+            assert!(previous < number, "key {key}: {number} arrived after {previous}");
+        }
+    }
+    assert_eq!(out.len(), 400);
+    assert!(harness.queue("dlq").is_empty());
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn in_flight_is_bounded_by_max_in_flight() {
+    let yaml = "connections:\n  mem: {type: memory}\nroutes:\n  - name: r\n    from: mem:in\n    to: mem:out\n    dead_letter: mem:dlq\n    max_in_flight: 8\n";
+    let harness = start(yaml).await;
+    let (input, out) = (harness.queue("in"), harness.queue("out"));
+    out.hold();
+    for n in 0..50 {
+        input.push(Message::new(format!("{n}")));
+    }
+    wait_for(&out, "8 held sends", |q| q.held() == 8).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(out.held(), 8);
+    assert_eq!(input.in_flight(), 8);
+    out.release();
+    wait_for(&input, "all acked", |q| q.acked() == 50).await;
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn message_looping_between_two_routes_stops_at_the_hop_limit() {
+    let yaml = "settings: {max_hops: 5}\nconnections:\n  mem: {type: memory}\nroutes:\n  - name: there\n    from: mem:a\n    to: mem:b\n    dead_letter: mem:dlq\n  - name: back\n    from: mem:b\n    to: mem:a\n    dead_letter: mem:dlq\n";
+    let harness = start(yaml).await;
+    harness.queue("a").push(Message::new("ping"));
+    wait_for(&harness.queue("dlq"), "the looping message is dead-lettered", |q| q.len() == 1).await;
+    let letter = &harness.queue("dlq").messages()[0];
+    assert_eq!(letter.headers.get_text(reserved::HOPS), Some("5"));
+    assert!(letter.headers.get_text(reserved::DLQ_ERROR).unwrap().contains("hop limit"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(harness.queue("a").is_empty() && harness.queue("b").is_empty());
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_messages_and_reports_clean() {
+    let harness = start(&fan_out_yaml("")).await;
+    let (input, a) = (harness.queue("in"), harness.queue("a"));
+    a.hold();
+    for n in 0..5 {
+        input.push(Message::new(format!("{n}")));
+    }
+    wait_for(&a, "5 held sends", |q| q.held() == 5).await;
+    let shutdown = harness.shutdown.clone();
+    let run = tokio::spawn(harness.stop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(shutdown.is_cancelled());
+    input.push(Message::new("after shutdown"));
+    a.release();
+    let report = run.await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(input.acked(), 5, "every in-flight message settled before exit");
+    assert_eq!(input.len(), 1, "nothing received after shutdown");
+    assert_eq!(a.len(), 5);
+}
+
+#[tokio::test]
+async fn drain_timeout_leaves_unsettled_messages_for_redelivery() {
+    let harness = start(&fan_out_yaml("settings: {drain_timeout: 200ms}\n")).await;
+    let (input, a) = (harness.queue("in"), harness.queue("a"));
+    a.hold();
+    input.push(Message::new("stuck"));
+    wait_for(&a, "held send", |q| q.held() == 1).await;
+    let report = harness.stop().await;
+    assert!(report.drain_timed_out);
+    assert_eq!(input.acked(), 0);
+    assert_eq!(input.retried(), 1, "the unsettled message goes back to its queue");
+}
+
+#[tokio::test]
+async fn finite_source_ends_the_run_once_everything_settled() {
+    let yaml = "connections:\n  mem: {type: memory}\nroutes:\n  - name: r\n    from: mem:in\n    to: mem:out\n";
+    let harness = start(yaml).await;
+    let input = harness.queue("in");
+    input.push(Message::new("1"));
+    input.push(Message::new("2"));
+    input.close();
+    let out = harness.queue("out");
+    let report = harness.finished().await;
+    assert!(report.is_clean());
+    assert_eq!(out.len(), 2);
+    assert_eq!(input.acked(), 2);
+}

@@ -1,0 +1,63 @@
+//! Shared helpers for integration tests: a router on in-process memory queues.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bridge::adapter::ConnectContext;
+use bridge::adapter::memory::{MemoryBroker, MemoryQueue};
+use bridge::config;
+use bridge::router::{RunReport, Router};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long a test waits for something that should happen promptly.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A running router over memory queues.
+pub struct Harness {
+    pub broker: MemoryBroker,
+    pub shutdown: CancellationToken,
+    run: JoinHandle<RunReport>,
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+/// Validates `yaml` and starts its routes on a fresh memory broker.
+pub async fn start(yaml: &str) -> Harness {
+    let plan = config::load_str(yaml, "test.yaml", &no_env).unwrap_or_else(|e| panic!("{e}"));
+    let broker = MemoryBroker::new();
+    let context = ConnectContext { memory: broker.clone() };
+    let shutdown = CancellationToken::new();
+    let router = Router::connect(&plan, &context, &shutdown).await.expect("router connects");
+    let run = tokio::spawn(router.run(shutdown.clone()));
+    Harness { broker, shutdown, run }
+}
+
+impl Harness {
+    pub fn queue(&self, name: &str) -> Arc<MemoryQueue> {
+        self.broker.queue(name)
+    }
+
+    /// Requests shutdown (as SIGTERM does) and waits for the drain.
+    pub async fn stop(self) -> RunReport {
+        self.shutdown.cancel();
+        self.finished().await
+    }
+
+    /// Waits for the router to end by itself.
+    pub async fn finished(self) -> RunReport {
+        tokio::time::timeout(PATIENCE * 3, self.run)
+            .await
+            .expect("router ends in time")
+            .expect("router task does not panic")
+    }
+}
+
+/// Waits until `queue` satisfies `condition`, failing the test with `what` otherwise.
+pub async fn wait_for(queue: &MemoryQueue, what: &str, condition: impl Fn(&MemoryQueue) -> bool) {
+    assert!(queue.wait_until(PATIENCE, condition).await, "timed out waiting for: {what}");
+}
