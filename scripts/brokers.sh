@@ -73,17 +73,21 @@ tansu_install() {
 }
 
 tansu_start() {
-  (cd "$TANSU_DIR" && nohup "$TANSU" broker \
+  (
+    cd "$TANSU_DIR"
+    nohup "$TANSU" broker \
       --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
       --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-      --storage-engine sqlite://tansu.db >>tansu.log 2>&1 & echo $! >tansu.pid)
+      --storage-engine sqlite://tansu.db >>tansu.log 2>&1 </dev/null &
+    echo $! >tansu.pid
+  )
   wait_for_port "$KAFKA_PORT" 30 kafka
 }
 
 tansu_stop() {
   [[ -f $TANSU_DIR/tansu.pid ]] || return 0
   local pid; pid=$(cat "$TANSU_DIR/tansu.pid")
-  kill -INT "$pid" 2>/dev/null || true
+  kill -TERM "$pid" 2>/dev/null || true
   for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null || true
   rm -f "$TANSU_DIR/tansu.pid"

@@ -77,6 +77,12 @@ impl AckHandle {
         }
     }
 
+    /// Drops the handle without any outcome. Only for a source that is gone: its broker
+    /// redelivers what it never settled.
+    pub fn abandon(mut self) {
+        self.inner = None;
+    }
+
     pub fn ack(self) {
         self.resolve(Outcome::Ack)
     }

@@ -118,7 +118,10 @@ fn delivery(shared: Arc<Shared>, position: Position, message: Message, receive_c
                 .is_current(&position.partition, position.generation);
             if current {
                 let again = delivery(shared.clone(), position.clone(), kept, receive_count + 1);
-                let _ = shared.retries.send(again);
+                if let Err(closed) = shared.retries.send(again) {
+                    // The source is closed: the offset stays uncommitted and is read again.
+                    closed.0.ack.abandon();
+                }
             }
         }
     });

@@ -97,6 +97,12 @@ impl AmqpClient {
             Ok(Err(error)) => return Err(self.unavailable(error)),
             Err(_) => return Err(self.unavailable("no answer within the connect timeout")),
         };
+        // Declared topology is declared again on every new connection, so queues and
+        // exchanges that did not survive a broker restart (non-durable) come back.
+        if let Err(error) = self.declare_on(&connection, &self.config.declare).await {
+            let _ = connection.close(200, "declaration failed".into()).await;
+            return Err(error);
+        }
         *current = Some(connection.clone());
         Ok(connection)
     }
@@ -131,12 +137,12 @@ impl AmqpClient {
         }
     }
 
-    /// Declares the configured exchanges, queues and bindings.
-    pub async fn declare(&self, declarations: &Declarations) -> Result<(), AdapterError> {
+    /// Declares the configured exchanges, queues and bindings on `connection`.
+    async fn declare_on(&self, connection: &Connection, declarations: &Declarations) -> Result<(), AdapterError> {
         if declarations.exchanges.is_empty() && declarations.queues.is_empty() {
             return Ok(());
         }
-        let channel = self.channel().await?;
+        let channel = self.bounded("opening a channel", connection.create_channel()).await?;
         for exchange in &declarations.exchanges {
             let kind = match exchange.kind {
                 ExchangeType::Direct => ExchangeKind::Direct,

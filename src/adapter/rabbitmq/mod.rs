@@ -77,8 +77,8 @@ pub(super) fn describe(config: &Config) -> String {
 
 pub(super) async fn connect(config: &Config) -> Result<Arc<dyn Connector>, AdapterError> {
     let client = Arc::new(AmqpClient::new(config.clone())?);
+    // Connecting also declares the configured topology.
     client.channel().await?;
-    client.declare(&config.declare).await?;
     Ok(Arc::new(RabbitConnector {
         publisher: Arc::new(sink::Publisher::new(client.clone())),
         client,

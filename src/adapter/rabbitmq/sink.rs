@@ -23,7 +23,9 @@ use crate::message::Message;
 /// The shared publishing channel of one connection.
 pub struct Publisher {
     client: Arc<AmqpClient>,
-    channel: Mutex<Option<Channel>>,
+    /// The channel in use and its generation (bumped whenever it is replaced).
+    channel: Mutex<Option<(u64, Channel)>>,
+    generations: std::sync::atomic::AtomicU64,
     window: Arc<Semaphore>,
     confirm_timeout: Duration,
 }
@@ -36,8 +38,17 @@ impl Publisher {
         Publisher {
             client,
             channel: Mutex::new(None),
+            generations: std::sync::atomic::AtomicU64::new(0),
             window,
             confirm_timeout,
+        }
+    }
+
+    /// Forgets the channel of `generation` after a failure, so the next send opens a new one.
+    async fn discard(&self, generation: u64) {
+        let mut current = self.channel.lock().await;
+        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+            current.take();
         }
     }
 
@@ -76,15 +87,16 @@ impl Sink for RabbitSink {
         let properties = mapping::outgoing(message);
         let (exchange, routing_key) = self.target.publish_to();
         let mut current = publisher.channel.lock().await;
-        let channel = match current.as_ref().filter(|c| c.status().connected()) {
-            Some(channel) => channel.clone(),
+        let (generation, channel) = match current.as_ref().filter(|(_, c)| c.status().connected()) {
+            Some((generation, channel)) => (*generation, channel.clone()),
             None => {
                 let channel = publisher.open_channel().await.map_err(|e| match e {
                     AdapterError::Invalid(m) => SendError::permanent(m),
                     AdapterError::Unavailable(m) => SendError::transient(m),
                 })?;
-                *current = Some(channel.clone());
-                channel
+                let generation = publisher.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                *current = Some((generation, channel.clone()));
+                (generation, channel)
             }
         };
         let options = BasicPublishOptions {
@@ -106,9 +118,13 @@ impl Sink for RabbitSink {
         drop(current);
         let timeout = publisher.confirm_timeout;
         let described = format!("exchange `{exchange}` with routing key `{routing_key}`");
+        let publisher = self.publisher.clone();
         Ok(Box::pin(async move {
             let confirmed = tokio::time::timeout(timeout, pending).await;
             drop(permit);
+            if !matches!(confirmed, Ok(Ok(_))) {
+                publisher.discard(generation).await;
+            }
             match confirmed {
                 Ok(Ok(AmqpConfirmation::Ack(None))) | Ok(Ok(AmqpConfirmation::NotRequested)) => Ok(Receipt::default()),
                 Ok(Ok(AmqpConfirmation::Ack(Some(returned)))) => Err(SendError::permanent(format!(
@@ -124,7 +140,7 @@ impl Sink for RabbitSink {
 
     async fn flush(&self) {
         let channel = self.publisher.channel.lock().await.clone();
-        if let Some(channel) = channel {
+        if let Some((_, channel)) = channel {
             let _ = tokio::time::timeout(Duration::from_secs(30), channel.wait_for_confirms()).await;
         }
     }

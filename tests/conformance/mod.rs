@@ -1,0 +1,368 @@
+//! The adapter conformance suite: the same behaviours, checked against every real broker.
+//!
+//! Each adapter's test file implements [`Fixture`] and invokes [`conformance_tests!`],
+//! which expands to one test per behaviour. Tests whose name contains `broker_restart`
+//! stop and start the broker and run serially after the others (see scripts/test.sh).
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bridge::adapter::{Connector, Delivery, SendError, Sink, Source, SourceSettings};
+use bridge::address::Endpoint;
+use bridge::message::{HeaderValue, Message};
+
+/// How long a test waits for a message that should arrive.
+pub const ARRIVAL: Duration = Duration::from_secs(20);
+/// How long a test waits to be sure a message does not arrive.
+pub const SILENCE: Duration = Duration::from_secs(4);
+
+/// A fresh source/sink pair on one broker, owned by one test.
+pub struct Pair {
+    pub connector: Arc<dyn Connector>,
+    /// Where the sink writes and the source reads (the same queue or topic).
+    pub sink: Endpoint,
+    pub source: Endpoint,
+    /// Where rejected messages end up, for systems with a dead-letter mechanism of their own.
+    pub broker_dead_letter: Option<Endpoint>,
+    /// A second empty endpoint on the same connection (sink and source path alike).
+    pub spare: Endpoint,
+    /// The connection as a routes-file mapping (one line of flow YAML), named `sys`.
+    pub connection_yaml: String,
+}
+
+/// What the suite needs from one adapter.
+#[async_trait]
+pub trait Fixture: Send + Sync {
+    /// The broker's name for `scripts/brokers.sh pause|resume`.
+    fn broker(&self) -> &'static str;
+    /// A connector and a new, empty endpoint pair.
+    async fn fresh(&self, test: &str) -> Pair;
+    /// Removes what `fresh` created (best effort).
+    async fn cleanup(&self, _pair: &Pair) {}
+}
+
+/// Sends bridge's logs to the test output (level from `BRIDGE_LOG`, default `warn`).
+pub fn init_logs() {
+    let filter = std::env::var("BRIDGE_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .try_init();
+}
+
+pub fn unique(test: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("conf-{test}-{}-{nanos}", std::process::id()).replace('_', "-")
+}
+
+pub fn settings() -> SourceSettings {
+    SourceSettings {
+        route: "conformance".into(),
+        options: serde_json::Value::Null,
+        max_in_flight: 64,
+    }
+}
+
+/// A message that uses every envelope field.
+pub fn rich_message(n: usize) -> Message {
+    let mut message = Message::new(vec![0u8, 159, 146, 150, n as u8, 0xff]);
+    message.key = Some(format!("key-{n}").into());
+    message.headers.push("text-header", format!("value-{n}"));
+    message.headers.push("binary-header", vec![0u8, 1, 2, 0xfe]);
+    message.headers.push("utf8-binary", vec![b'o', b'k']);
+    message.correlation_id = Some(format!("corr-{n}"));
+    message.reply_to = Some("replies-somewhere".into());
+    message.message_id = Some(format!("msg-{n}"));
+    message.content_type = Some("application/octet-stream".into());
+    message
+}
+
+/// Sends and waits for the broker's confirmation.
+pub async fn send_confirmed(sink: &Arc<dyn Sink>, message: &Message) -> Result<(), SendError> {
+    sink.send(message).await?.await.map(|_| ())
+}
+
+/// Receives one delivery or fails the test.
+pub async fn receive(source: &mut Box<dyn Source>, what: &str) -> Delivery {
+    match tokio::time::timeout(ARRIVAL, source.recv()).await {
+        Ok(Ok(Some(delivery))) => delivery,
+        Ok(Ok(None)) => panic!("{what}: the source ended"),
+        Ok(Err(error)) => panic!("{what}: the source failed: {error}"),
+        Err(_) => panic!("{what}: nothing arrived within {ARRIVAL:?}"),
+    }
+}
+
+/// Asserts that nothing arrives for a while.
+pub async fn expect_silence(source: &mut Box<dyn Source>, what: &str) {
+    if let Ok(Ok(Some(delivery))) = tokio::time::timeout(SILENCE, source.recv()).await {
+        let body = delivery.message.body.clone();
+        delivery.ack.ack();
+        panic!("{what}: unexpected message {body:?}");
+    }
+}
+
+fn sorted(headers: &bridge::message::Headers) -> Vec<(String, HeaderValue)> {
+    let mut all: Vec<_> = headers.iter().map(|(n, v)| (n.to_owned(), v.clone())).collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
+}
+
+/// Asserts that `received` carries everything `sent` did (header order aside).
+pub fn assert_same_envelope(sent: &Message, received: &Message) {
+    assert_eq!(received.body, sent.body, "body");
+    assert_eq!(received.key, sent.key, "key");
+    assert_eq!(sorted(&received.headers), sorted(&sent.headers), "headers");
+    assert_eq!(received.correlation_id, sent.correlation_id, "correlation id");
+    assert_eq!(received.reply_to, sent.reply_to, "reply-to");
+    assert_eq!(received.message_id, sent.message_id, "message id");
+    assert_eq!(received.content_type, sent.content_type, "content type");
+}
+
+pub async fn round_trip_keeps_body_key_headers_and_ids(fixture: &dyn Fixture) {
+    let pair = fixture.fresh("round-trip").await;
+    let sink = pair.connector.open_sink(&pair.sink).await.unwrap();
+    let mut source = pair.connector.open_source(&pair.source, &settings()).await.unwrap();
+    let mut sent = rich_message(1);
+    sent.timestamp = Some(UNIX_EPOCH + Duration::from_millis(1_750_000_000_250));
+    send_confirmed(&sink, &sent).await.unwrap();
+    let delivery = receive(&mut source, "the sent message").await;
+    assert_same_envelope(&sent, &delivery.message);
+    assert_eq!(delivery.message.timestamp, sent.timestamp, "timestamp");
+    assert_eq!(delivery.message.origin().unwrap().endpoint, pair.source.to_string());
+    delivery.ack.ack();
+    source.close().await;
+    fixture.cleanup(&pair).await;
+}
+
+pub async fn ack_removes_the_message(fixture: &dyn Fixture) {
+    let pair = fixture.fresh("ack").await;
+    let sink = pair.connector.open_sink(&pair.sink).await.unwrap();
+    let mut source = pair.connector.open_source(&pair.source, &settings()).await.unwrap();
+    send_confirmed(&sink, &Message::new("acked once")).await.unwrap();
+    receive(&mut source, "the message").await.ack.ack();
+    source.close().await;
+    let mut again = pair.connector.open_source(&pair.source, &settings()).await.unwrap();
+    expect_silence(&mut again, "after ack, a new consumer").await;
+    again.close().await;
+    fixture.cleanup(&pair).await;
+}
+
+pub async fn retry_redelivers_the_message(fixture: &dyn Fixture) {
+    let pair = fixture.fresh("retry").await;
+    let sink = pair.connector.open_sink(&pair.sink).await.unwrap();
+    let mut source = pair.connector.open_source(&pair.source, &settings()).await.unwrap();
+    send_confirmed(&sink, &Message::new("try again")).await.unwrap();
+    let first = receive(&mut source, "first delivery").await;
+    first.ack.retry("conformance retry");
+    let second = receive(&mut source, "redelivery").await;
+    assert_eq!(second.message.body, "try again");
+    assert!(second.message.origin().unwrap().receive_count.unwrap_or(0) >= 2, "receive count grows");
+    second.ack.ack();
+    source.close().await;
+    fixture.cleanup(&pair).await;
+}
+
+pub async fn dropped_ack_handle_redelivers_the_message(fixture: &dyn Fixture) {
+    let pair = fixture.fresh("dropped").await;
+    let sink = pair.connector.open_sink(&pair.sink).await.unwrap();
+    let mut source = pair.connector.open_source(&pair.source, &settings()).await.unwrap();
+    send_confirmed(&sink, &Message::new("forgotten")).await.unwrap();
+    drop(receive(&mut source, "first delivery").await);
+    let again = receive(&mut source, "redelivery after a dropped handle").await;
+    assert_eq!(again.message.body, "forgotten");
+    again.ack.ack();
+    source.close().await;
+    fixture.cleanup(&pair).await;
+}
+
+/// Reject goes to the broker's own dead-letter mechanism. A system without one (Kafka)
+/// must have a route dead letter: there a permanent failure reaches it through the router.
+pub async fn reject_reaches_the_dead_letter(fixture: &dyn Fixture) {
+    let pair = fixture.fresh("reject").await;
+    let Some(dead_letter) = pair.broker_dead_letter.clone() else {
+        return reject_through_the_route_dead_letter(fixture, pair).await;
+    };
+    let sink = pair.connector.open_sink(&pair.sink).await.unwrap();
+    let mut source = pair.connector.open_source(&pair.source, &settings()).await.unwrap();
+    send_confirmed(&sink, &Message::new("poison")).await.unwrap();
+    receive(&mut source, "the poison message").await.ack.reject("conformance reject");
+    expect_silence(&mut source, "a rejected message is not redelivered").await;
+    let mut dead = pair.connector.open_source(&dead_letter, &settings()).await.unwrap();
+    let letter = receive(&mut dead, "the dead letter").await;
+    assert_eq!(letter.message.body, "poison");
+    letter.ack.ack();
+    dead.close().await;
+    source.close().await;
+    fixture.cleanup(&pair).await;
+}
+
+async fn reject_through_the_route_dead_letter(fixture: &dyn Fixture, pair: Pair) {
+    use bridge::adapter::ConnectContext;
+    use bridge::adapter::memory::MemoryBroker;
+    use bridge::message::reserved;
+    let yaml = format!(
+        "connections:\n  sys: {}\n  mem: {{type: memory}}\nroutes:\n  - name: refuse\n    from: sys:{}\n    to: mem:refuse\n    dead_letter: sys:{}\n    retry: {{max_attempts: 1}}\n",
+        pair.connection_yaml, pair.source.path, pair.spare.path
+    );
+    let plan = bridge::config::load_str(&yaml, "reject.yaml", &|_: &str| None).unwrap_or_else(|e| panic!("{e}"));
+    let memory = MemoryBroker::new();
+    memory.queue("refuse").fail_when(|_| Some(SendError::permanent("refused for the test")));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let context = ConnectContext { memory };
+    let router = bridge::router::Router::connect(&plan, &context, &shutdown).await.unwrap();
+    let running = tokio::spawn(router.run(shutdown.clone()));
+    let sink = pair.connector.open_sink(&pair.sink).await.unwrap();
+    send_confirmed(&sink, &Message::new("poison")).await.unwrap();
+    let mut dead = pair.connector.open_source(&pair.spare, &settings()).await.unwrap();
+    let letter = receive(&mut dead, "the dead letter").await;
+    assert_eq!(letter.message.body, "poison");
+    assert_eq!(letter.message.headers.get_text(reserved::DLQ_ERROR), Some("refused for the test"));
+    assert_eq!(letter.message.headers.get_text(reserved::DLQ_SOURCE), Some(format!("sys:{}", pair.source.path).as_str()));
+    letter.ack.ack();
+    dead.close().await;
+    shutdown.cancel();
+    assert!(running.await.unwrap().is_clean());
+    fixture.cleanup(&pair).await;
+}
+
+pub async fn confirmed_send_is_readable_at_once(fixture: &dyn Fixture) {
+    let pair = fixture.fresh("confirmed").await;
+    let sink = pair.connector.open_sink(&pair.sink).await.unwrap();
+    let mut source = pair.connector.open_source(&pair.source, &settings()).await.unwrap();
+    for n in 0..20 {
+        send_confirmed(&sink, &Message::new(format!("c{n}"))).await.unwrap();
+    }
+    let mut bodies = Vec::new();
+    for _ in 0..20 {
+        let delivery = receive(&mut source, "a confirmed message").await;
+        bodies.push(delivery.message.body.clone());
+        delivery.ack.ack();
+    }
+    bodies.sort();
+    let mut expected: Vec<bytes::Bytes> = (0..20).map(|n| format!("c{n}").into()).collect();
+    expected.sort();
+    assert_eq!(bodies, expected);
+    source.close().await;
+    fixture.cleanup(&pair).await;
+}
+
+pub async fn per_key_order_is_kept(fixture: &dyn Fixture) {
+    let pair = fixture.fresh("order").await;
+    let sink = pair.connector.open_sink(&pair.sink).await.unwrap();
+    let mut source = pair.connector.open_source(&pair.source, &settings()).await.unwrap();
+    let mut confirmations = Vec::new();
+    for n in 0..120 {
+        let mut message = Message::new(format!("{n}"));
+        message.key = Some(format!("k{}", n % 4).into());
+        confirmations.push(sink.send(&message).await.unwrap());
+    }
+    for confirmation in confirmations {
+        confirmation.await.unwrap();
+    }
+    let mut last: HashMap<bytes::Bytes, u32> = HashMap::new();
+    for _ in 0..120 {
+        let delivery = receive(&mut source, "ordered message").await;
+        let key = delivery.message.key.clone().unwrap();
+        let n: u32 = std::str::from_utf8(&delivery.message.body).unwrap().parse().unwrap();
+        if let Some(previous) = last.insert(key.clone(), n) {
+            assert!(previous < n, "key {key:?}: {n} after {previous}");
+        }
+        delivery.ack.ack();
+    }
+    source.close().await;
+    fixture.cleanup(&pair).await;
+}
+
+pub fn brokers(command: &str, broker: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/brokers.sh");
+    let status = std::process::Command::new(script).args([command, broker]).status().unwrap();
+    assert!(status.success(), "brokers.sh {command} {broker} failed");
+}
+
+/// Stops the broker mid-stream, checks that sends are not confirmed while it is away,
+/// starts it again and checks that the same source and sink carry on by themselves.
+pub async fn recovers_after_broker_restart(fixture: &dyn Fixture) {
+    let pair = fixture.fresh("restart").await;
+    let sink = pair.connector.open_sink(&pair.sink).await.unwrap();
+    let mut source = pair.connector.open_source(&pair.source, &settings()).await.unwrap();
+    send_confirmed(&sink, &Message::new("before")).await.unwrap();
+    receive(&mut source, "message before the outage").await.ack.ack();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    brokers("pause", fixture.broker());
+    let sending = {
+        let sink = sink.clone();
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            loop {
+                match send_confirmed(&sink, &Message::new("during")).await {
+                    Ok(()) => return started.elapsed(),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!sending.is_finished(), "a send was confirmed while the broker was down");
+    brokers("resume", fixture.broker());
+    let waited = tokio::time::timeout(Duration::from_secs(90), sending)
+        .await
+        .expect("the sink recovers after the broker restart")
+        .unwrap();
+    assert!(waited >= Duration::from_secs(3));
+    let during = receive(&mut source, "message sent across the outage").await;
+    assert_eq!(during.message.body, "during");
+    during.ack.ack();
+    source.close().await;
+    fixture.cleanup(&pair).await;
+}
+
+/// One test per behaviour for a fixture constructor.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($fixture:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn round_trip_keeps_body_key_headers_and_ids() {
+            conformance::init_logs();
+            conformance::round_trip_keeps_body_key_headers_and_ids(&$fixture).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn ack_removes_the_message() {
+            conformance::init_logs();
+            conformance::ack_removes_the_message(&$fixture).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn retry_redelivers_the_message() {
+            conformance::init_logs();
+            conformance::retry_redelivers_the_message(&$fixture).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn dropped_ack_handle_redelivers_the_message() {
+            conformance::init_logs();
+            conformance::dropped_ack_handle_redelivers_the_message(&$fixture).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn reject_reaches_the_dead_letter() {
+            conformance::init_logs();
+            conformance::reject_reaches_the_dead_letter(&$fixture).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn confirmed_send_is_readable_at_once() {
+            conformance::init_logs();
+            conformance::confirmed_send_is_readable_at_once(&$fixture).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn per_key_order_is_kept() {
+            conformance::init_logs();
+            conformance::per_key_order_is_kept(&$fixture).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn recovers_after_broker_restart() {
+            conformance::init_logs();
+            conformance::recovers_after_broker_restart(&$fixture).await;
+        }
+    };
+}

@@ -1,0 +1,55 @@
+//! The conformance suite against the local RabbitMQ (127.0.0.1:5672, guest/guest).
+#![cfg(feature = "rabbitmq")]
+
+mod conformance;
+
+use async_trait::async_trait;
+use bridge::adapter::{ConnectContext, ConnectionSpec, System};
+use conformance::{Fixture, Pair, unique};
+
+pub const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+struct RabbitMq;
+
+#[async_trait]
+impl Fixture for RabbitMq {
+    fn broker(&self) -> &'static str {
+        "rabbitmq"
+    }
+
+    async fn fresh(&self, test: &str) -> Pair {
+        let queue = unique(test);
+        let expires = serde_json::json!({"x-expires": 600_000});
+        let connection = serde_json::json!({
+            "type": "rabbitmq",
+            "url": URL,
+            "declare": {
+                "exchanges": [{"name": format!("{queue}-dlx"), "kind": "fanout", "durable": false}],
+                "queues": [
+                    {"name": format!("{queue}-dlq"), "durable": false, "arguments": expires,
+                     "bindings": [{"exchange": format!("{queue}-dlx")}]},
+                    {"name": queue, "durable": false, "arguments": expires,
+                     "dead_letter_exchange": format!("{queue}-dlx")},
+                    {"name": format!("{queue}-spare"), "durable": false, "arguments": expires},
+                ],
+            },
+        });
+        let mut fields = connection.clone();
+        fields.as_object_mut().unwrap().remove("type");
+        let spec = ConnectionSpec::parse(System::RabbitMq, fields).unwrap();
+        let connector = spec
+            .connect("sys", &ConnectContext::default())
+            .await
+            .unwrap_or_else(|e| panic!("RabbitMQ must be running at 127.0.0.1:5672 (scripts/brokers.sh up): {e}"));
+        Pair {
+            connector,
+            sink: format!("sys:queue/{queue}").parse().unwrap(),
+            source: format!("sys:queue/{queue}").parse().unwrap(),
+            broker_dead_letter: Some(format!("sys:queue/{queue}-dlq").parse().unwrap()),
+            spare: format!("sys:queue/{queue}-spare").parse().unwrap(),
+            connection_yaml: connection.to_string(),
+        }
+    }
+}
+
+conformance_tests!(RabbitMq);
