@@ -81,9 +81,21 @@ mod tests {
 
     #[test]
     fn refuses_addresses_without_connection_or_path() {
-        assert!(matches!("orders".parse::<Endpoint>(), Err(AddressError::MissingColon(_))));
-        assert!(matches!(":orders".parse::<Endpoint>(), Err(AddressError::EmptyConnection(_))));
-        assert!(matches!("kafka:".parse::<Endpoint>(), Err(AddressError::EmptyPath(_))));
-        assert!(matches!("a b:c".parse::<Endpoint>(), Err(AddressError::BadConnection(_))));
+        assert!(matches!(
+            "orders".parse::<Endpoint>(),
+            Err(AddressError::MissingColon(_))
+        ));
+        assert!(matches!(
+            ":orders".parse::<Endpoint>(),
+            Err(AddressError::EmptyConnection(_))
+        ));
+        assert!(matches!(
+            "kafka:".parse::<Endpoint>(),
+            Err(AddressError::EmptyPath(_))
+        ));
+        assert!(matches!(
+            "a b:c".parse::<Endpoint>(),
+            Err(AddressError::BadConnection(_))
+        ));
     }
 }

@@ -8,7 +8,11 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    bridge::telemetry::init_logging(cli.log_format, cli.log_level.as_deref(), cli.command.default_log_level());
+    bridge::telemetry::init_logging(
+        cli.log_format,
+        cli.log_level.as_deref(),
+        cli.command.default_log_level(),
+    );
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

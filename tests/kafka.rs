@@ -33,7 +33,9 @@ impl Fixture for Kafka {
         let connector = spec
             .connect("sys", &ConnectContext::default())
             .await
-            .unwrap_or_else(|e| panic!("Kafka must be running at {BROKERS} (scripts/brokers.sh up): {e}"));
+            .unwrap_or_else(|e| {
+                panic!("Kafka must be running at {BROKERS} (scripts/brokers.sh up): {e}")
+            });
         Pair {
             connector,
             sink: format!("sys:{topic}").parse().unwrap(),

@@ -40,7 +40,9 @@ impl Fixture for RabbitMq {
         let connector = spec
             .connect("sys", &ConnectContext::default())
             .await
-            .unwrap_or_else(|e| panic!("RabbitMQ must be running at 127.0.0.1:5672 (scripts/brokers.sh up): {e}"));
+            .unwrap_or_else(|e| {
+                panic!("RabbitMQ must be running at 127.0.0.1:5672 (scripts/brokers.sh up): {e}")
+            });
         Pair {
             connector,
             sink: format!("sys:queue/{queue}").parse().unwrap(),

@@ -43,7 +43,10 @@ async fn source_is_not_acked_before_every_required_sink_confirmed() {
 #[tokio::test]
 async fn sink_failing_twice_then_succeeding_gives_one_ack_and_no_dead_letter() {
     let harness = start(&fan_out_yaml("")).await;
-    harness.queue("a").fail_next([SendError::transient("down"), SendError::transient("still down")]);
+    harness.queue("a").fail_next([
+        SendError::transient("down"),
+        SendError::transient("still down"),
+    ]);
     harness.queue("in").push(Message::new("m"));
     wait_for(&harness.queue("in"), "the source ack", |q| q.acked() == 1).await;
     assert_eq!(harness.queue("a").len(), 1);
@@ -56,7 +59,9 @@ async fn sink_failing_twice_then_succeeding_gives_one_ack_and_no_dead_letter() {
 #[tokio::test]
 async fn permanent_failure_gives_one_dead_letter_with_context_then_an_ack() {
     let harness = start(&fan_out_yaml("")).await;
-    harness.queue("b").fail_next([SendError::permanent("message too large")]);
+    harness
+        .queue("b")
+        .fail_next([SendError::permanent("message too large")]);
     let mut message = Message::new("payload");
     message.headers.push("app", "kept");
     harness.queue("in").push(message);
@@ -69,12 +74,21 @@ async fn permanent_failure_gives_one_dead_letter_with_context_then_an_ack() {
     assert_eq!(header("app").as_deref(), Some("kept"));
     assert_eq!(header(reserved::DLQ_ROUTE).as_deref(), Some("fan"));
     assert_eq!(header(reserved::DLQ_SINK).as_deref(), Some("mem:b"));
-    assert_eq!(header(reserved::DLQ_ERROR).as_deref(), Some("message too large"));
-    assert_eq!(header(reserved::DLQ_ERROR_CLASS).as_deref(), Some("permanent"));
+    assert_eq!(
+        header(reserved::DLQ_ERROR).as_deref(),
+        Some("message too large")
+    );
+    assert_eq!(
+        header(reserved::DLQ_ERROR_CLASS).as_deref(),
+        Some("permanent")
+    );
     assert_eq!(header(reserved::DLQ_ATTEMPTS).as_deref(), Some("1"));
     assert_eq!(header(reserved::DLQ_SOURCE).as_deref(), Some("mem:in"));
     assert_eq!(header(reserved::DLQ_SOURCE_OFFSET).as_deref(), Some("0"));
-    assert!(header(reserved::DLQ_FIRST_FAILURE).is_some() && header(reserved::DLQ_LAST_FAILURE).is_some());
+    assert!(
+        header(reserved::DLQ_FIRST_FAILURE).is_some()
+            && header(reserved::DLQ_LAST_FAILURE).is_some()
+    );
     assert_eq!(harness.queue("a").len(), 1, "the other sink still got it");
     harness.stop().await;
 }
@@ -82,11 +96,16 @@ async fn permanent_failure_gives_one_dead_letter_with_context_then_an_ack() {
 #[tokio::test]
 async fn retries_exhausted_are_dead_lettered_as_transient_with_the_attempt_count() {
     let harness = start(&fan_out_yaml("")).await;
-    harness.queue("a").fail_when(|_| Some(SendError::transient("broker unreachable")));
+    harness
+        .queue("a")
+        .fail_when(|_| Some(SendError::transient("broker unreachable")));
     harness.queue("in").push(Message::new("m"));
     wait_for(&harness.queue("in"), "the source ack", |q| q.acked() == 1).await;
     let letter = &harness.queue("dlq").messages()[0];
-    assert_eq!(letter.headers.get_text(reserved::DLQ_ERROR_CLASS), Some("transient"));
+    assert_eq!(
+        letter.headers.get_text(reserved::DLQ_ERROR_CLASS),
+        Some("transient")
+    );
     assert_eq!(letter.headers.get_text(reserved::DLQ_ATTEMPTS), Some("3"));
     harness.stop().await;
 }
@@ -94,10 +113,17 @@ async fn retries_exhausted_are_dead_lettered_as_transient_with_the_attempt_count
 #[tokio::test]
 async fn with_the_dead_letter_sink_down_the_message_is_retried_never_acked() {
     let harness = start(&fan_out_yaml("")).await;
-    harness.queue("a").fail_when(|_| Some(SendError::permanent("refused")));
-    harness.queue("dlq").fail_when(|_| Some(SendError::transient("dead letter down")));
+    harness
+        .queue("a")
+        .fail_when(|_| Some(SendError::permanent("refused")));
+    harness
+        .queue("dlq")
+        .fail_when(|_| Some(SendError::transient("dead letter down")));
     harness.queue("in").push(Message::new("m"));
-    wait_for(&harness.queue("in"), "two redeliveries", |q| q.retried() >= 2).await;
+    wait_for(&harness.queue("in"), "two redeliveries", |q| {
+        q.retried() >= 2
+    })
+    .await;
     assert_eq!(harness.queue("in").acked(), 0);
     assert!(harness.queue("dlq").is_empty());
     harness.stop().await;
@@ -109,9 +135,14 @@ async fn without_a_dead_letter_the_source_broker_rejects() {
         "connections:\n  mem: {{type: memory}}\nroutes:\n  - name: r\n    from: mem:in\n    to: mem:out\n    {FAST_RETRY}\n"
     );
     let harness = start(&yaml).await;
-    harness.queue("out").fail_next([SendError::permanent("unroutable")]);
+    harness
+        .queue("out")
+        .fail_next([SendError::permanent("unroutable")]);
     harness.queue("in").push(Message::new("m"));
-    wait_for(&harness.queue("in"), "the reject", |q| q.rejected().len() == 1).await;
+    wait_for(&harness.queue("in"), "the reject", |q| {
+        q.rejected().len() == 1
+    })
+    .await;
     assert!(harness.queue("in").rejected()[0].1.contains("unroutable"));
     assert_eq!(harness.queue("in").acked(), 0);
     harness.stop().await;
@@ -123,11 +154,16 @@ async fn failing_optional_sink_does_not_hold_back_the_ack() {
         "connections:\n  mem: {{type: memory}}\nroutes:\n  - name: r\n    from: mem:in\n    to:\n      - mem:a\n      - {{endpoint: mem:audit, optional: true}}\n    dead_letter: mem:dlq\n    {FAST_RETRY}\n"
     );
     let harness = start(&yaml).await;
-    harness.queue("audit").fail_when(|_| Some(SendError::permanent("audit refused")));
+    harness
+        .queue("audit")
+        .fail_when(|_| Some(SendError::permanent("audit refused")));
     harness.queue("in").push(Message::new("m"));
     wait_for(&harness.queue("in"), "the ack", |q| q.acked() == 1).await;
     assert_eq!(harness.queue("a").len(), 1);
-    assert!(harness.queue("dlq").is_empty(), "optional failures are not dead-lettered");
+    assert!(
+        harness.queue("dlq").is_empty(),
+        "optional failures are not dead-lettered"
+    );
     harness.stop().await;
 }
 
@@ -157,7 +193,13 @@ async fn body_that_is_not_json_under_a_json_condition_is_dead_lettered_not_dropp
     wait_for(&harness.queue("in"), "the ack", |q| q.acked() == 1).await;
     let letters = harness.queue("dlq").messages();
     assert_eq!(letters.len(), 1);
-    assert!(letters[0].headers.get_text(reserved::DLQ_ERROR).unwrap().contains("not JSON"));
+    assert!(
+        letters[0]
+            .headers
+            .get_text(reserved::DLQ_ERROR)
+            .unwrap()
+            .contains("not JSON")
+    );
     harness.stop().await;
 }
 
@@ -168,12 +210,18 @@ async fn templated_destination_and_key_are_rendered_per_message() {
     let mut message = Message::new(r#"{"customer": "c-7"}"#);
     message.headers.push("region", "eu");
     harness.queue("in").push(message);
-    harness.queue("in").push(Message::new(r#"{"customer": "c-8"}"#));
+    harness
+        .queue("in")
+        .push(Message::new(r#"{"customer": "c-8"}"#));
     wait_for(&harness.queue("in"), "two acks", |q| q.acked() == 2).await;
     let routed = harness.queue("orders-eu").messages();
     assert_eq!(routed.len(), 1);
     assert_eq!(routed[0].key.as_deref(), Some(&b"c-7"[..]));
-    assert_eq!(harness.queue("dlq").len(), 1, "the message without a region header is dead-lettered");
+    assert_eq!(
+        harness.queue("dlq").len(),
+        1,
+        "the message without a region header is dead-lettered"
+    );
     harness.stop().await;
 }
 
@@ -189,8 +237,14 @@ async fn per_key_order_holds_with_8_messages_in_flight_despite_retries() {
         let mut tries = tries.lock().unwrap();
         let count = tries.entry(message.body.clone()).or_default();
         *count += 1;
-        let number: u32 = std::str::from_utf8(&message.body).unwrap().split('-').nth(1).unwrap().parse().unwrap();
-        (number % 3 == 0 && *count == 1).then(|| SendError::transient("flaky"))
+        let number: u32 = std::str::from_utf8(&message.body)
+            .unwrap()
+            .split('-')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        (number.is_multiple_of(3) && *count == 1).then(|| SendError::transient("flaky"))
     });
     let input = harness.queue("in");
     for n in 0..400 {
@@ -204,7 +258,10 @@ async fn per_key_order_holds_with_8_messages_in_flight_despite_retries() {
         let (key, number) = body.split_once('-').unwrap();
         let number: u32 = number.parse().unwrap();
         if let Some(previous) = last.insert(key.to_owned(), number) {
-            assert!(previous < number, "key {key}: {number} arrived after {previous}");
+            assert!(
+                previous < number,
+                "key {key}: {number} arrived after {previous}"
+            );
         }
     }
     assert_eq!(out.len(), 400);
@@ -235,10 +292,21 @@ async fn message_looping_between_two_routes_stops_at_the_hop_limit() {
     let yaml = "settings: {max_hops: 5}\nconnections:\n  mem: {type: memory}\nroutes:\n  - name: there\n    from: mem:a\n    to: mem:b\n    dead_letter: mem:dlq\n  - name: back\n    from: mem:b\n    to: mem:a\n    dead_letter: mem:dlq\n";
     let harness = start(yaml).await;
     harness.queue("a").push(Message::new("ping"));
-    wait_for(&harness.queue("dlq"), "the looping message is dead-lettered", |q| q.len() == 1).await;
+    wait_for(
+        &harness.queue("dlq"),
+        "the looping message is dead-lettered",
+        |q| q.len() == 1,
+    )
+    .await;
     let letter = &harness.queue("dlq").messages()[0];
     assert_eq!(letter.headers.get_text(reserved::HOPS), Some("5"));
-    assert!(letter.headers.get_text(reserved::DLQ_ERROR).unwrap().contains("hop limit"));
+    assert!(
+        letter
+            .headers
+            .get_text(reserved::DLQ_ERROR)
+            .unwrap()
+            .contains("hop limit")
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(harness.queue("a").is_empty() && harness.queue("b").is_empty());
     harness.stop().await;
@@ -261,7 +329,11 @@ async fn shutdown_drains_in_flight_messages_and_reports_clean() {
     a.release();
     let report = run.await.unwrap();
     assert!(report.is_clean(), "{report:?}");
-    assert_eq!(input.acked(), 5, "every in-flight message settled before exit");
+    assert_eq!(
+        input.acked(),
+        5,
+        "every in-flight message settled before exit"
+    );
     assert_eq!(input.len(), 1, "nothing received after shutdown");
     assert_eq!(a.len(), 5);
 }
@@ -276,7 +348,11 @@ async fn drain_timeout_leaves_unsettled_messages_for_redelivery() {
     let report = harness.stop().await;
     assert!(report.drain_timed_out);
     assert_eq!(input.acked(), 0);
-    assert_eq!(input.retried(), 1, "the unsettled message goes back to its queue");
+    assert_eq!(
+        input.retried(),
+        1,
+        "the unsettled message goes back to its queue"
+    );
 }
 
 #[tokio::test]

@@ -144,7 +144,10 @@ mod tests {
     fn worst_outcome_wins() {
         let reject = Outcome::Reject("r".into());
         assert_eq!(Outcome::Ack.worst(reject.clone()), reject);
-        assert_eq!(Outcome::Retry("x".into()).worst(Outcome::Ack), Outcome::Retry("x".into()));
+        assert_eq!(
+            Outcome::Retry("x".into()).worst(Outcome::Ack),
+            Outcome::Retry("x".into())
+        );
         assert_eq!(Outcome::Ack.worst(Outcome::Ack), Outcome::Ack);
     }
 }

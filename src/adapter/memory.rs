@@ -132,7 +132,11 @@ impl MemoryQueue {
 
     /// Messages stored and not yet delivered, oldest first.
     pub fn messages(&self) -> Vec<Message> {
-        self.state().ready.iter().map(|s| s.message.clone()).collect()
+        self.state()
+            .ready
+            .iter()
+            .map(|s| s.message.clone())
+            .collect()
     }
 
     /// Number of stored, undelivered messages.
@@ -200,7 +204,11 @@ impl MemoryQueue {
     }
 
     /// Waits until `condition` holds, checking at every change, for at most `timeout`.
-    pub async fn wait_until(&self, timeout: Duration, condition: impl Fn(&MemoryQueue) -> bool) -> bool {
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        condition: impl Fn(&MemoryQueue) -> bool,
+    ) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let changed = self.changed.notified();
@@ -275,7 +283,8 @@ impl MemoryQueue {
                     };
                     let kept = stored.message.clone();
                     let queue = self.clone();
-                    let ack = AckHandle::new(move |outcome| queue.settle(kept, receive_count, outcome));
+                    let ack =
+                        AckHandle::new(move |outcome| queue.settle(kept, receive_count, outcome));
                     return Some(Delivery {
                         message: stored.message.with_origin(origin),
                         ack,

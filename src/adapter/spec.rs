@@ -25,7 +25,12 @@ pub enum System {
 }
 
 impl System {
-    pub const ALL: [System; 4] = [System::Memory, System::Stdio, System::Kafka, System::RabbitMq];
+    pub const ALL: [System; 4] = [
+        System::Memory,
+        System::Stdio,
+        System::Kafka,
+        System::RabbitMq,
+    ];
 
     /// The `type` written in the routes file.
     pub fn type_name(self) -> &'static str {

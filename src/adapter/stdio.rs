@@ -66,9 +66,15 @@ pub(super) fn check_endpoint(
                 Err(format!("`{path}` takes no options"))
             }
         }
-        ("stdin", Role::Sink) => Err("`stdin` can only be read; write to `stdout` or `stderr`".into()),
-        ("stdout" | "stderr", Role::Source) => Err(format!("`{path}` can only be written; read from `stdin`")),
-        (other, _) => Err(format!("unknown stdio endpoint `{other}`; use stdin, stdout or stderr")),
+        ("stdin", Role::Sink) => {
+            Err("`stdin` can only be read; write to `stdout` or `stderr`".into())
+        }
+        ("stdout" | "stderr", Role::Source) => {
+            Err(format!("`{path}` can only be written; read from `stdin`"))
+        }
+        (other, _) => Err(format!(
+            "unknown stdio endpoint `{other}`; use stdin, stdout or stderr"
+        )),
     }
 }
 
@@ -78,11 +84,15 @@ pub(super) fn connect(_config: &Config) -> Arc<dyn Connector> {
 
 struct StdioConnector;
 
-fn stdin_source(endpoint: &Endpoint, options: &serde_json::Value) -> Result<Box<dyn Source>, AdapterError> {
+fn stdin_source(
+    endpoint: &Endpoint,
+    options: &serde_json::Value,
+) -> Result<Box<dyn Source>, AdapterError> {
     let options: StdinOptions = if options.is_null() {
         StdinOptions::default()
     } else {
-        super::spec::parse_strict(options.clone()).map_err(|e| AdapterError::Invalid(e.to_string()))?
+        super::spec::parse_strict(options.clone())
+            .map_err(|e| AdapterError::Invalid(e.to_string()))?
     };
     let (settled_tx, settled_rx) = mpsc::unbounded_channel();
     Ok(Box::new(StdinSource {
@@ -105,7 +115,9 @@ impl Connector for StdioConnector {
         settings: &SourceSettings,
     ) -> Result<Box<dyn Source>, AdapterError> {
         if endpoint.path != "stdin" {
-            return Err(AdapterError::Invalid(format!("`{endpoint}` cannot be read; use stdin")));
+            return Err(AdapterError::Invalid(format!(
+                "`{endpoint}` cannot be read; use stdin"
+            )));
         }
         stdin_source(endpoint, &settings.options)
     }
@@ -120,7 +132,9 @@ impl Connector for StdioConnector {
                 )));
             }
         };
-        Ok(Arc::new(LineSink { out: Mutex::new(out) }))
+        Ok(Arc::new(LineSink {
+            out: Mutex::new(out),
+        }))
     }
 
     async fn open_tail(
@@ -129,7 +143,9 @@ impl Connector for StdioConnector {
         _settings: &TailSettings,
     ) -> Result<Box<dyn Source>, AdapterError> {
         if endpoint.path != "stdin" {
-            return Err(AdapterError::Invalid(format!("`{endpoint}` cannot be read; use stdin")));
+            return Err(AdapterError::Invalid(format!(
+                "`{endpoint}` cannot be read; use stdin"
+            )));
         }
         stdin_source(endpoint, &serde_json::Value::Null)
     }
@@ -137,7 +153,7 @@ impl Connector for StdioConnector {
 
 enum Settled {
     Done,
-    Again(Message, u32),
+    Again(Box<Message>, u32),
 }
 
 struct StdinSource {
@@ -165,7 +181,7 @@ impl StdinSource {
         let ack = AckHandle::new(move |outcome| {
             let event = match outcome {
                 Outcome::Ack => Settled::Done,
-                Outcome::Retry(_) => Settled::Again(kept, receive_count + 1),
+                Outcome::Retry(_) => Settled::Again(Box::new(kept), receive_count + 1),
                 Outcome::Reject(reason) => {
                     eprintln!(
                         "{}",
@@ -203,7 +219,7 @@ impl Source for StdinSource {
                     self.in_flight -= 1;
                     if let Settled::Again(message, count) = settled {
                         let line = self.line_number;
-                        return Ok(Some(self.deliver(message, count, line)));
+                        return Ok(Some(self.deliver(*message, count, line)));
                     }
                 }
                 line = self.lines.next_line(), if !self.at_end => match line {

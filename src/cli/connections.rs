@@ -13,10 +13,16 @@ use crate::config::{self, ProcessEnvironment};
 const DEFAULT_CONFIG: &str = "routes.yaml";
 
 /// The endpoint and the configuration of its connection.
-pub fn resolve(address: &str, args: &ConnectionArgs) -> Result<(Endpoint, ConnectionSpec), CliError> {
-    let endpoint: Endpoint = address.parse().map_err(|e| CliError::Usage(anyhow!("{e}")))?;
+pub fn resolve(
+    address: &str,
+    args: &ConnectionArgs,
+) -> Result<(Endpoint, ConnectionSpec), CliError> {
+    let endpoint: Endpoint = address
+        .parse()
+        .map_err(|e| CliError::Usage(anyhow!("{e}")))?;
     if let Some(url) = &args.url {
-        let spec = ConnectionSpec::from_url(url).map_err(|e| CliError::Usage(anyhow!("--url: {e}")))?;
+        let spec =
+            ConnectionSpec::from_url(url).map_err(|e| CliError::Usage(anyhow!("--url: {e}")))?;
         return Ok((endpoint, spec));
     }
     let file = match &args.config {
@@ -30,14 +36,18 @@ pub fn resolve(address: &str, args: &ConnectionArgs) -> Result<(Endpoint, Connec
         }
     };
     let plan = config::load_file(&file, &ProcessEnvironment).map_err(CliError::Config)?;
-    let spec = plan.connections.get(&endpoint.connection).cloned().ok_or_else(|| {
-        let known: Vec<_> = plan.connections.keys().cloned().collect();
-        CliError::Usage(anyhow!(
-            "{} has no connection `{}` (it defines: {}); or pass --url URL",
-            file.display(),
-            endpoint.connection,
-            known.join(", ")
-        ))
-    })?;
+    let spec = plan
+        .connections
+        .get(&endpoint.connection)
+        .cloned()
+        .ok_or_else(|| {
+            let known: Vec<_> = plan.connections.keys().cloned().collect();
+            CliError::Usage(anyhow!(
+                "{} has no connection `{}` (it defines: {}); or pass --url URL",
+                file.display(),
+                endpoint.connection,
+                known.join(", ")
+            ))
+        })?;
     Ok((endpoint, spec))
 }

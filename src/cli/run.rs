@@ -21,7 +21,9 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
     tracing::info!(routes = plan.routes.len(), "bridge is running");
     let report = router.run(shutdown).await;
     if let Some((route, error)) = report.failed_routes.first() {
-        return Err(CliError::Runtime(anyhow!("route `{route}` failed: {error}")));
+        return Err(CliError::Runtime(anyhow!(
+            "route `{route}` failed: {error}"
+        )));
     }
     if report.drain_timed_out {
         return Err(CliError::Runtime(anyhow!(

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::connections::resolve;
 use super::{CliError, SendArgs, output};
-use crate::adapter::{ConnectContext, Confirmation};
+use crate::adapter::{Confirmation, ConnectContext};
 use crate::message::{HeaderValue, Message};
 
 const WINDOW: usize = 512;
@@ -42,7 +42,9 @@ fn template(args: &SendArgs, body: Vec<u8>) -> Result<Message, CliError> {
         let (name, value) = header
             .split_once('=')
             .ok_or_else(|| CliError::Usage(anyhow!("--header `{header}` is not NAME=VALUE")))?;
-        message.headers.push(name, HeaderValue::Text(value.to_owned()));
+        message
+            .headers
+            .push(name, HeaderValue::Text(value.to_owned()));
     }
     message.key = args.key.clone().map(Bytes::from);
     message.correlation_id = args.correlation_id.clone();
@@ -78,23 +80,29 @@ pub async fn send(args: SendArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Runtime(anyhow!("cannot open {endpoint}: {e}")))?;
     let label = endpoint.to_string();
     let mut pending: VecDeque<(u64, Confirmation)> = VecDeque::new();
-    let settle = |number: u64, result: Result<crate::adapter::Receipt, crate::adapter::SendError>| match result {
-        Ok(receipt) => {
-            println!("{}", output::receipt(&label, number, &receipt, args.json));
-            Ok(())
-        }
-        Err(error) => Err(CliError::Runtime(anyhow!(
-            "message #{number} to {label} failed ({}): {}",
-            error.class,
-            error.message
-        ))),
-    };
+    let settle =
+        |number: u64, result: Result<crate::adapter::Receipt, crate::adapter::SendError>| {
+            match result {
+                Ok(receipt) => {
+                    println!("{}", output::receipt(&label, number, &receipt, args.json));
+                    Ok(())
+                }
+                Err(error) => Err(CliError::Runtime(anyhow!(
+                    "message #{number} to {label} failed ({}): {}",
+                    error.class,
+                    error.message
+                ))),
+            }
+        };
     for number in 1..=args.count {
         let message = numbered(&template, number, args.count);
-        let confirmation = sink
-            .send(&message)
-            .await
-            .map_err(|e| CliError::Runtime(anyhow!("message #{number} to {label} failed ({}): {}", e.class, e.message)))?;
+        let confirmation = sink.send(&message).await.map_err(|e| {
+            CliError::Runtime(anyhow!(
+                "message #{number} to {label} failed ({}): {}",
+                e.class,
+                e.message
+            ))
+        })?;
         pending.push_back((number, confirmation));
         if pending.len() >= WINDOW {
             let (number, confirmation) = pending.pop_front().expect("window is not empty");

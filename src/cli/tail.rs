@@ -15,7 +15,9 @@ use crate::message::json;
 pub async fn tail(args: TailArgs) -> Result<(), CliError> {
     let (endpoint, spec) = resolve(&args.endpoint, &args.connection)?;
     let filter = match &args.filter {
-        Some(source) => Some(Condition::compile(source).map_err(|e| CliError::Usage(anyhow!("--filter: {e}")))?),
+        Some(source) => Some(
+            Condition::compile(source).map_err(|e| CliError::Usage(anyhow!("--filter: {e}")))?,
+        ),
         None => None,
     };
     let context = ConnectContext::default();
@@ -27,10 +29,15 @@ pub async fn tail(args: TailArgs) -> Result<(), CliError> {
         from_beginning: args.from_beginning,
         disturb: args.disturb,
     };
-    let mut reader = connector.open_tail(&endpoint, &settings).await.map_err(|e| match e {
-        crate::adapter::AdapterError::Invalid(m) => CliError::Usage(anyhow!("cannot tail {endpoint}: {m}")),
-        other => CliError::Runtime(anyhow!("cannot tail {endpoint}: {other}")),
-    })?;
+    let mut reader = connector
+        .open_tail(&endpoint, &settings)
+        .await
+        .map_err(|e| match e {
+            crate::adapter::AdapterError::Invalid(m) => {
+                CliError::Usage(anyhow!("cannot tail {endpoint}: {m}"))
+            }
+            other => CliError::Runtime(anyhow!("cannot tail {endpoint}: {other}")),
+        })?;
     let shutdown = crate::shutdown::on_signals()
         .map_err(|e| CliError::Runtime(anyhow!("cannot install signal handlers: {e}")))?;
     let mut printed = 0u64;
@@ -47,7 +54,11 @@ pub async fn tail(args: TailArgs) -> Result<(), CliError> {
         let delivery = match next {
             Ok(Some(delivery)) => delivery,
             Ok(None) => break Ok(()),
-            Err(error) => break Err(CliError::Runtime(anyhow!("reading {endpoint} failed: {error}"))),
+            Err(error) => {
+                break Err(CliError::Runtime(anyhow!(
+                    "reading {endpoint} failed: {error}"
+                )));
+            }
         };
         let shown = match &filter {
             Some(filter) => filter.matches(&delivery.message).unwrap_or(false),
@@ -60,7 +71,11 @@ pub async fn tail(args: TailArgs) -> Result<(), CliError> {
                 output::readable(&delivery.message)
             };
             let mut out = stdout.lock();
-            if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
+            if out
+                .write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .is_err()
+            {
                 delivery.ack.retry("standard output closed");
                 break Ok(());
             }

@@ -108,7 +108,10 @@ mod tests {
 
     #[test]
     fn replaces_variables_and_defaults() {
-        assert_eq!(interpolate("${HOST}:${PORT:-9092}", &env).unwrap(), "broker:9092");
+        assert_eq!(
+            interpolate("${HOST}:${PORT:-9092}", &env).unwrap(),
+            "broker:9092"
+        );
         assert_eq!(interpolate("${EMPTY:-x}", &env).unwrap(), "x");
     }
 

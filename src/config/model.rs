@@ -6,9 +6,9 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
 
 /// Process-wide settings (`settings:`).
 #[derive(Debug, Clone, Deserialize)]
@@ -276,7 +276,8 @@ impl<'de> Deserialize<'de> for SinkList {
             }
 
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SinkList, A::Error> {
-                SinkRef::deserialize(MapAccessDeserializer::new(map)).map(|sink| SinkList(vec![sink]))
+                SinkRef::deserialize(MapAccessDeserializer::new(map))
+                    .map(|sink| SinkList(vec![sink]))
             }
 
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<SinkList, A::Error> {
@@ -298,16 +299,23 @@ pub fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, 
         }
 
         fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
-            humantime::parse_duration(text)
-                .map_err(|e| E::custom(format!("`{text}` is not a duration ({e}); write e.g. `500ms`, `30s`, `5m`")))
+            humantime::parse_duration(text).map_err(|e| {
+                E::custom(format!(
+                    "`{text}` is not a duration ({e}); write e.g. `500ms`, `30s`, `5m`"
+                ))
+            })
         }
 
         fn visit_u64<E: de::Error>(self, n: u64) -> Result<Duration, E> {
-            Err(E::custom(format!("`{n}` has no unit; write e.g. `{n}s` or `{n}ms`")))
+            Err(E::custom(format!(
+                "`{n}` has no unit; write e.g. `{n}s` or `{n}ms`"
+            )))
         }
 
         fn visit_i64<E: de::Error>(self, n: i64) -> Result<Duration, E> {
-            Err(E::custom(format!("`{n}` has no unit; write e.g. `{n}s` or `{n}ms`")))
+            Err(E::custom(format!(
+                "`{n}` has no unit; write e.g. `{n}s` or `{n}ms`"
+            )))
         }
     }
     deserializer.deserialize_any(DurationVisitor)

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::de::DeserializeOwned;
-use serde_path_to_error::Segment;
 use serde_json::Value;
+use serde_path_to_error::Segment;
 
 use super::ConfigError;
 use super::model::{Ordering, RetryPolicy, RouteModel, Settings, SinkRef};
@@ -171,7 +171,9 @@ impl Builder<'_> {
         let Some(value) = value.filter(|v| !v.is_null()) else {
             return Settings::default();
         };
-        let settings = self.parse::<Settings>("settings", value).unwrap_or_default();
+        let settings = self
+            .parse::<Settings>("settings", value)
+            .unwrap_or_default();
         if settings.max_hops == 0 {
             self.error("settings.max_hops", "max_hops must be at least 1");
         }
@@ -183,13 +185,19 @@ impl Builder<'_> {
             return;
         };
         let Some(map) = value.as_object() else {
-            self.error("connections", "`connections` must be a mapping of names to connections");
+            self.error(
+                "connections",
+                "`connections` must be a mapping of names to connections",
+            );
             return;
         };
         for (name, spec) in map {
             let path = child("connections", name);
             if !crate::address::is_connection_name(name) {
-                self.error(&path, "connection names may only hold letters, digits, `_` and `-`");
+                self.error(
+                    &path,
+                    "connection names may only hold letters, digits, `_` and `-`",
+                );
                 self.broken_connections.insert(name.clone());
                 continue;
             }
@@ -218,7 +226,10 @@ impl Builder<'_> {
         let Some(system) = System::from_type(type_name) else {
             self.error(
                 &type_path,
-                format!("unknown connection type `{type_name}`; one of {}", known.join(", ")),
+                format!(
+                    "unknown connection type `{type_name}`; one of {}",
+                    known.join(", ")
+                ),
             );
             return None;
         };
@@ -235,7 +246,9 @@ impl Builder<'_> {
         }
         let mut rest = fields.clone();
         rest.remove("type");
-        let spec = self.parse_with(path, &Value::Object(rest), |v| ConnectionSpec::parse(system, v))?;
+        let spec = self.parse_with(path, &Value::Object(rest), |v| {
+            ConnectionSpec::parse(system, v)
+        })?;
         if let Err(message) = spec.check() {
             self.error(path, message);
             return None;
@@ -256,7 +269,10 @@ impl Builder<'_> {
             } else {
                 format!("defined: {}", known.join(", "))
             };
-            self.error(path, format!("unknown connection `{}` ({hint})", endpoint.connection));
+            self.error(
+                path,
+                format!("unknown connection `{}` ({hint})", endpoint.connection),
+            );
         }
         None
     }
@@ -281,7 +297,12 @@ impl Builder<'_> {
         let endpoint: Endpoint = match sink.endpoint.parse() {
             Ok(endpoint) => endpoint,
             Err(error) => {
-                let message = if sink.endpoint.split(':').next().is_some_and(|c| c.contains("{{")) {
+                let message = if sink
+                    .endpoint
+                    .split(':')
+                    .next()
+                    .is_some_and(|c| c.contains("{{"))
+                {
                     "the connection part of a sink address cannot be a template".to_owned()
                 } else {
                     error.to_string()
@@ -299,7 +320,8 @@ impl Builder<'_> {
             }
         };
         if let Some(spec) = &spec
-            && let Err(message) = spec.check_endpoint(&placeholder_path(&endpoint.path), Role::Sink, &Value::Null)
+            && let Err(message) =
+                spec.check_endpoint(&placeholder_path(&endpoint.path), Role::Sink, &Value::Null)
         {
             self.error(&endpoint_path, message);
         }
@@ -327,7 +349,12 @@ impl Builder<'_> {
         .filter(|_| spec.is_some())
     }
 
-    fn route(&mut self, path: &str, value: &Value, names: &mut HashMap<String, String>) -> Option<RoutePlan> {
+    fn route(
+        &mut self,
+        path: &str,
+        value: &Value,
+        names: &mut HashMap<String, String>,
+    ) -> Option<RoutePlan> {
         let model: RouteModel = self.parse(path, value)?;
         let mut ok = true;
         if model.name.trim().is_empty() {
@@ -350,7 +377,8 @@ impl Builder<'_> {
             Ok(endpoint) => {
                 source_spec = self.endpoint_connection(&from_path, &endpoint);
                 if let Some(spec) = &source_spec
-                    && let Err(message) = spec.check_endpoint(&endpoint.path, Role::Source, &model.from.options)
+                    && let Err(message) =
+                        spec.check_endpoint(&endpoint.path, Role::Source, &model.from.options)
                 {
                     self.error(&from_path, message);
                     ok = false;
@@ -375,22 +403,32 @@ impl Builder<'_> {
         let single = model.to.0.len() == 1 && !value.get("to").is_some_and(Value::is_array);
         let mut sinks = Vec::new();
         for (i, sink) in model.to.0.iter().enumerate() {
-            let sink_path = if single { to_path.clone() } else { index(&to_path, i) };
+            let sink_path = if single {
+                to_path.clone()
+            } else {
+                index(&to_path, i)
+            };
             match self.sink(&sink_path, sink) {
                 Some(sink) => sinks.push(sink),
                 None => ok = false,
             }
         }
         if !sinks.is_empty() && sinks.iter().all(|s| s.optional) {
-            self.error(&to_path, "every sink is optional; mark at least one as required");
+            self.error(
+                &to_path,
+                "every sink is optional; mark at least one as required",
+            );
             ok = false;
         }
         let dead_letter = match &model.dead_letter {
             Some(address) => {
-                let plan = self.sink(&child(path, "dead_letter"), &SinkRef {
-                    endpoint: address.clone(),
-                    ..SinkRef::default()
-                });
+                let plan = self.sink(
+                    &child(path, "dead_letter"),
+                    &SinkRef {
+                        endpoint: address.clone(),
+                        ..SinkRef::default()
+                    },
+                );
                 ok &= plan.is_some();
                 plan
             }
@@ -413,7 +451,10 @@ impl Builder<'_> {
         };
         ok &= self.retry(&child(path, "retry"), &model.retry);
         if model.max_in_flight == 0 {
-            self.error(&child(path, "max_in_flight"), "max_in_flight must be at least 1");
+            self.error(
+                &child(path, "max_in_flight"),
+                "max_in_flight must be at least 1",
+            );
             ok = false;
         }
         if !ok {
@@ -434,15 +475,24 @@ impl Builder<'_> {
     fn retry(&mut self, path: &str, retry: &RetryPolicy) -> bool {
         let mut ok = true;
         if retry.max_attempts == 0 {
-            self.error(&child(path, "max_attempts"), "max_attempts must be at least 1");
+            self.error(
+                &child(path, "max_attempts"),
+                "max_attempts must be at least 1",
+            );
             ok = false;
         }
         if retry.initial_backoff > retry.max_backoff {
-            self.error(&child(path, "initial_backoff"), "initial_backoff is longer than max_backoff");
+            self.error(
+                &child(path, "initial_backoff"),
+                "initial_backoff is longer than max_backoff",
+            );
             ok = false;
         }
-        if !(retry.multiplier >= 1.0) {
-            self.error(&child(path, "multiplier"), "multiplier must be at least 1.0");
+        if retry.multiplier.is_nan() || retry.multiplier < 1.0 {
+            self.error(
+                &child(path, "multiplier"),
+                "multiplier must be at least 1.0",
+            );
             ok = false;
         }
         ok
@@ -462,13 +512,21 @@ pub(super) fn build(document: &Document) -> Result<Plan, Vec<ConfigError>> {
         Value::Object(map) => map,
         Value::Null => &empty,
         _ => {
-            builder.error("", "the routes file must be a mapping with `connections` and `routes`");
+            builder.error(
+                "",
+                "the routes file must be a mapping with `connections` and `routes`",
+            );
             return Err(builder.errors);
         }
     };
     for key in top.keys() {
         if !["settings", "connections", "routes"].contains(&key.as_str()) {
-            builder.error(key, format!("unknown field `{key}`, expected one of `settings`, `connections`, `routes`"));
+            builder.error(
+                key,
+                format!(
+                    "unknown field `{key}`, expected one of `settings`, `connections`, `routes`"
+                ),
+            );
         }
     }
     let settings = builder.settings(top.get("settings"));
@@ -505,6 +563,9 @@ mod tests {
 
     #[test]
     fn placeholder_replaces_each_template_expression() {
-        assert_eq!(placeholder_path("exchange/{{ headers.x }}/k-{{key}}"), "exchange/x/k-x");
+        assert_eq!(
+            placeholder_path("exchange/{{ headers.x }}/k-{{key}}"),
+            "exchange/x/k-x"
+        );
     }
 }

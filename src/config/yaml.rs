@@ -107,7 +107,9 @@ impl Converter<'_> {
                 Scalar::Null => Value::Null,
                 Scalar::Boolean(b) => Value::Bool(*b),
                 Scalar::Integer(i) => Value::Number((*i).into()),
-                Scalar::FloatingPoint(f) => Number::from_f64(f.into_inner()).map_or(Value::Null, Value::Number),
+                Scalar::FloatingPoint(f) => {
+                    Number::from_f64(f.into_inner()).map_or(Value::Null, Value::Number)
+                }
                 Scalar::String(text) => match interpolate(text, self.env) {
                     Ok(text) => Value::String(text),
                     Err(message) => {
@@ -127,7 +129,11 @@ impl Converter<'_> {
                 let mut map = Map::new();
                 for (key, value) in entries.iter() {
                     let Some(name) = Self::key_text(key) else {
-                        self.fail(path, location(key), "mapping keys must be plain text".into());
+                        self.fail(
+                            path,
+                            location(key),
+                            "mapping keys must be plain text".into(),
+                        );
                         continue;
                     };
                     let key_path = child(path, &name);
@@ -139,7 +145,11 @@ impl Converter<'_> {
             }
             YamlData::Tagged(_, inner) => self.convert(inner, path),
             YamlData::Alias(_) => {
-                self.fail(path, at, "YAML aliases (*name) are not supported; repeat the value".into());
+                self.fail(
+                    path,
+                    at,
+                    "YAML aliases (*name) are not supported; repeat the value".into(),
+                );
                 Value::Null
             }
             YamlData::BadValue | YamlData::Representation(..) => {
@@ -152,7 +162,10 @@ impl Converter<'_> {
 
 /// Parses `text`. A YAML syntax error is returned alone (nothing after it can be trusted);
 /// interpolation errors are collected and returned with the document.
-pub fn parse(text: &str, env: &dyn Environment) -> Result<(Document, Vec<ConfigError>), ConfigError> {
+pub fn parse(
+    text: &str,
+    env: &dyn Environment,
+) -> Result<(Document, Vec<ConfigError>), ConfigError> {
     let documents = MarkedYaml::load_from_str(text).map_err(|e| ConfigError {
         path: String::new(),
         line: Some(e.marker().line()),

@@ -68,7 +68,11 @@ fn free_variables(expr: &Expr, bound: &mut Vec<String>, free: &mut BTreeSet<Stri
             bound.push(comprehension.iter_var.clone());
             bound.extend(comprehension.iter_var2.clone());
             bound.push(comprehension.accu_var.clone());
-            for part in [&comprehension.loop_cond, &comprehension.loop_step, &comprehension.result] {
+            for part in [
+                &comprehension.loop_cond,
+                &comprehension.loop_step,
+                &comprehension.result,
+            ] {
                 free_variables(&part.expr, bound, free);
             }
             bound.truncate(before);
@@ -84,7 +88,11 @@ fn free_variables(expr: &Expr, bound: &mut Vec<String>, free: &mut BTreeSet<Stri
     }
 }
 
-fn entries<'a>(items: impl Iterator<Item = &'a EntryExpr>, bound: &mut Vec<String>, free: &mut BTreeSet<String>) {
+fn entries<'a>(
+    items: impl Iterator<Item = &'a EntryExpr>,
+    bound: &mut Vec<String>,
+    free: &mut BTreeSet<String>,
+) {
     for entry in items {
         match entry {
             EntryExpr::StructField(field) => free_variables(&field.value.expr, bound, free),
@@ -99,7 +107,8 @@ fn entries<'a>(items: impl Iterator<Item = &'a EntryExpr>, bound: &mut Vec<Strin
 impl Condition {
     /// Compiles `source`, refusing syntax errors and unknown variables.
     pub fn compile(source: &str) -> Result<Condition, String> {
-        let program = Program::compile(source).map_err(|e| format!("invalid CEL expression: {e}"))?;
+        let program =
+            Program::compile(source).map_err(|e| format!("invalid CEL expression: {e}"))?;
         let mut free = BTreeSet::new();
         free_variables(&program.expression().expr, &mut Vec::new(), &mut free);
         if let Some(name) = free.iter().find(|v| !VARIABLES.contains(&v.as_str())) {
@@ -138,7 +147,10 @@ impl Condition {
             })
             .collect();
         context.add_variable_from_value("headers", headers);
-        context.add_variable_from_value("key", message.key.as_deref().map_or(Value::Null, bytes_or_text));
+        context.add_variable_from_value(
+            "key",
+            message.key.as_deref().map_or(Value::Null, bytes_or_text),
+        );
         context.add_variable_from_value("correlation_id", optional_text(&message.correlation_id));
         context.add_variable_from_value("reply_to", optional_text(&message.reply_to));
         context.add_variable_from_value("message_id", optional_text(&message.message_id));
@@ -146,9 +158,19 @@ impl Condition {
         let origin: HashMap<String, Value> = match message.origin() {
             Some(origin) => [
                 ("endpoint", Value::from(origin.endpoint.as_str())),
-                ("partition", origin.partition.map_or(Value::Null, |p| Value::Int(p.into()))),
+                (
+                    "partition",
+                    origin
+                        .partition
+                        .map_or(Value::Null, |p| Value::Int(p.into())),
+                ),
                 ("offset", origin.offset.map_or(Value::Null, Value::Int)),
-                ("receive_count", origin.receive_count.map_or(Value::Null, |c| Value::Int(c.into()))),
+                (
+                    "receive_count",
+                    origin
+                        .receive_count
+                        .map_or(Value::Null, |c| Value::Int(c.into())),
+                ),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
@@ -171,7 +193,10 @@ impl Condition {
                 self.source
             ))),
             Err(ExecutionError::NoSuchKey(_)) => Ok(false),
-            Err(error) => Err(EvalError::Failed(format!("condition `{}`: {error}", self.source))),
+            Err(error) => Err(EvalError::Failed(format!(
+                "condition `{}`: {error}",
+                self.source
+            ))),
         }
     }
 }
@@ -189,28 +214,38 @@ mod tests {
 
     #[test]
     fn reads_headers_key_and_json_body() {
-        let condition = Condition::compile(r#"headers.type == "order" && key == "k-1" && body.amount > 10"#).unwrap();
+        let condition =
+            Condition::compile(r#"headers.type == "order" && key == "k-1" && body.amount > 10"#)
+                .unwrap();
         assert!(condition.matches(&message(r#"{"amount": 12}"#)).unwrap());
         assert!(!condition.matches(&message(r#"{"amount": 3}"#)).unwrap());
     }
 
     #[test]
     fn missing_header_or_field_does_not_match() {
-        let condition = Condition::compile(r#"headers.region == "eu" || body.missing == 1"#).unwrap();
+        let condition =
+            Condition::compile(r#"headers.region == "eu" || body.missing == 1"#).unwrap();
         assert!(!condition.matches(&message("{}")).unwrap());
     }
 
     #[test]
     fn body_that_is_not_json_is_an_error_only_when_read() {
         let reads = Condition::compile("body.amount > 1").unwrap();
-        assert!(matches!(reads.matches(&message("nope")), Err(EvalError::BodyNotJson(_))));
+        assert!(matches!(
+            reads.matches(&message("nope")),
+            Err(EvalError::BodyNotJson(_))
+        ));
         let ignores = Condition::compile(r#"headers.type == "order""#).unwrap();
         assert!(ignores.matches(&message("nope")).unwrap());
     }
 
     #[test]
     fn unknown_variables_and_syntax_errors_are_refused() {
-        assert!(Condition::compile("hedaers.type == 'x'").unwrap_err().contains("hedaers"));
+        assert!(
+            Condition::compile("hedaers.type == 'x'")
+                .unwrap_err()
+                .contains("hedaers")
+        );
         assert!(Condition::compile("headers.type ==").is_err());
     }
 

@@ -67,7 +67,10 @@ impl Template {
             .map_err(|e| format!("invalid template: {e}"))?;
         let template = environment.get_template(NAME).map_err(|e| e.to_string())?;
         let variables = template.undeclared_variables(false);
-        let mut unknown: Vec<&String> = variables.iter().filter(|v| !VARIABLES.contains(&v.as_str())).collect();
+        let mut unknown: Vec<&String> = variables
+            .iter()
+            .filter(|v| !VARIABLES.contains(&v.as_str()))
+            .collect();
         unknown.sort_unstable();
         if let Some(name) = unknown.first() {
             return Err(format!(
@@ -164,7 +167,8 @@ mod tests {
 
     #[test]
     fn renders_headers_and_body_fields() {
-        let template = Template::compile("orders-{{ headers.region }}-{{ body.customer.id }}").unwrap();
+        let template =
+            Template::compile("orders-{{ headers.region }}-{{ body.customer.id }}").unwrap();
         assert_eq!(template.render(&message()).unwrap(), "orders-eu-c-9");
     }
 
@@ -178,11 +182,18 @@ mod tests {
     fn constant_text_is_returned_as_is() {
         let template = Template::compile("orders").unwrap();
         assert!(template.is_constant());
-        assert_eq!(template.render(&Message::new("not json")).unwrap(), "orders");
+        assert_eq!(
+            template.render(&Message::new("not json")).unwrap(),
+            "orders"
+        );
     }
 
     #[test]
     fn unknown_variables_are_refused() {
-        assert!(Template::compile("{{ header.x }}").unwrap_err().contains("header"));
+        assert!(
+            Template::compile("{{ header.x }}")
+                .unwrap_err()
+                .contains("header")
+        );
     }
 }

@@ -121,7 +121,11 @@ impl Headers {
 
 impl<N: Into<String>, V: Into<HeaderValue>> FromIterator<(N, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
-        Headers(iter.into_iter().map(|(n, v)| (n.into(), v.into())).collect())
+        Headers(
+            iter.into_iter()
+                .map(|(n, v)| (n.into(), v.into()))
+                .collect(),
+        )
     }
 }
 
@@ -142,14 +146,23 @@ mod tests {
     fn set_replaces_all_duplicates_at_the_first_position() {
         let mut headers: Headers = [("a", "1"), ("b", "2"), ("a", "3")].into_iter().collect();
         headers.set("a", "x".into());
-        let names: Vec<_> = headers.iter().map(|(n, v)| (n, v.as_text().unwrap())).collect();
+        let names: Vec<_> = headers
+            .iter()
+            .map(|(n, v)| (n, v.as_text().unwrap()))
+            .collect();
         assert_eq!(names, vec![("a", "x"), ("b", "2")]);
     }
 
     #[test]
     fn untyped_values_become_text_only_when_utf8() {
-        assert_eq!(HeaderValue::from_untyped(b"ok"), HeaderValue::Text("ok".into()));
-        assert!(matches!(HeaderValue::from_untyped(&[0xff, 0]), HeaderValue::Binary(_)));
+        assert_eq!(
+            HeaderValue::from_untyped(b"ok"),
+            HeaderValue::Text("ok".into())
+        );
+        assert!(matches!(
+            HeaderValue::from_untyped(&[0xff, 0]),
+            HeaderValue::Binary(_)
+        ));
     }
 
     #[test]

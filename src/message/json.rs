@@ -176,7 +176,9 @@ pub fn decode(line: &str) -> Result<Message, DecodeError> {
         headers.push(header.name, value);
     }
     let timestamp = match json.timestamp {
-        Some(text) => Some(humantime::parse_rfc3339_weak(&text).map_err(|_| DecodeError::Timestamp(text))?),
+        Some(text) => {
+            Some(humantime::parse_rfc3339_weak(&text).map_err(|_| DecodeError::Timestamp(text))?)
+        }
         None => None,
     };
     Ok(Message {

@@ -84,7 +84,9 @@ impl Message {
 
     /// The key as text when it is valid UTF-8.
     pub fn key_str(&self) -> Option<&str> {
-        self.key.as_deref().and_then(|k| std::str::from_utf8(k).ok())
+        self.key
+            .as_deref()
+            .and_then(|k| std::str::from_utf8(k).ok())
     }
 
     /// The number of bridge hops recorded in the reserved hop header (0 when absent or
@@ -99,6 +101,7 @@ impl Message {
     /// Records one more bridge hop.
     pub fn increment_hops(&mut self) {
         let next = self.hops().saturating_add(1);
-        self.headers.set(reserved::HOPS, HeaderValue::Text(next.to_string()));
+        self.headers
+            .set(reserved::HOPS, HeaderValue::Text(next.to_string()));
     }
 }

@@ -46,9 +46,15 @@ pub fn build(route: &str, original: &Message, failure: &Failure) -> Message {
     headers.set(reserved::DLQ_ROUTE, text(route.to_owned()));
     headers.set(reserved::DLQ_SINK, text(failure.sink.clone()));
     headers.set(reserved::DLQ_ERROR, text(failure.error.clone()));
-    headers.set(reserved::DLQ_ERROR_CLASS, text(failure.class.as_str().to_owned()));
+    headers.set(
+        reserved::DLQ_ERROR_CLASS,
+        text(failure.class.as_str().to_owned()),
+    );
     headers.set(reserved::DLQ_ATTEMPTS, text(failure.attempts.to_string()));
-    headers.set(reserved::DLQ_FIRST_FAILURE, text(format_time(failure.first)));
+    headers.set(
+        reserved::DLQ_FIRST_FAILURE,
+        text(format_time(failure.first)),
+    );
     headers.set(reserved::DLQ_LAST_FAILURE, text(format_time(failure.last)));
     if let Some(origin) = original.origin() {
         headers.set(reserved::DLQ_SOURCE, text(origin.endpoint.clone()));

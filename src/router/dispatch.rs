@@ -84,7 +84,11 @@ async fn enqueue(sink: &Arc<dyn Sink>, message: &Message) -> Result<Confirmation
     sink.send(message).await
 }
 
-async fn attempt_for(context: &RouteContext, original: &Message, plan: &SinkPlan) -> Result<Option<Attempt>, Failure> {
+async fn attempt_for(
+    context: &RouteContext,
+    original: &Message,
+    plan: &SinkPlan,
+) -> Result<Option<Attempt>, Failure> {
     if let Some(when) = &plan.when {
         match when.matches(original) {
             Ok(true) => {}
@@ -93,7 +97,10 @@ async fn attempt_for(context: &RouteContext, original: &Message, plan: &SinkPlan
         }
     }
     let label = plan.label();
-    let path = plan.path.render(original).map_err(|e| eval_failure(&label, e))?;
+    let path = plan
+        .path
+        .render(original)
+        .map_err(|e| eval_failure(&label, e))?;
     let endpoint = Endpoint {
         connection: plan.connection.clone(),
         path,
@@ -236,13 +243,20 @@ async fn complete(context: &RouteContext, attempt: Attempt) -> (Attempt, Result<
     (attempt, outcome)
 }
 
-async fn enqueue_and_confirm(sink: &Arc<dyn Sink>, message: &Message) -> Result<Receipt, SendError> {
+async fn enqueue_and_confirm(
+    sink: &Arc<dyn Sink>,
+    message: &Message,
+) -> Result<Receipt, SendError> {
     enqueue(sink, message).await?.await
 }
 
 /// Awaits every sink's confirmation (with retries) and settles the delivery.
 pub async fn finish(context: &RouteContext, started: Started) {
-    let Started { original, ack, state } = started;
+    let Started {
+        original,
+        ack,
+        state,
+    } = started;
     let attempts = match state {
         StartState::Done => return ack.ack(),
         StartState::Refused(failure) => {
@@ -250,7 +264,8 @@ pub async fn finish(context: &RouteContext, started: Started) {
         }
         StartState::Sending(attempts) => attempts,
     };
-    let results = futures::future::join_all(attempts.into_iter().map(|a| complete(context, a))).await;
+    let results =
+        futures::future::join_all(attempts.into_iter().map(|a| complete(context, a))).await;
     let mut failures = Vec::new();
     for (attempt, result) in results {
         match result {
@@ -270,7 +285,12 @@ pub async fn finish(context: &RouteContext, started: Started) {
 
 /// Dead-letters each failure and acknowledges once all are confirmed; rejects at the source
 /// when the route has no dead letter; retries when the dead letter cannot be written.
-async fn dead_letter_or_reject(context: &RouteContext, original: &Message, failures: Vec<Failure>, ack: AckHandle) {
+async fn dead_letter_or_reject(
+    context: &RouteContext,
+    original: &Message,
+    failures: Vec<Failure>,
+    ack: AckHandle,
+) {
     for failure in &failures {
         tracing::warn!(
             route = %context.name,
@@ -313,7 +333,10 @@ async fn dead_letter_or_reject(context: &RouteContext, original: &Message, failu
                 sink,
                 first,
             };
-            complete(context, attempt).await.1.map_err(|f| format!("{}: {}", f.sink, f.error))
+            complete(context, attempt)
+                .await
+                .1
+                .map_err(|f| format!("{}: {}", f.sink, f.error))
         }
     });
     let results = futures::future::join_all(letters).await;

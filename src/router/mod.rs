@@ -76,7 +76,11 @@ pub struct Router {
 }
 
 /// Retries `open` while it fails with a retryable error, until `shutdown`.
-async fn with_patience<T, F, Fut>(what: &str, shutdown: &CancellationToken, mut open: F) -> Result<T, AdapterError>
+async fn with_patience<T, F, Fut>(
+    what: &str,
+    shutdown: &CancellationToken,
+    mut open: F,
+) -> Result<T, AdapterError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, AdapterError>>,
@@ -109,7 +113,11 @@ fn record(report: &mut RunReport, name: String, end: RouteEnd, stop: &Cancellati
 
 impl Router {
     /// Opens every connection, source and constant sink of `plan`.
-    pub async fn connect(plan: &Plan, context: &ConnectContext, shutdown: &CancellationToken) -> Result<Router, RouterError> {
+    pub async fn connect(
+        plan: &Plan,
+        context: &ConnectContext,
+        shutdown: &CancellationToken,
+    ) -> Result<Router, RouterError> {
         if plan.routes.is_empty() {
             return Err(RouterError::NoRoutes);
         }
@@ -145,13 +153,15 @@ impl Router {
                         connection: sink.connection.clone(),
                         path: sink.path.source().to_owned(),
                     };
-                    with_patience(&format!("sink {endpoint}"), shutdown, || cache.get(&endpoint))
-                        .await
-                        .map_err(|source| RouterError::Open {
-                            route: route.name.clone(),
-                            endpoint: endpoint.to_string(),
-                            source,
-                        })?;
+                    with_patience(&format!("sink {endpoint}"), shutdown, || {
+                        cache.get(&endpoint)
+                    })
+                    .await
+                    .map_err(|source| RouterError::Open {
+                        route: route.name.clone(),
+                        endpoint: endpoint.to_string(),
+                        source,
+                    })?;
                 }
             }
             let endpoint = &route.source.endpoint;
@@ -197,7 +207,8 @@ impl Router {
             let token = stop_routes.clone();
             let name = plan.name.clone();
             loops.spawn(async move {
-                let end = route::run(context, source, plan.ordering, plan.max_in_flight, token).await;
+                let end =
+                    route::run(context, source, plan.ordering, plan.max_in_flight, token).await;
                 (name, end)
             });
         }

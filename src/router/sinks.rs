@@ -39,14 +39,24 @@ impl SinkCache {
     /// Like [`get`](Self::get), with the error classified for a message being sent.
     pub async fn get_for_send(&self, endpoint: &Endpoint) -> Result<Arc<dyn Sink>, SendError> {
         self.get(endpoint).await.map_err(|error| match error {
-            AdapterError::Unavailable(message) => SendError::transient(format!("cannot open {endpoint}: {message}")),
-            AdapterError::Invalid(message) => SendError::permanent(format!("cannot open {endpoint}: {message}")),
+            AdapterError::Unavailable(message) => {
+                SendError::transient(format!("cannot open {endpoint}: {message}"))
+            }
+            AdapterError::Invalid(message) => {
+                SendError::permanent(format!("cannot open {endpoint}: {message}"))
+            }
         })
     }
 
     /// Waits until every open sink has settled what it was given.
     pub async fn flush_all(&self) {
-        let sinks: Vec<_> = self.open.lock().expect("sink cache lock").values().cloned().collect();
+        let sinks: Vec<_> = self
+            .open
+            .lock()
+            .expect("sink cache lock")
+            .values()
+            .cloned()
+            .collect();
         futures::future::join_all(sinks.iter().map(|sink| sink.flush())).await;
     }
 }

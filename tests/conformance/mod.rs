@@ -55,7 +55,10 @@ pub fn init_logs() {
 }
 
 pub fn unique(test: &str) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("conf-{test}-{}-{nanos}", std::process::id()).replace('_', "-")
 }
 
@@ -106,7 +109,10 @@ pub async fn expect_silence(source: &mut Box<dyn Source>, what: &str) {
 }
 
 fn sorted(headers: &bridge::message::Headers) -> Vec<(String, HeaderValue)> {
-    let mut all: Vec<_> = headers.iter().map(|(n, v)| (n.to_owned(), v.clone())).collect();
+    let mut all: Vec<_> = headers
+        .iter()
+        .map(|(n, v)| (n.to_owned(), v.clone()))
+        .collect();
     all.sort_by(|a, b| a.0.cmp(&b.0));
     all
 }
@@ -116,7 +122,10 @@ pub fn assert_same_envelope(sent: &Message, received: &Message) {
     assert_eq!(received.body, sent.body, "body");
     assert_eq!(received.key, sent.key, "key");
     assert_eq!(sorted(&received.headers), sorted(&sent.headers), "headers");
-    assert_eq!(received.correlation_id, sent.correlation_id, "correlation id");
+    assert_eq!(
+        received.correlation_id, sent.correlation_id,
+        "correlation id"
+    );
     assert_eq!(received.reply_to, sent.reply_to, "reply-to");
     assert_eq!(received.message_id, sent.message_id, "message id");
     assert_eq!(received.content_type, sent.content_type, "content type");
@@ -125,14 +134,21 @@ pub fn assert_same_envelope(sent: &Message, received: &Message) {
 pub async fn round_trip_keeps_body_key_headers_and_ids(fixture: &dyn Fixture) {
     let pair = fixture.fresh("round-trip").await;
     let sink = pair.connector.open_sink(&pair.sink).await.unwrap();
-    let mut source = pair.connector.open_source(&pair.source, &settings()).await.unwrap();
+    let mut source = pair
+        .connector
+        .open_source(&pair.source, &settings())
+        .await
+        .unwrap();
     let mut sent = rich_message(1);
     sent.timestamp = Some(UNIX_EPOCH + Duration::from_millis(1_750_000_000_250));
     send_confirmed(&sink, &sent).await.unwrap();
     let delivery = receive(&mut source, "the sent message").await;
     assert_same_envelope(&sent, &delivery.message);
     assert_eq!(delivery.message.timestamp, sent.timestamp, "timestamp");
-    assert_eq!(delivery.message.origin().unwrap().endpoint, pair.source.to_string());
+    assert_eq!(
+        delivery.message.origin().unwrap().endpoint,
+        pair.source.to_string()
+    );
     delivery.ack.ack();
     source.close().await;
     fixture.cleanup(&pair).await;
@@ -141,11 +157,21 @@ pub async fn round_trip_keeps_body_key_headers_and_ids(fixture: &dyn Fixture) {
 pub async fn ack_removes_the_message(fixture: &dyn Fixture) {
     let pair = fixture.fresh("ack").await;
     let sink = pair.connector.open_sink(&pair.sink).await.unwrap();
-    let mut source = pair.connector.open_source(&pair.source, &settings()).await.unwrap();
-    send_confirmed(&sink, &Message::new("acked once")).await.unwrap();
+    let mut source = pair
+        .connector
+        .open_source(&pair.source, &settings())
+        .await
+        .unwrap();
+    send_confirmed(&sink, &Message::new("acked once"))
+        .await
+        .unwrap();
     receive(&mut source, "the message").await.ack.ack();
     source.close().await;
-    let mut again = pair.connector.open_source(&pair.source, &settings()).await.unwrap();
+    let mut again = pair
+        .connector
+        .open_source(&pair.source, &settings())
+        .await
+        .unwrap();
     expect_silence(&mut again, "after ack, a new consumer").await;
     again.close().await;
     fixture.cleanup(&pair).await;
@@ -154,13 +180,22 @@ pub async fn ack_removes_the_message(fixture: &dyn Fixture) {
 pub async fn retry_redelivers_the_message(fixture: &dyn Fixture) {
     let pair = fixture.fresh("retry").await;
     let sink = pair.connector.open_sink(&pair.sink).await.unwrap();
-    let mut source = pair.connector.open_source(&pair.source, &settings()).await.unwrap();
-    send_confirmed(&sink, &Message::new("try again")).await.unwrap();
+    let mut source = pair
+        .connector
+        .open_source(&pair.source, &settings())
+        .await
+        .unwrap();
+    send_confirmed(&sink, &Message::new("try again"))
+        .await
+        .unwrap();
     let first = receive(&mut source, "first delivery").await;
     first.ack.retry("conformance retry");
     let second = receive(&mut source, "redelivery").await;
     assert_eq!(second.message.body, "try again");
-    assert!(second.message.origin().unwrap().receive_count.unwrap_or(0) >= 2, "receive count grows");
+    assert!(
+        second.message.origin().unwrap().receive_count.unwrap_or(0) >= 2,
+        "receive count grows"
+    );
     second.ack.ack();
     source.close().await;
     fixture.cleanup(&pair).await;
@@ -169,8 +204,14 @@ pub async fn retry_redelivers_the_message(fixture: &dyn Fixture) {
 pub async fn dropped_ack_handle_redelivers_the_message(fixture: &dyn Fixture) {
     let pair = fixture.fresh("dropped").await;
     let sink = pair.connector.open_sink(&pair.sink).await.unwrap();
-    let mut source = pair.connector.open_source(&pair.source, &settings()).await.unwrap();
-    send_confirmed(&sink, &Message::new("forgotten")).await.unwrap();
+    let mut source = pair
+        .connector
+        .open_source(&pair.source, &settings())
+        .await
+        .unwrap();
+    send_confirmed(&sink, &Message::new("forgotten"))
+        .await
+        .unwrap();
     drop(receive(&mut source, "first delivery").await);
     let again = receive(&mut source, "redelivery after a dropped handle").await;
     assert_eq!(again.message.body, "forgotten");
@@ -187,11 +228,24 @@ pub async fn reject_reaches_the_dead_letter(fixture: &dyn Fixture) {
         return reject_through_the_route_dead_letter(fixture, pair).await;
     };
     let sink = pair.connector.open_sink(&pair.sink).await.unwrap();
-    let mut source = pair.connector.open_source(&pair.source, &settings()).await.unwrap();
-    send_confirmed(&sink, &Message::new("poison")).await.unwrap();
-    receive(&mut source, "the poison message").await.ack.reject("conformance reject");
+    let mut source = pair
+        .connector
+        .open_source(&pair.source, &settings())
+        .await
+        .unwrap();
+    send_confirmed(&sink, &Message::new("poison"))
+        .await
+        .unwrap();
+    receive(&mut source, "the poison message")
+        .await
+        .ack
+        .reject("conformance reject");
     expect_silence(&mut source, "a rejected message is not redelivered").await;
-    let mut dead = pair.connector.open_source(&dead_letter, &settings()).await.unwrap();
+    let mut dead = pair
+        .connector
+        .open_source(&dead_letter, &settings())
+        .await
+        .unwrap();
     let letter = receive(&mut dead, "the dead letter").await;
     assert_eq!(letter.message.body, "poison");
     letter.ack.ack();
@@ -208,20 +262,37 @@ async fn reject_through_the_route_dead_letter(fixture: &dyn Fixture, pair: Pair)
         "connections:\n  sys: {}\n  mem: {{type: memory}}\nroutes:\n  - name: refuse\n    from: sys:{}\n    to: mem:refuse\n    dead_letter: sys:{}\n    retry: {{max_attempts: 1}}\n",
         pair.connection_yaml, pair.source.path, pair.spare.path
     );
-    let plan = bridge::config::load_str(&yaml, "reject.yaml", &|_: &str| None).unwrap_or_else(|e| panic!("{e}"));
+    let plan = bridge::config::load_str(&yaml, "reject.yaml", &|_: &str| None)
+        .unwrap_or_else(|e| panic!("{e}"));
     let memory = MemoryBroker::new();
-    memory.queue("refuse").fail_when(|_| Some(SendError::permanent("refused for the test")));
+    memory
+        .queue("refuse")
+        .fail_when(|_| Some(SendError::permanent("refused for the test")));
     let shutdown = tokio_util::sync::CancellationToken::new();
     let context = ConnectContext { memory };
-    let router = bridge::router::Router::connect(&plan, &context, &shutdown).await.unwrap();
+    let router = bridge::router::Router::connect(&plan, &context, &shutdown)
+        .await
+        .unwrap();
     let running = tokio::spawn(router.run(shutdown.clone()));
     let sink = pair.connector.open_sink(&pair.sink).await.unwrap();
-    send_confirmed(&sink, &Message::new("poison")).await.unwrap();
-    let mut dead = pair.connector.open_source(&pair.spare, &settings()).await.unwrap();
+    send_confirmed(&sink, &Message::new("poison"))
+        .await
+        .unwrap();
+    let mut dead = pair
+        .connector
+        .open_source(&pair.spare, &settings())
+        .await
+        .unwrap();
     let letter = receive(&mut dead, "the dead letter").await;
     assert_eq!(letter.message.body, "poison");
-    assert_eq!(letter.message.headers.get_text(reserved::DLQ_ERROR), Some("refused for the test"));
-    assert_eq!(letter.message.headers.get_text(reserved::DLQ_SOURCE), Some(format!("sys:{}", pair.source.path).as_str()));
+    assert_eq!(
+        letter.message.headers.get_text(reserved::DLQ_ERROR),
+        Some("refused for the test")
+    );
+    assert_eq!(
+        letter.message.headers.get_text(reserved::DLQ_SOURCE),
+        Some(format!("sys:{}", pair.source.path).as_str())
+    );
     letter.ack.ack();
     dead.close().await;
     shutdown.cancel();
@@ -232,9 +303,15 @@ async fn reject_through_the_route_dead_letter(fixture: &dyn Fixture, pair: Pair)
 pub async fn confirmed_send_is_readable_at_once(fixture: &dyn Fixture) {
     let pair = fixture.fresh("confirmed").await;
     let sink = pair.connector.open_sink(&pair.sink).await.unwrap();
-    let mut source = pair.connector.open_source(&pair.source, &settings()).await.unwrap();
+    let mut source = pair
+        .connector
+        .open_source(&pair.source, &settings())
+        .await
+        .unwrap();
     for n in 0..20 {
-        send_confirmed(&sink, &Message::new(format!("c{n}"))).await.unwrap();
+        send_confirmed(&sink, &Message::new(format!("c{n}")))
+            .await
+            .unwrap();
     }
     let mut bodies = Vec::new();
     for _ in 0..20 {
@@ -253,7 +330,11 @@ pub async fn confirmed_send_is_readable_at_once(fixture: &dyn Fixture) {
 pub async fn per_key_order_is_kept(fixture: &dyn Fixture) {
     let pair = fixture.fresh("order").await;
     let sink = pair.connector.open_sink(&pair.sink).await.unwrap();
-    let mut source = pair.connector.open_source(&pair.source, &settings()).await.unwrap();
+    let mut source = pair
+        .connector
+        .open_source(&pair.source, &settings())
+        .await
+        .unwrap();
     let mut confirmations = Vec::new();
     for n in 0..120 {
         let mut message = Message::new(format!("{n}"));
@@ -267,7 +348,10 @@ pub async fn per_key_order_is_kept(fixture: &dyn Fixture) {
     for _ in 0..120 {
         let delivery = receive(&mut source, "ordered message").await;
         let key = delivery.message.key.clone().unwrap();
-        let n: u32 = std::str::from_utf8(&delivery.message.body).unwrap().parse().unwrap();
+        let n: u32 = std::str::from_utf8(&delivery.message.body)
+            .unwrap()
+            .parse()
+            .unwrap();
         if let Some(previous) = last.insert(key.clone(), n) {
             assert!(previous < n, "key {key:?}: {n} after {previous}");
         }
@@ -279,7 +363,10 @@ pub async fn per_key_order_is_kept(fixture: &dyn Fixture) {
 
 pub fn brokers(command: &str, broker: &str) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/brokers.sh");
-    let status = std::process::Command::new(script).args([command, broker]).status().unwrap();
+    let status = std::process::Command::new(script)
+        .args([command, broker])
+        .status()
+        .unwrap();
     assert!(status.success(), "brokers.sh {command} {broker} failed");
 }
 
@@ -288,9 +375,18 @@ pub fn brokers(command: &str, broker: &str) {
 pub async fn recovers_after_broker_restart(fixture: &dyn Fixture) {
     let pair = fixture.fresh("restart").await;
     let sink = pair.connector.open_sink(&pair.sink).await.unwrap();
-    let mut source = pair.connector.open_source(&pair.source, &settings()).await.unwrap();
-    send_confirmed(&sink, &Message::new("before")).await.unwrap();
-    receive(&mut source, "message before the outage").await.ack.ack();
+    let mut source = pair
+        .connector
+        .open_source(&pair.source, &settings())
+        .await
+        .unwrap();
+    send_confirmed(&sink, &Message::new("before"))
+        .await
+        .unwrap();
+    receive(&mut source, "message before the outage")
+        .await
+        .ack
+        .ack();
     tokio::time::sleep(Duration::from_secs(1)).await;
     brokers("pause", fixture.broker());
     let sending = {
@@ -306,7 +402,10 @@ pub async fn recovers_after_broker_restart(fixture: &dyn Fixture) {
         })
     };
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(!sending.is_finished(), "a send was confirmed while the broker was down");
+    assert!(
+        !sending.is_finished(),
+        "a send was confirmed while the broker was down"
+    );
     brokers("resume", fixture.broker());
     let waited = tokio::time::timeout(Duration::from_secs(90), sending)
         .await

@@ -2,13 +2,15 @@
 
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use bridge::adapter::ConnectContext;
 use bridge::adapter::memory::{MemoryBroker, MemoryQueue};
 use bridge::config;
-use bridge::router::{RunReport, Router};
+use bridge::router::{Router, RunReport};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -30,11 +32,19 @@ fn no_env(_: &str) -> Option<String> {
 pub async fn start(yaml: &str) -> Harness {
     let plan = config::load_str(yaml, "test.yaml", &no_env).unwrap_or_else(|e| panic!("{e}"));
     let broker = MemoryBroker::new();
-    let context = ConnectContext { memory: broker.clone() };
+    let context = ConnectContext {
+        memory: broker.clone(),
+    };
     let shutdown = CancellationToken::new();
-    let router = Router::connect(&plan, &context, &shutdown).await.expect("router connects");
+    let router = Router::connect(&plan, &context, &shutdown)
+        .await
+        .expect("router connects");
     let run = tokio::spawn(router.run(shutdown.clone()));
-    Harness { broker, shutdown, run }
+    Harness {
+        broker,
+        shutdown,
+        run,
+    }
 }
 
 impl Harness {
@@ -59,5 +69,43 @@ impl Harness {
 
 /// Waits until `queue` satisfies `condition`, failing the test with `what` otherwise.
 pub async fn wait_for(queue: &MemoryQueue, what: &str, condition: impl Fn(&MemoryQueue) -> bool) {
-    assert!(queue.wait_until(PATIENCE, condition).await, "timed out waiting for: {what}");
+    assert!(
+        queue.wait_until(PATIENCE, condition).await,
+        "timed out waiting for: {what}"
+    );
+}
+
+/// A connector for a connection written as JSON (with its `type`), as a routes file would.
+pub async fn connector(connection: &serde_json::Value) -> Arc<dyn bridge::adapter::Connector> {
+    use bridge::adapter::{ConnectionSpec, System};
+    let mut fields = connection.clone();
+    let system = fields.as_object_mut().unwrap().remove("type").unwrap();
+    let system = System::from_type(system.as_str().unwrap()).unwrap();
+    let spec = ConnectionSpec::parse(system, fields).unwrap();
+    spec.connect("test", &ConnectContext::default())
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} must be running (scripts/brokers.sh up): {e}",
+                spec.describe()
+            )
+        })
+}
+
+/// A name no other test or run uses.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// Sets bridge's logs to the test output (level from `BRIDGE_LOG`, default `warn`).
+pub fn init_logs() {
+    let filter = std::env::var("BRIDGE_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .try_init();
 }

@@ -20,10 +20,17 @@ pub struct Config {
     /// Header names that carry the envelope fields Kafka has no place for.
     #[serde(default)]
     pub header_names: HeaderNames,
-    /// Extra librdkafka properties for consumers and producers (e.g. `security.protocol`,
-    /// `compression.type`); they override bridge's defaults.
+    /// Extra librdkafka properties for every client of this connection (e.g.
+    /// `security.protocol`, `sasl.mechanism`); they override bridge's defaults.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// Extra librdkafka properties for consumers only (e.g. `session.timeout.ms`).
+    #[serde(default)]
+    pub consumer_options: BTreeMap<String, String>,
+    /// Extra librdkafka properties for the producer only (e.g. `compression.type`,
+    /// `linger.ms`).
+    #[serde(default)]
+    pub producer_options: BTreeMap<String, String>,
     /// Topics to create at start-up when missing (brokers without auto-creation).
     #[serde(default)]
     pub declare: Vec<TopicDeclaration>,
@@ -136,14 +143,18 @@ impl TopicPath {
                     .parse::<i32>()
                     .ok()
                     .filter(|p| *p >= 0)
-                    .ok_or_else(|| format!("`{partition}` is not a partition number in `{path}`"))?;
+                    .ok_or_else(|| {
+                        format!("`{partition}` is not a partition number in `{path}`")
+                    })?;
                 (topic, Some(partition))
             }
             None => (path, None),
         };
         let valid = !topic.is_empty()
             && topic.len() <= 249
-            && topic.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            && topic
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
         if !valid {
             return Err(format!(
                 "`{topic}` is not a Kafka topic name (letters, digits, `.`, `_`, `-`, at most 249)"

@@ -30,7 +30,9 @@ pub struct Outgoing {
 }
 
 fn millis(time: SystemTime) -> Option<i64> {
-    time.duration_since(UNIX_EPOCH).ok().and_then(|d| i64::try_from(d.as_millis()).ok())
+    time.duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
 }
 
 /// Headers and timestamp for producing `message`.
@@ -114,7 +116,9 @@ pub fn incoming<M: rdkafka::Message>(record: &M, endpoint: &str, names: &HeaderN
         headers = headers
             .into_iter()
             .map(|(name, value)| match value {
-                HeaderValue::Text(text) if binary_names.contains(&name) => (name, HeaderValue::Binary(text.into())),
+                HeaderValue::Text(text) if binary_names.contains(&name) => {
+                    (name, HeaderValue::Binary(text.into()))
+                }
                 other => (name, other),
             })
             .collect();

@@ -43,14 +43,19 @@ use crate::address::Endpoint;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(super) fn check_endpoint(path: &str, role: Role, options: &serde_json::Value) -> Result<(), String> {
+pub(super) fn check_endpoint(
+    path: &str,
+    role: Role,
+    options: &serde_json::Value,
+) -> Result<(), String> {
     let target = TopicPath::parse(path)?;
     if role == Role::Source {
         if target.partition.is_some() {
             return Err("a Kafka source reads a whole topic through its consumer group; drop the `/PARTITION`".into());
         }
         if !options.is_null() {
-            super::spec::parse_strict::<SourceOptions>(options.clone()).map_err(|e| format!("Kafka source options: {e}"))?;
+            super::spec::parse_strict::<SourceOptions>(options.clone())
+                .map_err(|e| format!("Kafka source options: {e}"))?;
         }
     } else if !options.is_null() {
         return Err("Kafka sinks take no options".into());
@@ -82,8 +87,21 @@ fn base_config(config: &Config) -> ClientConfig {
     client
 }
 
-fn apply_options(client: &mut ClientConfig, config: &Config) {
-    for (key, value) in &config.options {
+/// Which kind of client extra properties are for.
+#[derive(Clone, Copy)]
+enum ClientRole {
+    Consumer,
+    Producer,
+    Admin,
+}
+
+fn apply_options(client: &mut ClientConfig, config: &Config, role: ClientRole) {
+    let extra = match role {
+        ClientRole::Consumer => Some(&config.consumer_options),
+        ClientRole::Producer => Some(&config.producer_options),
+        ClientRole::Admin => None,
+    };
+    for (key, value) in config.options.iter().chain(extra.into_iter().flatten()) {
         client.set(key, value);
     }
 }
@@ -103,15 +121,20 @@ pub(super) async fn connect(config: &Config) -> Result<Arc<dyn Connector>, Adapt
         .set("linger.ms", "5")
         .set("partitioner", "murmur2_random")
         .set("message.timeout.ms", "60000");
-    apply_options(&mut producer_config, config);
+    apply_options(&mut producer_config, config, ClientRole::Producer);
     let producer: FutureProducer = producer_config
         .create()
         .map_err(|e| AdapterError::Invalid(format!("Kafka producer settings: {e}")))?;
     let probe = producer.clone();
-    tokio::task::spawn_blocking(move || probe.client().fetch_metadata(None, METADATA_TIMEOUT).map(|_| ()))
-        .await
-        .map_err(|e| AdapterError::Unavailable(e.to_string()))?
-        .map_err(|e| unreachable(config, e))?;
+    tokio::task::spawn_blocking(move || {
+        probe
+            .client()
+            .fetch_metadata(None, METADATA_TIMEOUT)
+            .map(|_| ())
+    })
+    .await
+    .map_err(|e| AdapterError::Unavailable(e.to_string()))?
+    .map_err(|e| unreachable(config, e))?;
     if !config.declare.is_empty() {
         declare_topics(config).await?;
     }
@@ -123,23 +146,34 @@ pub(super) async fn connect(config: &Config) -> Result<Arc<dyn Connector>, Adapt
 
 async fn declare_topics(config: &Config) -> Result<(), AdapterError> {
     let mut admin_config = base_config(config);
-    apply_options(&mut admin_config, config);
+    apply_options(&mut admin_config, config, ClientRole::Admin);
     let admin: AdminClient<DefaultClientContext> = admin_config
         .create()
         .map_err(|e| AdapterError::Invalid(format!("Kafka admin settings: {e}")))?;
     let topics: Vec<NewTopic<'_>> = config
         .declare
         .iter()
-        .map(|t| NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(t.replication_factor)))
+        .map(|t| {
+            NewTopic::new(
+                &t.name,
+                t.partitions,
+                TopicReplication::Fixed(t.replication_factor),
+            )
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
-    let results = admin.create_topics(&topics, &options).await.map_err(|e| unreachable(config, e))?;
+    let results = admin
+        .create_topics(&topics, &options)
+        .await
+        .map_err(|e| unreachable(config, e))?;
     for result in results {
         match result {
             Ok(topic) => tracing::info!(%topic, "Kafka topic created"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
-                return Err(AdapterError::Invalid(format!("cannot create Kafka topic `{topic}`: {code}")));
+                return Err(AdapterError::Invalid(format!(
+                    "cannot create Kafka topic `{topic}`: {code}"
+                )));
             }
         }
     }
@@ -153,16 +187,22 @@ struct KafkaConnector {
 
 impl KafkaConnector {
     /// Fails when `topic` does not exist (a consumer would otherwise wait silently).
-    async fn require_topic<C, K>(&self, consumer: Arc<K>, topic: &str) -> Result<Vec<i32>, AdapterError>
+    async fn require_topic<C, K>(
+        &self,
+        consumer: Arc<K>,
+        topic: &str,
+    ) -> Result<Vec<i32>, AdapterError>
     where
         C: rdkafka::consumer::ConsumerContext + 'static,
         K: Consumer<C> + Send + Sync + 'static,
     {
         let name = topic.to_owned();
-        let metadata = tokio::task::spawn_blocking(move || consumer.fetch_metadata(Some(&name), METADATA_TIMEOUT))
-            .await
-            .map_err(|e| AdapterError::Unavailable(e.to_string()))?
-            .map_err(|e| unreachable(&self.config, e))?;
+        let metadata = tokio::task::spawn_blocking(move || {
+            consumer.fetch_metadata(Some(&name), METADATA_TIMEOUT)
+        })
+        .await
+        .map_err(|e| AdapterError::Unavailable(e.to_string()))?
+        .map_err(|e| unreachable(&self.config, e))?;
         let found = metadata.topics().iter().find(|t| t.name() == topic);
         match found {
             Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
@@ -178,16 +218,24 @@ impl KafkaConnector {
 
 #[async_trait]
 impl Connector for KafkaConnector {
-    async fn open_source(&self, endpoint: &Endpoint, settings: &SourceSettings) -> Result<Box<dyn Source>, AdapterError> {
+    async fn open_source(
+        &self,
+        endpoint: &Endpoint,
+        settings: &SourceSettings,
+    ) -> Result<Box<dyn Source>, AdapterError> {
         let target = TopicPath::parse(&endpoint.path).map_err(AdapterError::Invalid)?;
         let options: SourceOptions = if settings.options.is_null() {
             SourceOptions::default()
         } else {
-            super::spec::parse_strict(settings.options.clone()).map_err(|e| AdapterError::Invalid(e.to_string()))?
+            super::spec::parse_strict(settings.options.clone())
+                .map_err(|e| AdapterError::Invalid(e.to_string()))?
         };
         let mut client = base_config(&self.config);
         client
-            .set("group.id", options.group_id.as_deref().unwrap_or(&self.config.group_id))
+            .set(
+                "group.id",
+                options.group_id.as_deref().unwrap_or(&self.config.group_id),
+            )
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set(
@@ -197,18 +245,18 @@ impl Connector for KafkaConnector {
                     Start::Latest => "latest",
                 },
             );
-        apply_options(&mut client, &self.config);
+        apply_options(&mut client, &self.config, ClientRole::Consumer);
         let tracker = Arc::new(Mutex::new(offsets::OffsetTracker::default()));
         let consumer: source::GroupConsumer = client
             .create_with_context(source::context(tracker.clone()))
             .map_err(|e| AdapterError::Invalid(format!("Kafka consumer settings: {e}")))?;
         let consumer = Arc::new(consumer);
         self.require_topic(consumer.clone(), &target.topic).await?;
-        consumer
-            .subscribe(&[&target.topic])
-            .map_err(|e| AdapterError::Invalid(format!("cannot subscribe to `{}`: {e}", target.topic)))?;
+        consumer.subscribe(&[&target.topic]).map_err(|e| {
+            AdapterError::Invalid(format!("cannot subscribe to `{}`: {e}", target.topic))
+        })?;
         let consumer = Arc::into_inner(consumer).expect("the metadata probe has finished");
-        let buffer = (settings.max_in_flight / 4).clamp(16, 1024);
+        let buffer = settings.max_in_flight.clamp(16, 1024);
         Ok(Box::new(source::KafkaSource::start(
             consumer,
             tracker,
@@ -228,21 +276,35 @@ impl Connector for KafkaConnector {
         }))
     }
 
-    async fn open_tail(&self, endpoint: &Endpoint, settings: &TailSettings) -> Result<Box<dyn Source>, AdapterError> {
+    async fn open_tail(
+        &self,
+        endpoint: &Endpoint,
+        settings: &TailSettings,
+    ) -> Result<Box<dyn Source>, AdapterError> {
         let target = TopicPath::parse(&endpoint.path).map_err(AdapterError::Invalid)?;
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         let mut client = base_config(&self.config);
         client
-            .set("group.id", format!("bridge-tail-{}-{nanos}", std::process::id()))
+            .set(
+                "group.id",
+                format!("bridge-tail-{}-{nanos}", std::process::id()),
+            )
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false");
-        apply_options(&mut client, &self.config);
+        apply_options(&mut client, &self.config, ClientRole::Consumer);
         let consumer: StreamConsumer = client
             .create()
             .map_err(|e| AdapterError::Invalid(format!("Kafka consumer settings: {e}")))?;
         let consumer = Arc::new(consumer);
         let partitions = self.require_topic(consumer.clone(), &target.topic).await?;
-        let start = if settings.from_beginning { Offset::Beginning } else { Offset::End };
+        let start = if settings.from_beginning {
+            Offset::Beginning
+        } else {
+            Offset::End
+        };
         let mut assignment = TopicPartitionList::new();
         for partition in partitions {
             if target.partition.is_none_or(|p| p == partition) {

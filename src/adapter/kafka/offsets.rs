@@ -56,14 +56,20 @@ impl OffsetTracker {
 
     /// Whether `generation` is the current assignment of `partition`.
     pub fn is_current(&self, partition: &TopicPartition, generation: u64) -> bool {
-        self.partitions.get(partition).is_some_and(|s| s.generation == generation)
+        self.partitions
+            .get(partition)
+            .is_some_and(|s| s.generation == generation)
     }
 
     /// Records that `offset` was handed to the router.
     pub fn delivered(&mut self, partition: &TopicPartition, offset: i64) {
         if let Some(state) = self.partitions.get_mut(partition) {
             state.pending.insert(offset);
-            state.next_after_delivered = Some(state.next_after_delivered.map_or(offset + 1, |n| n.max(offset + 1)));
+            state.next_after_delivered = Some(
+                state
+                    .next_after_delivered
+                    .map_or(offset + 1, |n| n.max(offset + 1)),
+            );
         }
     }
 
@@ -95,7 +101,10 @@ impl OffsetTracker {
     }
 
     /// Offsets to commit for some partitions only (before they are revoked).
-    pub fn take_commits_for(&mut self, partitions: &[TopicPartition]) -> Vec<(TopicPartition, i64)> {
+    pub fn take_commits_for(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Vec<(TopicPartition, i64)> {
         self.take_commits()
             .into_iter()
             .filter(|(partition, _)| partitions.contains(partition))

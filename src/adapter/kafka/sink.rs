@@ -77,7 +77,9 @@ impl Sink for KafkaSink {
                                 ..Receipt::default()
                             }),
                             Ok(Err((error, _))) => Err(classify(&error)),
-                            Err(_) => Err(SendError::transient("the Kafka producer was closed before confirming")),
+                            Err(_) => Err(SendError::transient(
+                                "the Kafka producer was closed before confirming",
+                            )),
                         }
                     }));
                 }

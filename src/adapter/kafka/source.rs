@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -89,6 +91,11 @@ pub fn context(tracker: Arc<Mutex<OffsetTracker>>) -> RebalanceContext {
 struct Shared {
     tracker: Arc<Mutex<OffsetTracker>>,
     retries: mpsc::UnboundedSender<Delivery>,
+    /// Settlements since the last commit; past `commit_batch` the committer runs early,
+    /// which bounds the records redelivered after a crash.
+    settled_since_commit: std::sync::atomic::AtomicUsize,
+    commit_batch: usize,
+    commit_now: tokio::sync::Notify,
 }
 
 /// Where a delivery came from, for settling it.
@@ -99,14 +106,28 @@ struct Position {
     offset: i64,
 }
 
-fn delivery(shared: Arc<Shared>, position: Position, message: Message, receive_count: u32) -> Delivery {
+fn delivery(
+    shared: Arc<Shared>,
+    position: Position,
+    message: Message,
+    receive_count: u32,
+) -> Delivery {
     let kept = message.clone();
     let ack = AckHandle::new(move |outcome: Outcome| match outcome {
-        Outcome::Ack => shared
-            .tracker
-            .lock()
-            .expect("offset tracker lock")
-            .settled(&position.partition, position.generation, position.offset),
+        Outcome::Ack => {
+            shared.tracker.lock().expect("offset tracker lock").settled(
+                &position.partition,
+                position.generation,
+                position.offset,
+            );
+            let settled = shared
+                .settled_since_commit
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            if settled == shared.commit_batch {
+                shared.commit_now.notify_one();
+            }
+        }
         Outcome::Retry(_) | Outcome::Reject(_) => {
             if let Outcome::Reject(reason) = &outcome {
                 tracing::error!(%reason, offset = position.offset, "Kafka has no reject; the record is retried instead");
@@ -135,7 +156,9 @@ fn delivery(shared: Arc<Shared>, position: Position, message: Message, receive_c
     Delivery { message, ack }
 }
 
-/// A running consumer-group source.
+/// A running consumer-group source. After a crash, at most `max_in_flight` (held by the
+/// router) + `buffer` (read ahead) + `buffer` (settled since the last commit) records are
+/// read again.
 pub struct KafkaSource {
     deliveries: mpsc::Receiver<Delivery>,
     retries: mpsc::UnboundedReceiver<Delivery>,
@@ -161,12 +184,22 @@ impl KafkaSource {
         let shared = Arc::new(Shared {
             tracker: tracker.clone(),
             retries: retries_tx,
+            settled_since_commit: std::sync::atomic::AtomicUsize::new(0),
+            commit_batch: buffer.max(1),
+            commit_now: tokio::sync::Notify::new(),
         });
         let stop = CancellationToken::new();
-        let reader = tokio::spawn(read(consumer.clone(), shared, endpoint, names, deliveries_tx, stop.clone()));
+        let reader = tokio::spawn(read(
+            consumer.clone(),
+            shared.clone(),
+            endpoint,
+            names,
+            deliveries_tx,
+            stop.clone(),
+        ));
         let committer = tokio::spawn(commit_periodically(
             consumer.clone(),
-            tracker.clone(),
+            shared,
             commit_interval,
             stop.clone(),
         ));
@@ -239,9 +272,10 @@ fn commit_now(consumer: &GroupConsumer, tracker: &Mutex<OffsetTracker>, mode: Co
     }
 }
 
+/// Commits every `interval`, or sooner once `commit_batch` deliveries were settled.
 async fn commit_periodically(
     consumer: Arc<GroupConsumer>,
-    tracker: Arc<Mutex<OffsetTracker>>,
+    shared: Arc<Shared>,
     interval: Duration,
     stop: CancellationToken,
 ) {
@@ -249,8 +283,13 @@ async fn commit_periodically(
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = ticks.tick() => commit_now(&consumer, &tracker, CommitMode::Async),
+            _ = ticks.tick() => {}
+            _ = shared.commit_now.notified() => {}
         }
+        shared
+            .settled_since_commit
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        commit_now(&consumer, &shared.tracker, CommitMode::Async);
     }
 }
 

@@ -39,8 +39,11 @@ pub fn is_refusal(error: &lapin::Error) -> bool {
     match error.kind() {
         ErrorKind::ProtocolError(amqp) => matches!(
             amqp.kind(),
-            AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND | AMQPSoftError::ACCESSREFUSED | AMQPSoftError::PRECONDITIONFAILED)
-                | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED)
+            AMQPErrorKind::Soft(
+                AMQPSoftError::NOTFOUND
+                    | AMQPSoftError::ACCESSREFUSED
+                    | AMQPSoftError::PRECONDITIONFAILED
+            ) | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED)
         ),
         _ => false,
     }
@@ -69,7 +72,10 @@ impl AmqpClient {
 
     /// Where this client connects, without credentials.
     pub fn describe(&self) -> String {
-        format!("RabbitMQ at {}:{}", self.uri.authority.host, self.uri.authority.port)
+        format!(
+            "RabbitMQ at {}:{}",
+            self.uri.authority.host, self.uri.authority.port
+        )
     }
 
     fn timeout(&self) -> Duration {
@@ -77,7 +83,10 @@ impl AmqpClient {
     }
 
     fn unavailable(&self, error: impl std::fmt::Display) -> AdapterError {
-        AdapterError::Unavailable(format!("cannot reach {}: {error} (is it running?)", self.describe()))
+        AdapterError::Unavailable(format!(
+            "cannot reach {}: {error} (is it running?)",
+            self.describe()
+        ))
     }
 
     async fn connection(&self) -> Result<Arc<Connection>, AdapterError> {
@@ -92,7 +101,10 @@ impl AmqpClient {
         let connection = match tokio::time::timeout(self.timeout(), connecting).await {
             Ok(Ok(connection)) => Arc::new(connection),
             Ok(Err(error)) if is_refusal(&error) => {
-                return Err(AdapterError::Invalid(format!("{} refused the connection: {error}", self.describe())));
+                return Err(AdapterError::Invalid(format!(
+                    "{} refused the connection: {error}",
+                    self.describe()
+                )));
             }
             Ok(Err(error)) => return Err(self.unavailable(error)),
             Err(_) => return Err(self.unavailable("no answer within the connect timeout")),
@@ -131,18 +143,26 @@ impl AmqpClient {
     ) -> Result<T, AdapterError> {
         match tokio::time::timeout(self.timeout(), operation).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) if is_refusal(&error) => Err(AdapterError::Invalid(format!("{what}: {error}"))),
+            Ok(Err(error)) if is_refusal(&error) => {
+                Err(AdapterError::Invalid(format!("{what}: {error}")))
+            }
             Ok(Err(error)) => Err(self.unavailable(format!("{what}: {error}"))),
             Err(_) => Err(self.unavailable(format!("{what}: timed out"))),
         }
     }
 
     /// Declares the configured exchanges, queues and bindings on `connection`.
-    async fn declare_on(&self, connection: &Connection, declarations: &Declarations) -> Result<(), AdapterError> {
+    async fn declare_on(
+        &self,
+        connection: &Connection,
+        declarations: &Declarations,
+    ) -> Result<(), AdapterError> {
         if declarations.exchanges.is_empty() && declarations.queues.is_empty() {
             return Ok(());
         }
-        let channel = self.bounded("opening a channel", connection.create_channel()).await?;
+        let channel = self
+            .bounded("opening a channel", connection.create_channel())
+            .await?;
         for exchange in &declarations.exchanges {
             let kind = match exchange.kind {
                 ExchangeType::Direct => ExchangeKind::Direct,
@@ -156,7 +176,12 @@ impl AmqpClient {
             };
             self.bounded(
                 &format!("declaring exchange `{}`", exchange.name),
-                channel.exchange_declare(exchange.name.as_str().into(), kind, options, FieldTable::default()),
+                channel.exchange_declare(
+                    exchange.name.as_str().into(),
+                    kind,
+                    options,
+                    FieldTable::default(),
+                ),
             )
             .await?;
         }
@@ -172,8 +197,12 @@ impl AmqpClient {
             for (name, value) in &queue.arguments {
                 let value = match value {
                     serde_json::Value::Bool(b) => AMQPValue::Boolean(*b),
-                    serde_json::Value::Number(n) if n.is_i64() => AMQPValue::LongLongInt(n.as_i64().unwrap_or_default()),
-                    serde_json::Value::Number(n) => AMQPValue::Double(n.as_f64().unwrap_or_default()),
+                    serde_json::Value::Number(n) if n.is_i64() => {
+                        AMQPValue::LongLongInt(n.as_i64().unwrap_or_default())
+                    }
+                    serde_json::Value::Number(n) => {
+                        AMQPValue::Double(n.as_f64().unwrap_or_default())
+                    }
                     serde_json::Value::String(s) => text(s),
                     other => text(&other.to_string()),
                 };

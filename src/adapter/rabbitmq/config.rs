@@ -133,11 +133,15 @@ impl Target {
         };
         let (kind, rest) = path.split_once('/').ok_or_else(bad)?;
         match kind {
-            "queue" if !rest.is_empty() && !rest.contains('/') => Ok(Target::Queue(rest.to_owned())),
+            "queue" if !rest.is_empty() && !rest.contains('/') => {
+                Ok(Target::Queue(rest.to_owned()))
+            }
             "exchange" => {
                 let (name, routing_key) = rest.split_once('/').unwrap_or((rest, ""));
                 if name.is_empty() {
-                    return Err(format!("`{path}` names no exchange; to use the default exchange write queue/NAME"));
+                    return Err(format!(
+                        "`{path}` names no exchange; to use the default exchange write queue/NAME"
+                    ));
                 }
                 Ok(Target::Exchange {
                     name: name.to_owned(),
@@ -163,7 +167,10 @@ mod tests {
 
     #[test]
     fn paths_name_queues_or_exchanges_with_routing_keys() {
-        assert_eq!(Target::parse("queue/orders"), Ok(Target::Queue("orders".into())));
+        assert_eq!(
+            Target::parse("queue/orders"),
+            Ok(Target::Queue("orders".into()))
+        );
         assert_eq!(
             Target::parse("exchange/events/order.placed/eu"),
             Ok(Target::Exchange {
@@ -171,7 +178,10 @@ mod tests {
                 routing_key: "order.placed/eu".into()
             })
         );
-        assert_eq!(Target::parse("exchange/events").unwrap().publish_to(), ("events", ""));
+        assert_eq!(
+            Target::parse("exchange/events").unwrap().publish_to(),
+            ("events", "")
+        );
         assert!(Target::parse("topic/x").is_err());
         assert!(Target::parse("exchange//k").is_err());
     }

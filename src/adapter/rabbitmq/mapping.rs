@@ -133,7 +133,9 @@ pub fn incoming(delivery: &Delivery, endpoint: &str) -> Message {
             {
                 for item in values.as_slice() {
                     let value = match item {
-                        AMQPValue::ByteArray(bytes) => HeaderValue::Binary(Bytes::copy_from_slice(bytes.as_slice())),
+                        AMQPValue::ByteArray(bytes) => {
+                            HeaderValue::Binary(Bytes::copy_from_slice(bytes.as_slice()))
+                        }
                         other => HeaderValue::from_untyped(amqp_bytes(other)),
                     };
                     headers.push(name, value);
@@ -145,7 +147,9 @@ pub fn incoming(delivery: &Delivery, endpoint: &str) -> Message {
                 continue;
             }
             if name == reserved::TIMESTAMP_MS {
-                timestamp_ms = std::str::from_utf8(amqp_bytes(value)).ok().and_then(|t| t.parse::<u64>().ok());
+                timestamp_ms = std::str::from_utf8(amqp_bytes(value))
+                    .ok()
+                    .and_then(|t| t.parse::<u64>().ok());
                 continue;
             }
             if name == "x-delivery-count" {
@@ -157,7 +161,9 @@ pub fn incoming(delivery: &Delivery, endpoint: &str) -> Message {
             }
             let header = match value {
                 AMQPValue::LongString(bytes) => HeaderValue::from_untyped(bytes.as_bytes()),
-                AMQPValue::ByteArray(bytes) => HeaderValue::Binary(Bytes::copy_from_slice(bytes.as_slice())),
+                AMQPValue::ByteArray(bytes) => {
+                    HeaderValue::Binary(Bytes::copy_from_slice(bytes.as_slice()))
+                }
                 other => match typed_to_text(other) {
                     Some((text, kind)) => {
                         types.insert(name.to_owned(), kind.to_owned());
@@ -176,7 +182,13 @@ pub fn incoming(delivery: &Delivery, endpoint: &str) -> Message {
         (PRIORITY, properties.priority().map(|v| v.to_string())),
         (EXPIRATION, text(properties.expiration())),
         (CONTENT_ENCODING, text(properties.content_encoding())),
-        (DELIVERY_MODE, properties.delivery_mode().filter(|m| *m != PERSISTENT).map(|v| v.to_string())),
+        (
+            DELIVERY_MODE,
+            properties
+                .delivery_mode()
+                .filter(|m| *m != PERSISTENT)
+                .map(|v| v.to_string()),
+        ),
         (TYPE, text(properties.kind())),
         (USER_ID, text(properties.user_id())),
         (APP_ID, text(properties.app_id())),
@@ -193,7 +205,9 @@ pub fn incoming(delivery: &Delivery, endpoint: &str) -> Message {
     }
     message.headers = headers;
     message.timestamp = match (properties.timestamp(), timestamp_ms) {
-        (Some(seconds), Some(ms)) if ms / 1000 == *seconds => Some(UNIX_EPOCH + Duration::from_millis(ms)),
+        (Some(seconds), Some(ms)) if ms / 1000 == *seconds => {
+            Some(UNIX_EPOCH + Duration::from_millis(ms))
+        }
         (Some(seconds), _) => Some(UNIX_EPOCH + Duration::from_secs(*seconds)),
         (None, _) => None,
     };
@@ -219,7 +233,9 @@ fn amqp_bytes(value: &AMQPValue) -> &[u8] {
 /// The default AMQP form of a header value.
 fn plain(value: &HeaderValue) -> AMQPValue {
     match value {
-        HeaderValue::Text(text) => AMQPValue::LongString(LongString::from(text.as_bytes().to_vec())),
+        HeaderValue::Text(text) => {
+            AMQPValue::LongString(LongString::from(text.as_bytes().to_vec()))
+        }
         HeaderValue::Binary(bytes) => AMQPValue::ByteArray(ByteArray::from(bytes.to_vec())),
     }
 }
@@ -284,7 +300,10 @@ pub fn outgoing(message: &Message) -> BasicProperties {
             }
             HeaderValue::Binary(_) => None,
         });
-        grouped.entry(name).or_default().push(restored.unwrap_or_else(|| plain(value)));
+        grouped
+            .entry(name)
+            .or_default()
+            .push(restored.unwrap_or_else(|| plain(value)));
     }
     for (name, mut values) in grouped {
         let value = if values.len() == 1 {
@@ -296,9 +315,13 @@ pub fn outgoing(message: &Message) -> BasicProperties {
         table.insert(short(name), value);
     }
     if !repeated.is_empty() {
-        let marks: BTreeMap<&str, &str> = repeated.into_iter().map(|name| (name, REPEATED)).collect();
+        let marks: BTreeMap<&str, &str> =
+            repeated.into_iter().map(|name| (name, REPEATED)).collect();
         let json = serde_json::to_string(&marks).expect("a map of strings serializes");
-        table.insert(short(TYPES), AMQPValue::LongString(LongString::from(json.into_bytes())));
+        table.insert(
+            short(TYPES),
+            AMQPValue::LongString(LongString::from(json.into_bytes())),
+        );
     }
     if let Some(key) = &message.key {
         let value = match std::str::from_utf8(key) {
@@ -313,7 +336,10 @@ pub fn outgoing(message: &Message) -> BasicProperties {
         properties = properties.with_timestamp(since.as_secs());
         if since.subsec_millis() != 0 {
             let ms = since.as_millis().to_string();
-            table.insert(short(reserved::TIMESTAMP_MS), AMQPValue::LongString(LongString::from(ms.into_bytes())));
+            table.insert(
+                short(reserved::TIMESTAMP_MS),
+                AMQPValue::LongString(LongString::from(ms.into_bytes())),
+            );
         }
     }
     if let Some(v) = &message.correlation_id {
@@ -330,7 +356,6 @@ pub fn outgoing(message: &Message) -> BasicProperties {
     }
     properties.with_headers(table)
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -358,8 +383,19 @@ mod tests {
         message.headers.push("other", "o");
         message.headers.push("tag", vec![0xffu8]);
         let back = through_amqp(&message).without_origin();
-        let tags: Vec<_> = back.headers.iter().filter(|(n, _)| *n == "tag").map(|(_, v)| v.clone()).collect();
-        assert_eq!(tags, vec![HeaderValue::Text("a".into()), HeaderValue::Binary(vec![0xffu8].into())]);
+        let tags: Vec<_> = back
+            .headers
+            .iter()
+            .filter(|(n, _)| *n == "tag")
+            .map(|(_, v)| v.clone())
+            .collect();
+        assert_eq!(
+            tags,
+            vec![
+                HeaderValue::Text("a".into()),
+                HeaderValue::Binary(vec![0xffu8].into())
+            ]
+        );
         assert_eq!(back.headers.get_text("other"), Some("o"));
         assert!(back.headers.get(TYPES).is_none());
     }
@@ -387,7 +423,10 @@ mod tests {
         table.insert("flag".into(), AMQPValue::Boolean(true));
         let mut inner = FieldTable::default();
         inner.insert("count".into(), AMQPValue::LongLongInt(1));
-        table.insert("x-death".into(), AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::FieldTable(inner)])));
+        table.insert(
+            "x-death".into(),
+            AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::FieldTable(inner)])),
+        );
         let properties = BasicProperties::default()
             .with_headers(table.clone())
             .with_priority(7)

@@ -25,7 +25,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use lapin::options::{
-    BasicConsumeOptions, BasicGetOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicConsumeOptions, BasicGetOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, ExchangeKind};
@@ -42,7 +43,11 @@ pub(super) fn check_config(config: &Config) -> Result<(), String> {
     client::parse_uri(&config.url).map(|_| ())
 }
 
-pub(super) fn check_endpoint(path: &str, role: Role, options: &serde_json::Value) -> Result<(), String> {
+pub(super) fn check_endpoint(
+    path: &str,
+    role: Role,
+    options: &serde_json::Value,
+) -> Result<(), String> {
     let target = Target::parse(path)?;
     match role {
         Role::Source => {
@@ -116,7 +121,12 @@ impl RabbitConnector {
                 self.client
                     .bounded(
                         &format!("exchange `{name}` does not exist or is not accessible"),
-                        channel.exchange_declare(name.as_str().into(), ExchangeKind::Topic, options, FieldTable::default()),
+                        channel.exchange_declare(
+                            name.as_str().into(),
+                            ExchangeKind::Topic,
+                            options,
+                            FieldTable::default(),
+                        ),
                     )
                     .await
             }
@@ -128,7 +138,11 @@ impl RabbitConnector {
 
 #[async_trait]
 impl Connector for RabbitConnector {
-    async fn open_source(&self, endpoint: &Endpoint, settings: &SourceSettings) -> Result<Box<dyn Source>, AdapterError> {
+    async fn open_source(
+        &self,
+        endpoint: &Endpoint,
+        settings: &SourceSettings,
+    ) -> Result<Box<dyn Source>, AdapterError> {
         let target = Target::parse(&endpoint.path).map_err(AdapterError::Invalid)?;
         let Target::Queue(queue) = &target else {
             return Err(AdapterError::Invalid(format!("{endpoint} is not a queue")));
@@ -136,7 +150,8 @@ impl Connector for RabbitConnector {
         let options: SourceOptions = if settings.options.is_null() {
             SourceOptions::default()
         } else {
-            super::spec::parse_strict(settings.options.clone()).map_err(|e| AdapterError::Invalid(e.to_string()))?
+            super::spec::parse_strict(settings.options.clone())
+                .map_err(|e| AdapterError::Invalid(e.to_string()))?
         };
         self.require(&target).await?;
         let prefetch = options
@@ -165,7 +180,11 @@ impl Connector for RabbitConnector {
         }))
     }
 
-    async fn open_tail(&self, endpoint: &Endpoint, settings: &TailSettings) -> Result<Box<dyn Source>, AdapterError> {
+    async fn open_tail(
+        &self,
+        endpoint: &Endpoint,
+        settings: &TailSettings,
+    ) -> Result<Box<dyn Source>, AdapterError> {
         let target = Target::parse(&endpoint.path).map_err(AdapterError::Invalid)?;
         self.require(&target).await?;
         let channel = self.client.channel().await?;
@@ -178,9 +197,16 @@ impl Connector for RabbitConnector {
                 };
                 let queue = self
                     .client
-                    .bounded("declaring a tail queue", channel.queue_declare("".into(), options, FieldTable::default()))
+                    .bounded(
+                        "declaring a tail queue",
+                        channel.queue_declare("".into(), options, FieldTable::default()),
+                    )
                     .await?;
-                let binding = if routing_key.is_empty() { "#".to_owned() } else { routing_key };
+                let binding = if routing_key.is_empty() {
+                    "#".to_owned()
+                } else {
+                    routing_key
+                };
                 self.client
                     .bounded(
                         "binding the tail queue",
@@ -202,7 +228,12 @@ impl Connector for RabbitConnector {
                     .client
                     .bounded(
                         "consuming the tail queue",
-                        channel.basic_consume(queue.name().clone(), "bridge-tail".into(), options, FieldTable::default()),
+                        channel.basic_consume(
+                            queue.name().clone(),
+                            "bridge-tail".into(),
+                            options,
+                            FieldTable::default(),
+                        ),
                     )
                     .await?;
                 Ok(Box::new(ExchangeTail {
@@ -243,7 +274,9 @@ impl Source for ExchangeTail {
                 message: mapping::incoming(&delivery, &self.endpoint),
                 ack: AckHandle::noop(),
             })),
-            Some(Err(error)) => Err(AdapterError::Unavailable(format!("tail consumer failed: {error}"))),
+            Some(Err(error)) => Err(AdapterError::Unavailable(format!(
+                "tail consumer failed: {error}"
+            ))),
             None => Ok(None),
         }
     }
@@ -264,7 +297,10 @@ impl Source for QueuePeek {
         loop {
             let got = self
                 .channel
-                .basic_get(self.queue.as_str().into(), BasicGetOptions { no_ack: false })
+                .basic_get(
+                    self.queue.as_str().into(),
+                    BasicGetOptions { no_ack: false },
+                )
                 .await
                 .map_err(|e| AdapterError::Unavailable(format!("basic.get failed: {e}")))?;
             match got {

@@ -55,7 +55,10 @@ impl Publisher {
     async fn open_channel(&self) -> Result<Channel, AdapterError> {
         let channel = self.client.channel().await?;
         self.client
-            .bounded("confirm.select", channel.confirm_select(ConfirmSelectOptions::default()))
+            .bounded(
+                "confirm.select",
+                channel.confirm_select(ConfirmSelectOptions::default()),
+            )
             .await?;
         Ok(channel)
     }
@@ -94,7 +97,10 @@ impl Sink for RabbitSink {
                     AdapterError::Invalid(m) => SendError::permanent(m),
                     AdapterError::Unavailable(m) => SendError::transient(m),
                 })?;
-                let generation = publisher.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                let generation = publisher
+                    .generations
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    + 1;
                 *current = Some((generation, channel.clone()));
                 (generation, channel)
             }
@@ -103,7 +109,13 @@ impl Sink for RabbitSink {
             mandatory: true,
             ..BasicPublishOptions::default()
         };
-        let publishing = channel.basic_publish(exchange.into(), routing_key.into(), options, &message.body, properties);
+        let publishing = channel.basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            options,
+            &message.body,
+            properties,
+        );
         let pending = match tokio::time::timeout(publisher.confirm_timeout, publishing).await {
             Ok(Ok(pending)) => pending,
             Ok(Err(error)) => {
@@ -126,14 +138,22 @@ impl Sink for RabbitSink {
                 publisher.discard(generation).await;
             }
             match confirmed {
-                Ok(Ok(AmqpConfirmation::Ack(None))) | Ok(Ok(AmqpConfirmation::NotRequested)) => Ok(Receipt::default()),
-                Ok(Ok(AmqpConfirmation::Ack(Some(returned)))) => Err(SendError::permanent(format!(
-                    "unroutable: {described} has no bound queue ({})",
-                    returned.reply_text
-                ))),
-                Ok(Ok(AmqpConfirmation::Nack(_))) => Err(SendError::transient("RabbitMQ nacked the message")),
+                Ok(Ok(AmqpConfirmation::Ack(None))) | Ok(Ok(AmqpConfirmation::NotRequested)) => {
+                    Ok(Receipt::default())
+                }
+                Ok(Ok(AmqpConfirmation::Ack(Some(returned)))) => {
+                    Err(SendError::permanent(format!(
+                        "unroutable: {described} has no bound queue ({})",
+                        returned.reply_text
+                    )))
+                }
+                Ok(Ok(AmqpConfirmation::Nack(_))) => {
+                    Err(SendError::transient("RabbitMQ nacked the message"))
+                }
                 Ok(Err(error)) => Err(send_error(&format!("publishing to {described}"), &error)),
-                Err(_) => Err(SendError::transient(format!("no publisher confirm within {timeout:?}"))),
+                Err(_) => Err(SendError::transient(format!(
+                    "no publisher confirm within {timeout:?}"
+                ))),
             }
         }))
     }
@@ -141,7 +161,8 @@ impl Sink for RabbitSink {
     async fn flush(&self) {
         let channel = self.publisher.channel.lock().await.clone();
         if let Some((_, channel)) = channel {
-            let _ = tokio::time::timeout(Duration::from_secs(30), channel.wait_for_confirms()).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(30), channel.wait_for_confirms()).await;
         }
     }
 }

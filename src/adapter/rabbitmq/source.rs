@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::Acker;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
 use lapin::types::FieldTable;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -122,7 +124,10 @@ async fn consume_once(
 ) -> Result<Ended, AdapterError> {
     let channel = client.channel().await?;
     client
-        .bounded("basic.qos", channel.basic_qos(spec.prefetch, BasicQosOptions::default()))
+        .bounded(
+            "basic.qos",
+            channel.basic_qos(spec.prefetch, BasicQosOptions::default()),
+        )
         .await?;
     let mut consumer = client
         .bounded(
@@ -147,8 +152,16 @@ async fn consume_once(
         };
         let delivery = match next {
             Some(Ok(delivery)) => delivery,
-            Some(Err(error)) => return Err(AdapterError::Unavailable(format!("consumer failed: {error}"))),
-            None => return Err(AdapterError::Unavailable("the broker cancelled the consumer".into())),
+            Some(Err(error)) => {
+                return Err(AdapterError::Unavailable(format!(
+                    "consumer failed: {error}"
+                )));
+            }
+            None => {
+                return Err(AdapterError::Unavailable(
+                    "the broker cancelled the consumer".into(),
+                ));
+            }
         };
         *wait = Duration::from_millis(200);
         let message = mapping::incoming(&delivery, &spec.endpoint);
@@ -169,7 +182,9 @@ impl Source for RabbitSource {
     async fn recv(&mut self) -> Result<Option<Delivery>, AdapterError> {
         match self.deliveries.recv().await {
             Some(delivery) => Ok(Some(delivery)),
-            None => Err(AdapterError::Unavailable("the RabbitMQ consumer stopped".into())),
+            None => Err(AdapterError::Unavailable(
+                "the RabbitMQ consumer stopped".into(),
+            )),
         }
     }
 
@@ -187,8 +202,13 @@ impl Source for RabbitSource {
             delivery.ack.retry("source closed");
         }
         drop(deliveries);
-        if tokio::time::timeout(Duration::from_secs(10), acker).await.is_err() {
-            tracing::warn!("RabbitMQ acknowledgements did not finish within 10 s; the broker will redeliver");
+        if tokio::time::timeout(Duration::from_secs(10), acker)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "RabbitMQ acknowledgements did not finish within 10 s; the broker will redeliver"
+            );
         }
     }
 }

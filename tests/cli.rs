@@ -1,0 +1,200 @@
+//! The `bridge` binary as users run it: exit codes, error texts, stdin -> stdout, drain.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::process::{binary, run};
+
+fn fixture(path: &str) -> String {
+    format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn validate_lists_every_mistake_with_its_line_and_exits_2() {
+    let output = run(
+        &[
+            "validate",
+            &fixture("tests/fixtures/invalid/many-mistakes.yaml"),
+        ],
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("7 errors"), "{stderr}");
+    for line in [
+        "9:3:", "10:3:", "13:5:", "14:3:", "16:5:", "21:19:", "22:5:",
+    ] {
+        assert!(
+            stderr.contains(&format!("many-mistakes.yaml:{line}")),
+            "missing line {line} in {stderr}"
+        );
+    }
+}
+
+#[test]
+fn validate_accepts_the_example_file_without_any_network() {
+    // Point the brokers at addresses nothing listens on: validate must not connect.
+    let output = Command::new(binary())
+        .args(["validate", &fixture("routes.example.yaml")])
+        .env("KAFKA_BROKERS", "192.0.2.1:9092")
+        .env("RABBIT_HOST", "192.0.2.1")
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("ok (2 connections, 2 routes)"));
+}
+
+fn stdio_routes(dir: &std::path::Path) -> String {
+    let file = dir.join("stdio.yaml");
+    std::fs::write(&file, "connections:\n  io: {type: stdio}\nroutes:\n  - name: echo\n    from: io:stdin\n    to: io:stdout\n").unwrap();
+    file.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn stdin_to_stdout_route_turns_each_line_into_a_json_envelope() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(&["run", &stdio_routes(dir.path())], b"a\nb\n");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["body"], "a");
+    assert_eq!(lines[1]["body"], "b");
+    assert_eq!(lines[0]["headers"][0]["name"], "bridge-hops");
+}
+
+#[test]
+fn sigterm_drains_in_flight_messages_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(binary())
+        .args(["run", &stdio_routes(dir.path())])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let mut output = BufReader::new(child.stdout.take().unwrap());
+    for n in 0..100 {
+        writeln!(input, "line {n}").unwrap();
+    }
+    input.flush().unwrap();
+    let mut first = String::new();
+    output.read_line(&mut first).unwrap();
+    assert!(first.contains("line 0"));
+    // Standard input stays open: only the signal can end the run.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut output, &mut rest).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bridge did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(input);
+    assert_eq!(code, Some(0));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("SIGTERM received; draining"), "{stderr}");
+    assert!(!stderr.contains("dropped unresolved"), "{stderr}");
+}
+
+#[test]
+fn send_without_a_connection_says_what_to_do_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(binary())
+        .args(["send", "kafka:orders", "hello"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("pass --config FILE") && stderr.contains("--url URL"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn send_to_an_unreachable_broker_names_it_and_exits_1() {
+    let output = run(
+        &[
+            "send",
+            "rabbit:queue/x",
+            "hi",
+            "--url",
+            "amqp://guest:guest@127.0.0.1:1/%2f",
+        ],
+        b"",
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("RabbitMQ at 127.0.0.1:1") && stderr.contains("is it running?"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("guest:guest"),
+        "credentials are never printed: {stderr}"
+    );
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let output = run(&["send"], b"");
+    assert_eq!(output.status.code(), Some(2));
+    let output = run(&["send", "not-an-address", "x", "--url", "stdio:"], b"");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("CONNECTION:PATH"));
+}
+
+#[test]
+fn send_prints_one_receipt_per_message() {
+    let output = run(
+        &[
+            "send",
+            "io:stdout",
+            "n={n}",
+            "--count",
+            "3",
+            "--url",
+            "stdio:",
+            "--json",
+        ],
+        b"",
+    );
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let receipts: Vec<_> = stdout
+        .lines()
+        .filter(|l| l.contains("\"number\""))
+        .collect();
+    assert_eq!(receipts.len(), 3, "{stdout}");
+    assert!(stdout.contains("\"body\":\"n=2\""), "{stdout}");
+}

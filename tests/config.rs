@@ -1,0 +1,116 @@
+//! Routes files: every broken fixture fails with exactly its expected errors (each with its
+//! line), every valid one and routes.example.yaml pass. Fixtures state their expectations
+//! in `# expect: TEXT` lines at the top.
+
+use std::path::{Path, PathBuf};
+
+use bridge::config;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn fixtures(kind: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(kind);
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn each_broken_fixture_reports_exactly_its_expected_errors() {
+    let files = fixtures("invalid");
+    assert!(files.len() >= 7, "the corpus of broken files is present");
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let expected: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# expect: "))
+            .collect();
+        assert!(
+            !expected.is_empty(),
+            "{} states no expectation",
+            file.display()
+        );
+        let errors = match config::load_str(&text, "f.yaml", &no_env) {
+            Ok(_) => panic!("{} was accepted", file.display()),
+            Err(errors) => errors,
+        };
+        let report = errors.to_string();
+        for want in &expected {
+            assert!(
+                report.contains(want),
+                "{}: missing `{want}` in:\n{report}",
+                file.display()
+            );
+        }
+        assert_eq!(
+            errors.errors.len(),
+            expected.len(),
+            "{}: unexpected errors in:\n{report}",
+            file.display()
+        );
+        assert!(
+            errors.errors.iter().all(|e| e.line.is_some()),
+            "{}: every error has a line:\n{report}",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn valid_fixtures_and_the_example_file_are_accepted() {
+    let mut files = fixtures("valid");
+    files.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("routes.example.yaml"));
+    for file in files {
+        if let Err(errors) = config::load_file(&file, &no_env) {
+            panic!("{errors}");
+        }
+    }
+}
+
+#[test]
+fn example_file_has_fan_out_filter_and_dead_letters_between_rabbitmq_and_kafka() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("routes.example.yaml");
+    let plan = config::load_file(&file, &no_env).unwrap();
+    let systems: Vec<_> = plan
+        .connections
+        .values()
+        .map(|c| c.system().type_name())
+        .collect();
+    assert!(systems.contains(&"kafka") && systems.contains(&"rabbitmq"));
+    assert!(
+        plan.routes.iter().any(|r| r.sinks.len() > 1),
+        "a fan-out route"
+    );
+    assert!(
+        plan.routes.iter().any(|r| r.when.is_some()),
+        "a filtered route"
+    );
+    assert!(
+        plan.routes.iter().all(|r| r.dead_letter.is_some()),
+        "dead letters everywhere"
+    );
+}
+
+#[test]
+fn environment_variables_and_secret_files_are_interpolated() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("password");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let text = format!(
+        "connections:\n  rabbit: {{type: rabbitmq, url: 'amqp://${{RABBIT_USER:-guest}}:${{file:{}}}@${{HOST}}:5672/%2f'}}\n",
+        secret.display()
+    );
+    let env = |name: &str| (name == "HOST").then(|| "broker.internal".to_owned());
+    let plan = config::load_str(&text, "f.yaml", &env).unwrap();
+    let description = plan.connections["rabbit"].describe();
+    assert_eq!(description, "RabbitMQ at broker.internal:5672");
+    assert!(!format!("{:?}", plan.connections["rabbit"]).is_empty());
+}

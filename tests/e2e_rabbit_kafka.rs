@@ -1,0 +1,331 @@
+//! `bridge run` between RabbitMQ and Kafka, end to end, against the local brokers:
+//! volume with a SIGKILL in the middle, and a permanent refusal that is dead-lettered.
+#![cfg(all(feature = "kafka", feature = "rabbitmq"))]
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bridge::adapter::{Connector, Source, SourceSettings};
+use bridge::address::Endpoint;
+use bridge::message::{Message, reserved};
+use serde_json::json;
+use support::process::Running;
+use support::{connector, init_logs, unique};
+
+const KAFKA: &str = "127.0.0.1:9092";
+const RABBIT: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const COUNT: u32 = 10_000;
+const MAX_IN_FLIGHT: usize = 256;
+
+fn expected(n: u32) -> Message {
+    let mut body = format!("payload-{n}-").into_bytes();
+    body.extend_from_slice(&[0, 0xff, 0x80]);
+    let mut message = Message::new(body);
+    message.key = Some(format!("k{}", n % 8).into());
+    message.headers.push("seq", n.to_string());
+    message.headers.push("kind", "order");
+    message
+        .headers
+        .push("raw", vec![0u8, (n % 251) as u8, 0xfe]);
+    message.correlation_id = Some(format!("corr-{n}"));
+    message
+}
+
+/// Counts arrivals per sequence number and checks each against what was sent.
+#[derive(Default)]
+struct Tally {
+    seen: HashMap<u32, u32>,
+    broken: Vec<String>,
+}
+
+impl Tally {
+    fn record(&mut self, message: &Message) {
+        let Some(n) = message
+            .headers
+            .get_text("seq")
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            self.broken.push(format!("no seq header: {message:?}"));
+            return;
+        };
+        let want = expected(n);
+        let mut sorted_got: Vec<_> = message
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.clone()))
+            .collect();
+        let mut sorted_want: Vec<_> = want
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.clone()))
+            .collect();
+        sorted_got.retain(|(k, _)| !reserved::is_reserved(k));
+        sorted_got.sort_by(|a, b| a.0.cmp(&b.0));
+        sorted_want.sort_by(|a, b| a.0.cmp(&b.0));
+        if message.body != want.body
+            || message.key != want.key
+            || message.correlation_id != want.correlation_id
+            || sorted_got != sorted_want
+        {
+            self.broken
+                .push(format!("message {n} changed: {message:?}"));
+        }
+        *self.seen.entry(n).or_default() += 1;
+    }
+
+    fn distinct(&self) -> usize {
+        self.seen.len()
+    }
+
+    fn duplicates(&self) -> u32 {
+        self.seen.values().map(|c| c - 1).sum()
+    }
+}
+
+fn settings() -> SourceSettings {
+    SourceSettings {
+        route: "checker".into(),
+        options: serde_json::Value::Null,
+        max_in_flight: 512,
+    }
+}
+
+/// Reads `endpoint` until the test ends, recording every message.
+fn collect(mut source: Box<dyn Source>, tally: Arc<Mutex<Tally>>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Ok(Some(delivery)) = source.recv().await {
+            tally.lock().unwrap().record(&delivery.message);
+            delivery.ack.ack();
+        }
+    })
+}
+
+async fn preload(connector: &Arc<dyn Connector>, endpoint: &str) {
+    let sink = connector
+        .open_sink(&endpoint.parse().unwrap())
+        .await
+        .unwrap();
+    let mut pending = std::collections::VecDeque::new();
+    for n in 0..COUNT {
+        pending.push_back(sink.send(&expected(n)).await.unwrap());
+        if pending.len() > 1000 {
+            pending.pop_front().unwrap().await.unwrap();
+        }
+    }
+    for confirmation in pending {
+        confirmation.await.unwrap();
+    }
+}
+
+async fn wait_until(what: &str, timeout: Duration, condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_each_way_survive_a_sigkill_intact() {
+    init_logs();
+    let name = unique("e2e");
+    let (q_in, q_out, q_dlq) = (
+        format!("{name}-in"),
+        format!("{name}-out"),
+        format!("{name}-dlq"),
+    );
+    let (t_in, t_out, t_dlq) = (
+        format!("{name}-in"),
+        format!("{name}-out"),
+        format!("{name}-dlq"),
+    );
+    let expires = json!({"x-expires": 900_000});
+    let rabbit = json!({"type": "rabbitmq", "url": RABBIT, "declare": {"queues": [
+        {"name": q_in, "arguments": expires}, {"name": q_out, "arguments": expires}, {"name": q_dlq, "arguments": expires}]}});
+    let kafka = json!({"type": "kafka", "brokers": KAFKA, "group_id": format!("{name}-bridge"),
+        "consumer_options": {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"},
+        "declare": [{"name": t_in, "partitions": 3}, {"name": t_out, "partitions": 3}, {"name": t_dlq}]});
+    let routes = format!(
+        "connections:\n  rabbit: {rabbit}\n  kafka: {kafka}\nroutes:\n  - name: rabbit-to-kafka\n    from: rabbit:queue/{q_in}\n    to: kafka:{t_out}\n    dead_letter: rabbit:queue/{q_dlq}\n    max_in_flight: {MAX_IN_FLIGHT}\n  - name: kafka-to-rabbit\n    from: kafka:{t_in}\n    to: rabbit:queue/{q_out}\n    dead_letter: kafka:{t_dlq}\n    max_in_flight: {MAX_IN_FLIGHT}\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(&file, &routes).unwrap();
+
+    let rabbit_client = connector(&rabbit).await;
+    let mut kafka_checker = kafka.clone();
+    kafka_checker["group_id"] = json!(format!("{name}-checker"));
+    let kafka_client = connector(&kafka_checker).await;
+    preload(&rabbit_client, &format!("test:queue/{q_in}")).await;
+    preload(&kafka_client, &format!("test:{t_in}")).await;
+
+    let to_kafka = Arc::new(Mutex::new(Tally::default()));
+    let to_rabbit = Arc::new(Mutex::new(Tally::default()));
+    let out_topic: Endpoint = format!("test:{t_out}").parse().unwrap();
+    let out_queue: Endpoint = format!("test:queue/{q_out}").parse().unwrap();
+    let readers = [
+        collect(
+            kafka_client
+                .open_source(&out_topic, &settings())
+                .await
+                .unwrap(),
+            to_kafka.clone(),
+        ),
+        collect(
+            rabbit_client
+                .open_source(&out_queue, &settings())
+                .await
+                .unwrap(),
+            to_rabbit.clone(),
+        ),
+    ];
+
+    let log = dir.path().join("bridge.log");
+    let first = Running::start(&file, &log);
+    let total = || to_kafka.lock().unwrap().distinct() + to_rabbit.lock().unwrap().distinct();
+    wait_until("half of the messages", Duration::from_secs(120), || {
+        total() >= COUNT as usize
+    })
+    .await;
+    first.kill();
+    let at_kill = total();
+    let second = Running::start(&file, &log);
+    wait_until("every message", Duration::from_secs(240), || {
+        total() >= 2 * COUNT as usize
+    })
+    .await;
+    second.signal("TERM");
+    let code = second.wait(Duration::from_secs(60));
+    for reader in readers {
+        reader.abort();
+    }
+    let (to_kafka, to_rabbit) = (to_kafka.lock().unwrap(), to_rabbit.lock().unwrap());
+    println!(
+        "killed at {at_kill} of {} delivered; duplicates rabbit->kafka {}, kafka->rabbit {}",
+        2 * COUNT,
+        to_kafka.duplicates(),
+        to_rabbit.duplicates()
+    );
+    assert_eq!(code, Some(0), "bridge exits 0 after SIGTERM");
+    assert!(
+        to_kafka.broken.is_empty(),
+        "{:?}",
+        &to_kafka.broken[..to_kafka.broken.len().min(3)]
+    );
+    assert!(
+        to_rabbit.broken.is_empty(),
+        "{:?}",
+        &to_rabbit.broken[..to_rabbit.broken.len().min(3)]
+    );
+    assert_eq!(to_kafka.distinct(), COUNT as usize);
+    assert_eq!(to_rabbit.distinct(), COUNT as usize);
+    // At-least-once: redelivered after the kill is at most what was in flight (router
+    // window, read-ahead and settled-but-uncommitted offsets: 3 x max_in_flight).
+    let bound = 3 * MAX_IN_FLIGHT as u32;
+    assert!(
+        to_kafka.duplicates() <= bound,
+        "{} duplicates",
+        to_kafka.duplicates()
+    );
+    assert!(
+        to_rabbit.duplicates() <= bound,
+        "{} duplicates",
+        to_rabbit.duplicates()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanently_refused_message_is_dead_lettered_once_while_the_rest_flows() {
+    init_logs();
+    let name = unique("refuse");
+    let (exchange, queue, t_src, t_dlq) = (
+        format!("{name}-x"),
+        format!("{name}-ok"),
+        format!("{name}-src"),
+        format!("{name}-dlq"),
+    );
+    let rabbit = json!({"type": "rabbitmq", "url": RABBIT, "declare": {
+        "exchanges": [{"name": exchange, "kind": "direct", "durable": false}],
+        "queues": [{"name": queue, "arguments": {"x-expires": 900_000}, "bindings": [{"exchange": exchange, "routing_key": "ok"}]}]}});
+    let kafka = json!({"type": "kafka", "brokers": KAFKA, "group_id": format!("{name}-bridge"),
+        "declare": [{"name": t_src}, {"name": t_dlq}]});
+    let routes = format!(
+        "connections:\n  rabbit: {rabbit}\n  kafka: {kafka}\nroutes:\n  - name: by-routing-key\n    from: kafka:{t_src}\n    to: 'rabbit:exchange/{exchange}/{{{{ headers.rk }}}}'\n    dead_letter: kafka:{t_dlq}\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(&file, &routes).unwrap();
+    let mut checker = kafka.clone();
+    checker["group_id"] = json!(format!("{name}-checker"));
+    let kafka_client = connector(&checker).await;
+    let rabbit_client = connector(&rabbit).await;
+    let sink = kafka_client
+        .open_sink(&format!("test:{t_src}").parse().unwrap())
+        .await
+        .unwrap();
+    for n in 0..51 {
+        let mut message = Message::new(format!("m{n}"));
+        message
+            .headers
+            .push("rk", if n == 25 { "nowhere" } else { "ok" });
+        sink.send(&message).await.unwrap().await.unwrap();
+    }
+    let running = Running::start(&file, &dir.path().join("bridge.log"));
+    let mut delivered = rabbit_client
+        .open_source(&format!("test:queue/{queue}").parse().unwrap(), &settings())
+        .await
+        .unwrap();
+    for _ in 0..50 {
+        let delivery = tokio::time::timeout(Duration::from_secs(60), delivered.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_ne!(delivery.message.body, "m25");
+        delivery.ack.ack();
+    }
+    let mut dead = kafka_client
+        .open_source(&format!("test:{t_dlq}").parse().unwrap(), &settings())
+        .await
+        .unwrap();
+    let letter = tokio::time::timeout(Duration::from_secs(60), dead.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let header = |name: &str| {
+        letter
+            .message
+            .headers
+            .get_text(name)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(letter.message.body, "m25");
+    assert_eq!(header("rk"), "nowhere");
+    assert_eq!(header(reserved::DLQ_ROUTE), "by-routing-key");
+    assert_eq!(
+        header(reserved::DLQ_SINK),
+        format!("rabbit:exchange/{exchange}/nowhere")
+    );
+    assert_eq!(header(reserved::DLQ_ERROR_CLASS), "permanent");
+    assert!(
+        header(reserved::DLQ_ERROR).contains("unroutable"),
+        "{}",
+        header(reserved::DLQ_ERROR)
+    );
+    assert_eq!(header(reserved::DLQ_SOURCE), format!("kafka:{t_src}"));
+    assert_eq!(header(reserved::DLQ_SOURCE_PARTITION), "0");
+    assert_eq!(header(reserved::DLQ_SOURCE_OFFSET), "25");
+    letter.ack.ack();
+    let again = tokio::time::timeout(Duration::from_secs(5), dead.recv()).await;
+    assert!(again.is_err(), "exactly one dead letter");
+    running.signal("TERM");
+    assert_eq!(running.wait(Duration::from_secs(30)), Some(0));
+}
