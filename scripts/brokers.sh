@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Local brokers for bridge's tests and demo: RabbitMQ and Kafka (tansu on sqlite).
+# Local brokers for bridge's tests and demo: RabbitMQ, Kafka (tansu on sqlite) and
+# SQS/SNS (moto in server mode).
 #
 #   scripts/brokers.sh up [NAME...]      install what is missing, start what is not answering
 #   scripts/brokers.sh status [NAME...]  health of each broker (exit 1 if one is down)
@@ -7,7 +8,7 @@
 #   scripts/brokers.sh pause NAME        make a broker unreachable (tests of recovery)
 #   scripts/brokers.sh resume NAME       bring it back
 #
-# NAME is rabbitmq or kafka (default: all). Tools are installed under $BRIDGE_TOOLS
+# NAME is rabbitmq, kafka or aws (default: all). Tools are installed under $BRIDGE_TOOLS
 # (default /opt/bridge-tools) so that later runs on the same machine reuse them; broker
 # state lives under $BRIDGE_TOOLS/state. Idempotent: a broker that already answers is kept.
 set -euo pipefail
@@ -17,7 +18,9 @@ STATE=$TOOLS/state
 TANSU_VERSION=0.6.0
 KAFKA_PORT=${BRIDGE_KAFKA_PORT:-9092}
 RABBIT_PORT=5672
-ALL=(rabbitmq kafka)
+MOTO_VERSION=5.2.5
+AWS_PORT=${BRIDGE_AWS_PORT:-4566}
+ALL=(rabbitmq kafka aws)
 
 log() { printf 'brokers: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -114,8 +117,49 @@ kafka_down() {
 kafka_pause() { tansu_stop; }
 kafka_resume() { tansu_start; }
 
+# --- SQS and SNS (moto) ---------------------------------------------------------------
+MOTO=$TOOLS/moto
+MOTO_DIR=$STATE/moto
+
+moto_install() {
+  [[ -x $MOTO/bin/moto_server ]] && return
+  log "aws: installing moto $MOTO_VERSION into $MOTO"
+  python3 -m venv "$MOTO"
+  "$MOTO/bin/pip" install -q "moto[sqs,sns]==$MOTO_VERSION" flask flask-cors >"$TOOLS/moto-install.log" 2>&1 \
+    || die "aws: moto install failed; see $TOOLS/moto-install.log"
+}
+
+aws_up() {
+  if answers "$AWS_PORT"; then log "aws: already answering on $AWS_PORT"; return; fi
+  moto_install
+  log "aws: starting moto on $AWS_PORT"
+  mkdir -p "$MOTO_DIR"
+  (
+    cd "$MOTO_DIR"
+    nohup "$MOTO/bin/moto_server" -H 127.0.0.1 -p "$AWS_PORT" >>moto.log 2>&1 </dev/null &
+    echo $! >moto.pid
+  )
+  wait_for_port "$AWS_PORT" 30 aws
+  touch "$STATE/aws.started"
+}
+
+aws_down() {
+  started_by_us aws || { log "aws: not started by this script; left running"; return; }
+  [[ -f $MOTO_DIR/moto.pid ]] && kill "$(cat "$MOTO_DIR/moto.pid")" 2>/dev/null || true
+  rm -f "$MOTO_DIR/moto.pid" "$STATE/aws.started"
+}
+
+# moto keeps its state in memory, so an outage is simulated by freezing the process
+# (SIGSTOP: connections hang, as with a broker that stops answering) and thawing it.
+aws_pause() { kill -STOP "$(moto_pid)"; }
+aws_resume() { kill -CONT "$(moto_pid)"; }
+moto_pid() {
+  [[ -f $MOTO_DIR/moto.pid ]] && cat "$MOTO_DIR/moto.pid" && return
+  pgrep -f "moto_server.*-p $AWS_PORT" | head -1
+}
+
 # --- commands -------------------------------------------------------------------------
-port_of() { case $1 in rabbitmq) echo $RABBIT_PORT ;; kafka) echo "$KAFKA_PORT" ;; esac; }
+port_of() { case $1 in rabbitmq) echo $RABBIT_PORT ;; kafka) echo "$KAFKA_PORT" ;; aws) echo "$AWS_PORT" ;; esac; }
 
 status() {
   local down=0

@@ -90,6 +90,7 @@ fn settings() -> SourceSettings {
         route: "checker".into(),
         options: serde_json::Value::Null,
         max_in_flight: 512,
+        dead_letter: true,
     }
 }
 

@@ -40,6 +40,7 @@ impl Fixture for Kafka {
             connector,
             sink: format!("sys:{topic}").parse().unwrap(),
             source: format!("sys:{topic}").parse().unwrap(),
+            source_options: serde_json::Value::Null,
             broker_dead_letter: None,
             spare: format!("sys:{spare}").parse().unwrap(),
             connection_yaml: connection.to_string(),

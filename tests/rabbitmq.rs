@@ -47,7 +47,11 @@ impl Fixture for RabbitMq {
             connector,
             sink: format!("sys:queue/{queue}").parse().unwrap(),
             source: format!("sys:queue/{queue}").parse().unwrap(),
-            broker_dead_letter: Some(format!("sys:queue/{queue}-dlq").parse().unwrap()),
+            source_options: serde_json::Value::Null,
+            broker_dead_letter: Some((
+                format!("sys:queue/{queue}-dlq").parse().unwrap(),
+                serde_json::Value::Null,
+            )),
             spare: format!("sys:queue/{queue}-spare").parse().unwrap(),
             connection_yaml: connection.to_string(),
         }

@@ -338,6 +338,7 @@ impl Connector for MemoryConnector {
                 route: "tail".into(),
                 options: serde_json::Value::Null,
                 max_in_flight: 1,
+                dead_letter: false,
             },
         )
         .await

@@ -11,6 +11,8 @@
 //! (will fail the same way again: too large, unroutable, invalid). No blanket conversion
 //! picks a class.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod memory;

@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
+#[cfg(feature = "aws")]
+use super::aws;
 #[cfg(feature = "kafka")]
 use super::kafka;
 #[cfg(feature = "rabbitmq")]
@@ -22,14 +24,16 @@ pub enum System {
     Stdio,
     Kafka,
     RabbitMq,
+    Aws,
 }
 
 impl System {
-    pub const ALL: [System; 4] = [
+    pub const ALL: [System; 5] = [
         System::Memory,
         System::Stdio,
         System::Kafka,
         System::RabbitMq,
+        System::Aws,
     ];
 
     /// The `type` written in the routes file.
@@ -39,6 +43,7 @@ impl System {
             System::Stdio => "stdio",
             System::Kafka => "kafka",
             System::RabbitMq => "rabbitmq",
+            System::Aws => "aws",
         }
     }
 
@@ -52,6 +57,7 @@ impl System {
             System::Memory | System::Stdio => None,
             System::Kafka => Some("kafka"),
             System::RabbitMq => Some("rabbitmq"),
+            System::Aws => Some("aws"),
         }
     }
 
@@ -61,6 +67,7 @@ impl System {
             System::Memory | System::Stdio => true,
             System::Kafka => cfg!(feature = "kafka"),
             System::RabbitMq => cfg!(feature = "rabbitmq"),
+            System::Aws => cfg!(feature = "aws"),
         }
     }
 }
@@ -81,6 +88,9 @@ pub struct SourceSettings {
     pub options: serde_json::Value,
     /// How many unsettled deliveries the router will hold; sources size prefetch to it.
     pub max_in_flight: usize,
+    /// Whether the route has a dead letter (sources whose reject relies on broker
+    /// configuration check that one of the two exists).
+    pub dead_letter: bool,
 }
 
 /// Settings that `bridge tail` passes to a reader.
@@ -110,6 +120,8 @@ pub enum ConnectionSpec {
     Kafka(kafka::Config),
     #[cfg(feature = "rabbitmq")]
     RabbitMq(rabbitmq::Config),
+    #[cfg(feature = "aws")]
+    Aws(aws::Config),
 }
 
 /// Deserializes `value` strictly, reporting the path of the first problem inside it.
@@ -141,6 +153,8 @@ impl ConnectionSpec {
             System::Kafka => ConnectionSpec::Kafka(parse_strict(value)?),
             #[cfg(feature = "rabbitmq")]
             System::RabbitMq => ConnectionSpec::RabbitMq(parse_strict(value)?),
+            #[cfg(feature = "aws")]
+            System::Aws => ConnectionSpec::Aws(parse_strict(value)?),
             #[allow(unreachable_patterns)]
             _ => unreachable!("callers check System::is_built first"),
         })
@@ -157,8 +171,10 @@ impl ConnectionSpec {
             "kafka" => kafka::from_url(url).map(ConnectionSpec::Kafka),
             #[cfg(feature = "rabbitmq")]
             "amqp" | "amqps" => rabbitmq::from_url(url).map(ConnectionSpec::RabbitMq),
+            #[cfg(feature = "aws")]
+            "aws" => aws::from_url(url).map(ConnectionSpec::Aws),
             _ => Err(format!(
-                "unsupported URL scheme in `{}`; use kafka://, amqp://, amqps://, memory: or stdio:",
+                "unsupported URL scheme in `{}`; use kafka://, amqp://, amqps://, aws://, memory: or stdio:",
                 crate::adapter::redact_url(url)
             )),
         }
@@ -172,6 +188,8 @@ impl ConnectionSpec {
             ConnectionSpec::Kafka(_) => System::Kafka,
             #[cfg(feature = "rabbitmq")]
             ConnectionSpec::RabbitMq(_) => System::RabbitMq,
+            #[cfg(feature = "aws")]
+            ConnectionSpec::Aws(_) => System::Aws,
         }
     }
 
@@ -189,6 +207,8 @@ impl ConnectionSpec {
             ConnectionSpec::Kafka(_) => kafka::check_endpoint(path, role, options),
             #[cfg(feature = "rabbitmq")]
             ConnectionSpec::RabbitMq(_) => rabbitmq::check_endpoint(path, role, options),
+            #[cfg(feature = "aws")]
+            ConnectionSpec::Aws(_) => aws::check_endpoint(path, role, options),
         }
     }
 
@@ -201,6 +221,9 @@ impl ConnectionSpec {
             ConnectionSpec::Kafka(_) => false,
             #[cfg(feature = "rabbitmq")]
             ConnectionSpec::RabbitMq(_) => true,
+            // Checked when the source opens: the queue needs a redrive policy.
+            #[cfg(feature = "aws")]
+            ConnectionSpec::Aws(_) => true,
         }
     }
 
@@ -218,6 +241,8 @@ impl ConnectionSpec {
             ConnectionSpec::Kafka(config) => kafka::connect(config).await,
             #[cfg(feature = "rabbitmq")]
             ConnectionSpec::RabbitMq(config) => rabbitmq::connect(config).await,
+            #[cfg(feature = "aws")]
+            ConnectionSpec::Aws(config) => aws::connect(config).await,
         }
     }
 
@@ -230,6 +255,8 @@ impl ConnectionSpec {
             ConnectionSpec::Kafka(config) => kafka::describe(config),
             #[cfg(feature = "rabbitmq")]
             ConnectionSpec::RabbitMq(config) => rabbitmq::describe(config),
+            #[cfg(feature = "aws")]
+            ConnectionSpec::Aws(config) => aws::describe(config),
         }
     }
 }

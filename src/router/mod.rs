@@ -170,6 +170,7 @@ impl Router {
                 route: route.name.clone(),
                 options: route.source.options.clone(),
                 max_in_flight: route.max_in_flight,
+                dead_letter: route.dead_letter.is_some(),
             };
             let source = with_patience(&format!("source {endpoint}"), shutdown, || {
                 connector.open_source(endpoint, &settings)

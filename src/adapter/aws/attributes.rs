@@ -1,0 +1,438 @@
+//! Envelope <-> SQS/SNS message body and message attributes, shared by both services.
+//!
+//! SQS and SNS carry a text body and at most 10 message attributes, with restrictions on
+//! names and values. The reversible rules, in the order they are applied:
+//!
+//! 1. **Body.** A body that is valid UTF-8 made of characters SQS accepts is sent as is.
+//!    Anything else (binary data, control characters) is sent base64-encoded with the
+//!    attribute `bridge-body-encoding: base64`; an empty body on SNS (which refuses empty
+//!    messages) is sent as one space with `bridge-body-encoding: empty`.
+//! 2. **Envelope fields** become attributes: `correlation-id`, `reply-to`, `message-id`,
+//!    `content-type` (String), `bridge-key` (the key; on FIFO queues and topics the key is
+//!    the message group id instead), `bridge-timestamp-ms` (Number).
+//! 3. **Headers** become attributes of the same name: text as String, binary as Binary. On
+//!    SNS, binary values are sent as base64 String attributes listed in
+//!    `bridge-binary-headers` (Binary attributes break raw delivery on some SNS
+//!    implementations and cannot reach HTTP or e-mail subscribers).
+//! 4. **Overflow.** Headers whose name is not a valid attribute name (AWS allows letters,
+//!    digits, `_`, `-`, `.`; no `AWS.`/`Amazon.` prefix), whose value is empty or not valid
+//!    text, and every header beyond the 10-attribute limit are packed, in order, into one
+//!    String attribute `bridge-headers` holding a JSON list of `[name, {"text"|"base64": value}]`.
+//!
+//! Decoding reverses each rule. Attributes come back as a map, so headers kept as
+//! attributes return ordered by name, followed by the packed ones in their original order.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::message::{HeaderValue, Headers, Message, reserved};
+
+/// The most message attributes SQS and SNS (towards SQS) accept.
+pub const MAX_ATTRIBUTES: usize = 10;
+
+pub const BODY_ENCODING: &str = "bridge-body-encoding";
+pub const PACKED_HEADERS: &str = "bridge-headers";
+pub const CORRELATION_ID: &str = "correlation-id";
+pub const REPLY_TO: &str = "reply-to";
+pub const MESSAGE_ID: &str = "message-id";
+pub const CONTENT_TYPE: &str = "content-type";
+
+/// One message attribute value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attribute {
+    String(String),
+    Number(String),
+    Binary(Bytes),
+}
+
+impl Attribute {
+    pub fn data_type(&self) -> &'static str {
+        match self {
+            Attribute::String(_) => "String",
+            Attribute::Number(_) => "Number",
+            Attribute::Binary(_) => "Binary",
+        }
+    }
+
+    /// Size as AWS counts it toward the message size limit (type and value).
+    pub fn size(&self) -> usize {
+        self.data_type().len()
+            + match self {
+                Attribute::String(s) | Attribute::Number(s) => s.len(),
+                Attribute::Binary(b) => b.len(),
+            }
+    }
+}
+
+/// How the target service constrains the encoding.
+#[derive(Debug, Clone, Copy)]
+pub struct Mode {
+    /// FIFO queue or topic: the key travels as the message group id.
+    pub fifo: bool,
+    /// SNS: only String attributes; empty bodies are not allowed.
+    pub sns: bool,
+}
+
+/// A message ready for SendMessage / Publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    pub body: String,
+    pub attributes: Vec<(String, Attribute)>,
+}
+
+impl Encoded {
+    /// Body plus attribute names and values, as counted against the size limit.
+    pub fn size(&self) -> usize {
+        self.body.len()
+            + self
+                .attributes
+                .iter()
+                .map(|(n, a)| n.len() + a.size())
+                .sum::<usize>()
+    }
+}
+
+/// Characters SQS accepts in bodies and String attributes (XML 1.0 characters).
+fn sqs_text(text: &str) -> bool {
+    text.chars().all(|c| {
+        matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
+    })
+}
+
+/// Whether AWS accepts `name` as a message attribute name.
+pub fn valid_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    !name.is_empty()
+        && name.len() <= 256
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && !name.starts_with('.')
+        && !name.ends_with('.')
+        && !name.contains("..")
+        && !lower.starts_with("aws.")
+        && !lower.starts_with("amazon.")
+}
+
+/// Names that bridge gives a meaning of its own on SQS/SNS.
+fn is_envelope_name(name: &str) -> bool {
+    matches!(name, CORRELATION_ID | REPLY_TO | MESSAGE_ID | CONTENT_TYPE)
+        || name == reserved::KEY
+        || name == reserved::TIMESTAMP_MS
+        || name == BODY_ENCODING
+        || name == PACKED_HEADERS
+        || name == reserved::BINARY_HEADERS
+}
+
+fn packed_entry(name: &str, value: &HeaderValue) -> Value {
+    match value {
+        HeaderValue::Text(text) => serde_json::json!([name, {"text": text}]),
+        HeaderValue::Binary(bytes) => serde_json::json!([name, {"base64": BASE64.encode(bytes)}]),
+    }
+}
+
+/// Encodes `message` for SQS (`mode.sns == false`) or SNS.
+pub fn encode(message: &Message, mode: Mode) -> Encoded {
+    let mut attributes: Vec<(String, Attribute)> = Vec::new();
+    let text = |s: &str| Attribute::String(s.to_owned());
+    let body = match std::str::from_utf8(&message.body) {
+        Ok(body) if mode.sns && body.is_empty() => {
+            attributes.push((BODY_ENCODING.into(), text("empty")));
+            " ".to_owned()
+        }
+        Ok(body) if sqs_text(body) => body.to_owned(),
+        _ => {
+            attributes.push((BODY_ENCODING.into(), text("base64")));
+            BASE64.encode(&message.body)
+        }
+    };
+    let fields = [
+        (CORRELATION_ID, &message.correlation_id),
+        (REPLY_TO, &message.reply_to),
+        (MESSAGE_ID, &message.message_id),
+        (CONTENT_TYPE, &message.content_type),
+    ];
+    let mut overflow: Vec<(&str, HeaderValue)> = Vec::new();
+    for (name, value) in fields {
+        if let Some(value) = value {
+            if !value.is_empty() && sqs_text(value) {
+                attributes.push((name.into(), text(value)));
+            } else {
+                overflow.push((name, HeaderValue::Text(value.clone())));
+            }
+        }
+    }
+    if let (false, Some(key)) = (mode.fifo, &message.key) {
+        match std::str::from_utf8(key) {
+            Ok(k) if !k.is_empty() && sqs_text(k) => {
+                attributes.push((reserved::KEY.into(), text(k)))
+            }
+            _ => overflow.push((reserved::KEY, HeaderValue::Binary(key.clone()))),
+        }
+    }
+    if let Some(ms) = message
+        .timestamp
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis())
+    {
+        attributes.push((
+            reserved::TIMESTAMP_MS.into(),
+            Attribute::Number(ms.to_string()),
+        ));
+    }
+    // Room for headers: keep a slot for the packed list and, on SNS, the binary list.
+    let reserved_slots = 1 + usize::from(mode.sns);
+    let mut binary_names: Vec<&str> = Vec::new();
+    for (name, value) in message.headers.iter() {
+        let fits = attributes.len() + reserved_slots < MAX_ATTRIBUTES;
+        let native = match value {
+            HeaderValue::Text(t) if !t.is_empty() && sqs_text(t) => Some(text(t)),
+            HeaderValue::Binary(b) if !b.is_empty() && mode.sns => Some(text(&BASE64.encode(b))),
+            HeaderValue::Binary(b) if !b.is_empty() => Some(Attribute::Binary(b.clone())),
+            _ => None,
+        };
+        let unique = !attributes.iter().any(|(n, _)| n == name);
+        match native {
+            Some(attribute) if fits && unique && valid_name(name) && !is_envelope_name(name) => {
+                if mode.sns && matches!(value, HeaderValue::Binary(_)) {
+                    binary_names.push(name);
+                }
+                attributes.push((name.to_owned(), attribute));
+            }
+            _ => overflow.push((name, value.clone())),
+        }
+    }
+    if !binary_names.is_empty() {
+        attributes.push((
+            reserved::BINARY_HEADERS.into(),
+            text(&reserved::join_names(binary_names)),
+        ));
+    }
+    if !overflow.is_empty() {
+        let packed: Vec<Value> = overflow.iter().map(|(n, v)| packed_entry(n, v)).collect();
+        attributes.push((
+            PACKED_HEADERS.into(),
+            text(&Value::Array(packed).to_string()),
+        ));
+    }
+    Encoded { body, attributes }
+}
+
+/// The entries of a packed-headers attribute, or `None` when it is not what [`encode`]
+/// writes (the text is then kept as a header, so nothing is lost).
+fn unpack(json: &str) -> Option<Vec<(String, HeaderValue)>> {
+    let entries: Vec<Value> = serde_json::from_str(json).ok()?;
+    entries
+        .into_iter()
+        .map(|entry| {
+            let name = entry.get(0)?.as_str()?.to_owned();
+            let value = entry.get(1)?;
+            let value = if let Some(text) = value.get("text").and_then(Value::as_str) {
+                HeaderValue::Text(text.to_owned())
+            } else {
+                HeaderValue::Binary(Bytes::from(
+                    BASE64.decode(value.get("base64")?.as_str()?).ok()?,
+                ))
+            };
+            Some((name, value))
+        })
+        .collect()
+}
+
+/// Decodes a received body and its attributes (any order) into an envelope (no origin).
+pub fn decode(body: &str, attributes: Vec<(String, Attribute)>) -> Message {
+    let mut attributes: BTreeMap<String, Attribute> = attributes.into_iter().collect();
+    let take_text =
+        |attributes: &mut BTreeMap<String, Attribute>, name: &str| match attributes.remove(name) {
+            Some(Attribute::String(s) | Attribute::Number(s)) => Some(s),
+            Some(other) => {
+                attributes.insert(name.to_owned(), other);
+                None
+            }
+            None => None,
+        };
+    let encoding = take_text(&mut attributes, BODY_ENCODING);
+    let body_bytes = match encoding.as_deref() {
+        Some("base64") => match BASE64.decode(body) {
+            Ok(bytes) => Bytes::from(bytes),
+            Err(_) => Bytes::copy_from_slice(body.as_bytes()),
+        },
+        Some("empty") => Bytes::new(),
+        _ => Bytes::copy_from_slice(body.as_bytes()),
+    };
+    let mut message = Message::new(body_bytes);
+    message.correlation_id = take_text(&mut attributes, CORRELATION_ID);
+    message.reply_to = take_text(&mut attributes, REPLY_TO);
+    message.message_id = take_text(&mut attributes, MESSAGE_ID);
+    message.content_type = take_text(&mut attributes, CONTENT_TYPE);
+    message.key = take_text(&mut attributes, reserved::KEY).map(Bytes::from);
+    message.timestamp = take_text(&mut attributes, reserved::TIMESTAMP_MS)
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));
+    let binary_names = take_text(&mut attributes, reserved::BINARY_HEADERS)
+        .map(|list| reserved::split_names(&list))
+        .unwrap_or_default();
+    let packed = take_text(&mut attributes, PACKED_HEADERS);
+    let mut headers = Headers::new();
+    for (name, attribute) in attributes {
+        let value = match attribute {
+            Attribute::String(text) if binary_names.contains(&name) => match BASE64.decode(&text) {
+                Ok(bytes) => HeaderValue::Binary(Bytes::from(bytes)),
+                Err(_) => HeaderValue::Text(text),
+            },
+            Attribute::String(text) | Attribute::Number(text) => HeaderValue::Text(text),
+            Attribute::Binary(bytes) => HeaderValue::Binary(bytes),
+        };
+        headers.push(name, value);
+    }
+    match packed.as_deref().map(|json| (json, unpack(json))) {
+        Some((_, Some(entries))) => {
+            for (name, value) in entries {
+                match (name.as_str(), value) {
+                    (CORRELATION_ID, HeaderValue::Text(v)) if message.correlation_id.is_none() => {
+                        message.correlation_id = Some(v)
+                    }
+                    (REPLY_TO, HeaderValue::Text(v)) if message.reply_to.is_none() => {
+                        message.reply_to = Some(v)
+                    }
+                    (MESSAGE_ID, HeaderValue::Text(v)) if message.message_id.is_none() => {
+                        message.message_id = Some(v)
+                    }
+                    (CONTENT_TYPE, HeaderValue::Text(v)) if message.content_type.is_none() => {
+                        message.content_type = Some(v)
+                    }
+                    (n, v) if n == reserved::KEY && message.key.is_none() => {
+                        message.key = Some(Bytes::copy_from_slice(v.as_bytes()))
+                    }
+                    (_, v) => headers.push(name, v),
+                }
+            }
+        }
+        Some((json, None)) => headers.push(PACKED_HEADERS, HeaderValue::Text(json.to_owned())),
+        None => {}
+    }
+    message.headers = headers;
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    const SQS: Mode = Mode {
+        fifo: false,
+        sns: false,
+    };
+    const SNS: Mode = Mode {
+        fifo: false,
+        sns: true,
+    };
+
+    fn sorted(mut message: Message) -> Message {
+        let mut headers: Vec<_> = message.headers.clone().into_iter().collect();
+        headers.sort_by(|a, b| a.0.cmp(&b.0));
+        message.headers = headers.into_iter().collect();
+        message
+    }
+
+    fn full() -> Message {
+        let mut message = Message::new(vec![0u8, 159, 146, 150]);
+        message.key = Some("k".into());
+        message.correlation_id = Some("c".into());
+        message.reply_to = Some("aws:sqs/replies".into());
+        message.message_id = Some("m".into());
+        message.content_type = Some("application/octet-stream".into());
+        message.timestamp = Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_123));
+        message
+    }
+
+    #[test]
+    fn fifteen_headers_survive_with_the_overflow_packed() {
+        let mut message = full();
+        for n in 0..15 {
+            message.headers.push(format!("h{n:02}"), format!("v{n}"));
+        }
+        message.headers.push("bad name:with colon", vec![0u8, 1]);
+        message.headers.push("empty", "");
+        for mode in [SQS, SNS] {
+            let encoded = encode(&message, mode);
+            assert!(
+                encoded.attributes.len() <= MAX_ATTRIBUTES,
+                "{:?}",
+                encoded.attributes
+            );
+            assert!(encoded.attributes.iter().all(|(n, _)| valid_name(n)));
+            let back = decode(&encoded.body, encoded.attributes);
+            assert_eq!(sorted(back), sorted(message.clone()));
+        }
+    }
+
+    #[test]
+    fn binary_headers_are_binary_attributes_on_sqs_and_listed_strings_on_sns() {
+        let mut message = Message::new("x");
+        message.headers.push("bin", vec![b'o', b'k']);
+        let sqs = encode(&message, SQS);
+        assert!(
+            sqs.attributes
+                .contains(&("bin".into(), Attribute::Binary("ok".into())))
+        );
+        let sns = encode(&message, SNS);
+        assert!(
+            sns.attributes
+                .iter()
+                .all(|(_, a)| !matches!(a, Attribute::Binary(_)))
+        );
+        assert_eq!(
+            decode(&sns.body, sns.attributes).headers.get("bin"),
+            Some(&HeaderValue::Binary("ok".into()))
+        );
+    }
+
+    #[test]
+    fn text_bodies_stay_readable_and_others_are_base64() {
+        assert_eq!(encode(&Message::new("héllo"), SQS).body, "héllo");
+        let control = encode(&Message::new("a\u{0}b"), SQS);
+        assert_eq!(
+            control.attributes[0],
+            (BODY_ENCODING.into(), Attribute::String("base64".into()))
+        );
+        assert_eq!(decode(&control.body, control.attributes).body, "a\u{0}b");
+        let empty = encode(&Message::new(""), SNS);
+        assert_eq!(empty.body, " ");
+        assert_eq!(decode(&empty.body, empty.attributes).body, "");
+    }
+
+    #[test]
+    fn fifo_keys_travel_as_the_group_id_not_as_an_attribute() {
+        let encoded = encode(
+            &full(),
+            Mode {
+                fifo: true,
+                sns: false,
+            },
+        );
+        assert!(!encoded.attributes.iter().any(|(n, _)| n == reserved::KEY));
+    }
+
+    #[test]
+    fn attribute_names_follow_the_aws_rules() {
+        assert!(valid_name("order.type-1_x"));
+        for bad in ["", "AWS.x", "amazon.y", ".a", "a.", "a..b", "a b", "é"] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unreadable_packed_headers_are_kept_as_a_header() {
+        let back = decode(
+            "b",
+            vec![(PACKED_HEADERS.into(), Attribute::String("not json".into()))],
+        );
+        assert_eq!(back.headers.get_text(PACKED_HEADERS), Some("not json"));
+    }
+}

@@ -1,0 +1,358 @@
+//! The SQS and SNS clients of one `type: aws` connection: credentials through the SDK's
+//! default chain (or static ones from the config), region and endpoint override, timeouts,
+//! error classification, name resolution (queue URLs, topic ARNs) and declarations.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::types::QueueAttributeName;
+
+use super::config::{Config, Declarations, Target};
+use crate::adapter::{AdapterError, ErrorClass, SendError};
+
+/// Error codes that mean "slow down" or "try later".
+const TRANSIENT_CODES: [&str; 8] = [
+    "Throttling",
+    "ThrottlingException",
+    "RequestThrottled",
+    "ThrottledException",
+    "ServiceUnavailable",
+    "InternalError",
+    "InternalFailure",
+    "KMSThrottling",
+];
+
+/// Classifies any SQS or SNS call error: transport problems, timeouts, throttling and 5xx
+/// are transient; other service errors (invalid input, missing queue, access denied) are
+/// permanent.
+pub fn classify<E, R>(error: &SdkError<E, R>) -> (ErrorClass, String)
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let text = DisplayErrorContext(error).to_string();
+    let class = match error {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            ErrorClass::Transient
+        }
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or_default();
+            if TRANSIENT_CODES.contains(&code) || text.contains("status code: 5") {
+                ErrorClass::Transient
+            } else {
+                ErrorClass::Permanent
+            }
+        }
+        _ => ErrorClass::Permanent,
+    };
+    (class, text)
+}
+
+/// A call error as a [`SendError`].
+pub fn send_error<E, R>(what: &str, error: &SdkError<E, R>) -> SendError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let (class, text) = classify(error);
+    SendError {
+        class,
+        message: format!("{what}: {text}"),
+    }
+}
+
+/// A call error as an [`AdapterError`] (opening things).
+pub fn adapter_error<E, R>(what: &str, error: &SdkError<E, R>) -> AdapterError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match classify(error) {
+        (ErrorClass::Transient, text) => AdapterError::Unavailable(format!("{what}: {text}")),
+        (ErrorClass::Permanent, text) => AdapterError::Invalid(format!("{what}: {text}")),
+    }
+}
+
+/// SQS and SNS clients sharing one configuration.
+pub struct AwsClients {
+    pub sqs: aws_sdk_sqs::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub config: Config,
+    queue_urls: Mutex<HashMap<String, String>>,
+    topic_arns: Mutex<HashMap<String, String>>,
+}
+
+impl AwsClients {
+    pub async fn new(config: &Config) -> Result<AwsClients, AdapterError> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_timeout(Duration::from_millis(config.timeout_ms))
+                .build(),
+        );
+        if let Some(region) = &config.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(profile) = &config.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(url) = &config.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        if let (Some(id), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
+            let credentials =
+                aws_sdk_sqs::config::Credentials::new(id, secret, None, None, "bridge-routes-file");
+            loader = loader.credentials_provider(credentials);
+        }
+        let shared = loader.load().await;
+        if shared.region().is_none() {
+            return Err(AdapterError::Invalid(
+                "no AWS region: set `region` on the connection or AWS_REGION".into(),
+            ));
+        }
+        Ok(AwsClients {
+            sqs: aws_sdk_sqs::Client::new(&shared),
+            sns: aws_sdk_sns::Client::new(&shared),
+            config: config.clone(),
+            queue_urls: Mutex::new(HashMap::new()),
+            topic_arns: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Where these clients go, safe to print.
+    pub fn describe(&self) -> String {
+        super::describe(&self.config)
+    }
+
+    /// Fails with [`AdapterError::Unavailable`] when the service cannot be reached.
+    pub async fn probe(&self) -> Result<(), AdapterError> {
+        match self.sqs.list_queues().max_results(1).send().await {
+            Ok(_) => Ok(()),
+            Err(error) => match classify(&error) {
+                (ErrorClass::Transient, text) => Err(AdapterError::Unavailable(format!(
+                    "cannot reach {}: {text} (is it running? is `endpoint_url` right?)",
+                    self.describe()
+                ))),
+                // Reachable, but this identity may not list queues: that is fine.
+                (ErrorClass::Permanent, _) => Ok(()),
+            },
+        }
+    }
+
+    /// The URL of a queue named by a target (`sqs/NAME` or a URL).
+    pub async fn queue_url(&self, name: &str) -> Result<String, AdapterError> {
+        if name.starts_with("https://") || name.starts_with("http://") {
+            return Ok(name.to_owned());
+        }
+        if let Some(url) = self.queue_urls.lock().expect("queue url cache").get(name) {
+            return Ok(url.clone());
+        }
+        let url = match self.sqs.get_queue_url().queue_name(name).send().await {
+            Ok(output) => output.queue_url().unwrap_or_default().to_owned(),
+            Err(error) => {
+                return Err(match classify(&error) {
+                    (ErrorClass::Permanent, text) => AdapterError::Invalid(format!(
+                        "SQS queue `{name}` does not exist or is not accessible ({text}); create it or list it under `declare`"
+                    )),
+                    (ErrorClass::Transient, text) => AdapterError::Unavailable(format!(
+                        "cannot reach {}: {text}",
+                        self.describe()
+                    )),
+                });
+            }
+        };
+        self.queue_urls
+            .lock()
+            .expect("queue url cache")
+            .insert(name.to_owned(), url.clone());
+        Ok(url)
+    }
+
+    /// Queue attributes by name.
+    pub async fn queue_attributes(
+        &self,
+        url: &str,
+    ) -> Result<HashMap<QueueAttributeName, String>, AdapterError> {
+        let output = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::All)
+            .send()
+            .await
+            .map_err(|e| adapter_error("GetQueueAttributes", &e))?;
+        Ok(output.attributes().cloned().unwrap_or_default())
+    }
+
+    /// The ARN of a topic named by a target (`sns/NAME` or an ARN).
+    pub async fn topic_arn(&self, name: &str) -> Result<String, AdapterError> {
+        if name.starts_with("arn:") {
+            return Ok(name.to_owned());
+        }
+        if let Some(arn) = self.topic_arns.lock().expect("topic arn cache").get(name) {
+            return Ok(arn.clone());
+        }
+        let suffix = format!(":{name}");
+        let mut next: Option<String> = None;
+        loop {
+            let output = self
+                .sns
+                .list_topics()
+                .set_next_token(next.take())
+                .send()
+                .await
+                .map_err(|e| adapter_error("ListTopics", &e))?;
+            if let Some(arn) = output
+                .topics()
+                .iter()
+                .filter_map(|t| t.topic_arn())
+                .find(|arn| arn.ends_with(&suffix))
+            {
+                self.topic_arns
+                    .lock()
+                    .expect("topic arn cache")
+                    .insert(name.to_owned(), arn.to_owned());
+                return Ok(arn.to_owned());
+            }
+            match output.next_token() {
+                Some(token) => next = Some(token.to_owned()),
+                None => {
+                    return Err(AdapterError::Invalid(format!(
+                        "SNS topic `{name}` does not exist or is not visible; create it, list it under `declare`, or give its ARN"
+                    )));
+                }
+            }
+        }
+    }
+
+    async fn queue_arn(&self, url: &str) -> Result<String, AdapterError> {
+        self.queue_attributes(url)
+            .await?
+            .remove(&QueueAttributeName::QueueArn)
+            .ok_or_else(|| AdapterError::Invalid(format!("queue {url} has no ARN")))
+    }
+
+    /// Creates the declared queues, topics and subscriptions that do not exist yet.
+    pub async fn declare(&self, declarations: &Declarations) -> Result<(), AdapterError> {
+        for queue in &declarations.queues {
+            let mut request = self.sqs.create_queue().queue_name(&queue.name);
+            if queue.name.ends_with(".fifo") {
+                request = request.attributes(QueueAttributeName::FifoQueue, "true");
+            }
+            for (name, value) in &queue.attributes {
+                request = request.attributes(QueueAttributeName::from(name.as_str()), value);
+            }
+            if let Some(dead) = &queue.dead_letter_queue {
+                let dead_url = self.queue_url(dead).await?;
+                let policy = serde_json::json!({
+                    "deadLetterTargetArn": self.queue_arn(&dead_url).await?,
+                    "maxReceiveCount": queue.max_receive_count.to_string(),
+                });
+                request = request.attributes(QueueAttributeName::RedrivePolicy, policy.to_string());
+            }
+            let url = request
+                .send()
+                .await
+                .map_err(|e| adapter_error(&format!("creating queue `{}`", queue.name), &e))?
+                .queue_url()
+                .unwrap_or_default()
+                .to_owned();
+            self.queue_urls
+                .lock()
+                .expect("queue url cache")
+                .insert(queue.name.clone(), url);
+        }
+        for topic in &declarations.topics {
+            let mut request = self.sns.create_topic().name(&topic.name);
+            if topic.name.ends_with(".fifo") {
+                request = request.attributes("FifoTopic", "true");
+            }
+            let arn = request
+                .send()
+                .await
+                .map_err(|e| adapter_error(&format!("creating topic `{}`", topic.name), &e))?
+                .topic_arn()
+                .unwrap_or_default()
+                .to_owned();
+            self.topic_arns
+                .lock()
+                .expect("topic arn cache")
+                .insert(topic.name.clone(), arn.clone());
+            if !topic.subscriptions.is_empty() {
+                self.subscribe_queues(&arn, topic).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn subscribe_queues(
+        &self,
+        topic_arn: &str,
+        topic: &super::config::TopicDeclaration,
+    ) -> Result<(), AdapterError> {
+        let existing = self
+            .sns
+            .list_subscriptions_by_topic()
+            .topic_arn(topic_arn)
+            .send()
+            .await
+            .map_err(|e| adapter_error("ListSubscriptionsByTopic", &e))?;
+        let endpoints: Vec<String> = existing
+            .subscriptions()
+            .iter()
+            .filter_map(|s| s.endpoint().map(str::to_owned))
+            .collect();
+        for subscription in &topic.subscriptions {
+            let url = self.queue_url(&subscription.queue).await?;
+            let queue_arn = self.queue_arn(&url).await?;
+            if endpoints.contains(&queue_arn) {
+                continue;
+            }
+            // Real SNS needs the queue to allow the topic to send to it.
+            let policy = serde_json::json!({
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Effect": "Allow",
+                    "Principal": {"Service": "sns.amazonaws.com"},
+                    "Action": "sqs:SendMessage",
+                    "Resource": queue_arn,
+                    "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
+                }],
+            });
+            self.sqs
+                .set_queue_attributes()
+                .queue_url(&url)
+                .attributes(QueueAttributeName::Policy, policy.to_string())
+                .send()
+                .await
+                .map_err(|e| adapter_error("allowing the topic to send to the queue", &e))?;
+            self.sns
+                .subscribe()
+                .topic_arn(topic_arn)
+                .protocol("sqs")
+                .endpoint(&queue_arn)
+                .attributes("RawMessageDelivery", subscription.raw.to_string())
+                .send()
+                .await
+                .map_err(|e| {
+                    adapter_error(
+                        &format!("subscribing `{}` to `{}`", subscription.queue, topic.name),
+                        &e,
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Resolves a target to a queue URL or topic ARN.
+    pub async fn resolve(&self, target: &Target) -> Result<String, AdapterError> {
+        match target {
+            Target::Queue(name) => self.queue_url(name).await,
+            Target::Topic(name) => self.topic_arn(name).await,
+        }
+    }
+}

@@ -1,0 +1,517 @@
+//! SQS source (and SNS source, which reads an SQS queue subscribed to the topic).
+//!
+//! A poller long-polls ReceiveMessage (10 at a time) while the router has room. Every
+//! received message is tracked until it is settled; an extender task pushes back the
+//! visibility timeout of messages still in flight, so a slow fan-out never makes SQS hand
+//! the message to another consumer. A settler task turns outcomes into calls: ack deletes
+//! (DeleteMessageBatch, 10 at a time), retry makes the message visible again after a
+//! backoff that grows with its receive count (1 s, 2 s, 4 s ... at most 5 minutes), reject
+//! makes it visible at once so the queue's redrive policy counts it and moves it to the
+//! queue's dead-letter queue after `maxReceiveCount` receives. The receive count is in the
+//! origin. FIFO queues deliver one message group in order; the group id becomes the key,
+//! so `ordering: key` keeps it in order while other groups run in parallel.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+    MessageSystemAttributeName,
+};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::attributes::{self, Attribute};
+use super::client::{AwsClients, classify};
+use crate::ack::{AckHandle, Outcome};
+use crate::adapter::{AdapterError, Delivery, Source};
+use crate::message::{Message, Origin};
+
+const MAX_RETRY_DELAY_SECONDS: i32 = 300;
+
+/// What to read and how.
+#[derive(Clone)]
+pub struct ReadSpec {
+    pub queue_url: String,
+    pub endpoint: String,
+    /// SNS sources: unwrap notifications from this topic's ARN suffix (`:NAME`).
+    pub sns_topic: Option<String>,
+    pub wait_seconds: i32,
+    /// The queue's visibility timeout.
+    pub visibility: Duration,
+    /// Most messages held unsettled by the router.
+    pub buffer: usize,
+    /// Receive with this visibility and never delete or extend (tail with --disturb).
+    pub peek: Option<Duration>,
+}
+
+struct InFlight {
+    receipt: String,
+    extended_at: Instant,
+}
+
+enum Settle {
+    Delete(u64),
+    Visible(u64, i32),
+    /// The source is closing: everything after this is ignored.
+    Close,
+}
+
+struct Shared {
+    clients: Arc<AwsClients>,
+    spec: ReadSpec,
+    in_flight: Mutex<HashMap<u64, InFlight>>,
+    settle: mpsc::UnboundedSender<Settle>,
+}
+
+/// A running SQS reader.
+pub struct SqsSource {
+    deliveries: mpsc::Receiver<Delivery>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    settler: JoinHandle<()>,
+}
+
+impl SqsSource {
+    pub fn start(clients: Arc<AwsClients>, spec: ReadSpec) -> SqsSource {
+        let (deliveries_tx, deliveries) = mpsc::channel(spec.buffer.max(10));
+        let (settle, settle_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            clients,
+            spec,
+            in_flight: Mutex::new(HashMap::new()),
+            settle,
+        });
+        let stop = CancellationToken::new();
+        let mut tasks = vec![tokio::spawn(poll(
+            shared.clone(),
+            deliveries_tx,
+            stop.clone(),
+        ))];
+        if shared.spec.peek.is_none() {
+            tasks.push(tokio::spawn(extend(shared.clone(), stop.clone())));
+        }
+        let settler = tokio::spawn(settle_outcomes(shared.clone(), settle_rx));
+        SqsSource {
+            deliveries,
+            shared,
+            stop,
+            tasks,
+            settler,
+        }
+    }
+}
+
+fn system_attribute(
+    message: &aws_sdk_sqs::types::Message,
+    name: MessageSystemAttributeName,
+) -> Option<&str> {
+    message
+        .attributes()
+        .and_then(|a| a.get(&name))
+        .map(String::as_str)
+}
+
+/// Unwraps an SNS notification from `topic`; `None` when the body is not one (raw delivery).
+fn unwrap_notification(body: &str, topic: &str) -> Option<(String, Vec<(String, Attribute)>)> {
+    let json: serde_json::Value = serde_json::from_str(body).ok()?;
+    let is_ours = json.get("Type")?.as_str()? == "Notification"
+        && json
+            .get("TopicArn")?
+            .as_str()?
+            .ends_with(&format!(":{topic}"));
+    if !is_ours {
+        return None;
+    }
+    let message = json.get("Message")?.as_str()?.to_owned();
+    let mut attributes = Vec::new();
+    if let Some(map) = json.get("MessageAttributes").and_then(|m| m.as_object()) {
+        for (name, value) in map {
+            let kind = value
+                .get("Type")
+                .and_then(|t| t.as_str())
+                .unwrap_or("String");
+            let text = value
+                .get("Value")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            let attribute = match kind {
+                "Binary" => {
+                    use base64::Engine;
+                    match base64::engine::general_purpose::STANDARD.decode(&text) {
+                        Ok(bytes) => Attribute::Binary(Bytes::from(bytes)),
+                        Err(_) => Attribute::String(text),
+                    }
+                }
+                "Number" => Attribute::Number(text),
+                _ => Attribute::String(text),
+            };
+            attributes.push((name.clone(), attribute));
+        }
+    }
+    Some((message, attributes))
+}
+
+/// The envelope of a received SQS message.
+fn to_message(raw: &aws_sdk_sqs::types::Message, spec: &ReadSpec) -> Message {
+    let body = raw.body().unwrap_or_default();
+    let native: Vec<(String, Attribute)> = raw
+        .message_attributes()
+        .map(|attributes| {
+            attributes
+                .iter()
+                .map(|(name, value)| {
+                    let attribute = match (value.data_type(), value.binary_value()) {
+                        (kind, Some(blob)) if kind.starts_with("Binary") => {
+                            Attribute::Binary(Bytes::copy_from_slice(blob.as_ref()))
+                        }
+                        (kind, _) if kind.starts_with("Number") => {
+                            Attribute::Number(value.string_value().unwrap_or_default().to_owned())
+                        }
+                        _ => Attribute::String(value.string_value().unwrap_or_default().to_owned()),
+                    };
+                    (name.clone(), attribute)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let unwrapped = spec
+        .sns_topic
+        .as_deref()
+        .and_then(|topic| unwrap_notification(body, topic));
+    let mut message = match unwrapped {
+        Some((inner, attributes)) => attributes::decode(&inner, attributes),
+        None => attributes::decode(body, native),
+    };
+    if let Some(group) = system_attribute(raw, MessageSystemAttributeName::MessageGroupId) {
+        message.key = Some(Bytes::copy_from_slice(group.as_bytes()));
+    }
+    if message.timestamp.is_none() {
+        message.timestamp = system_attribute(raw, MessageSystemAttributeName::SentTimestamp)
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms));
+    }
+    let receive_count = system_attribute(raw, MessageSystemAttributeName::ApproximateReceiveCount)
+        .and_then(|c| c.parse().ok());
+    message.with_origin(Origin {
+        endpoint: spec.endpoint.clone(),
+        receive_count,
+        broker_message_id: raw.message_id().map(str::to_owned),
+        ..Origin::default()
+    })
+}
+
+async fn poll(shared: Arc<Shared>, deliveries: mpsc::Sender<Delivery>, stop: CancellationToken) {
+    let mut next_id = 0u64;
+    let mut failures = 0u32;
+    let spec = &shared.spec;
+    loop {
+        // Receive only when the router can take a full batch, so nothing waits unseen.
+        let permits = tokio::select! {
+            _ = stop.cancelled() => return,
+            permits = deliveries.reserve_many(10) => match permits { Ok(p) => p, Err(_) => return },
+        };
+        let mut request = shared
+            .clients
+            .sqs
+            .receive_message()
+            .queue_url(&spec.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(spec.wait_seconds)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::All);
+        if let Some(peek) = spec.peek {
+            request = request.visibility_timeout(i32::try_from(peek.as_secs()).unwrap_or(60));
+        }
+        let timeout = Duration::from_secs(spec.wait_seconds as u64)
+            + Duration::from_millis(shared.clients.config.timeout_ms);
+        let received = tokio::select! {
+            _ = stop.cancelled() => return,
+            received = tokio::time::timeout(timeout, request.send()) => received,
+        };
+        let output = match received {
+            Ok(Ok(output)) => {
+                failures = 0;
+                output
+            }
+            Ok(Err(error)) => {
+                failures += 1;
+                let (_, text) = classify(&error);
+                if failures == 1 || failures.is_multiple_of(30) {
+                    tracing::warn!(queue = %spec.queue_url, error = %text, "SQS receive failed; retrying");
+                }
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.min(25)))).await;
+                continue;
+            }
+            Err(_) => {
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(30) {
+                    tracing::warn!(queue = %spec.queue_url, "SQS receive timed out; retrying");
+                }
+                continue;
+            }
+        };
+        let mut permits = permits;
+        for raw in output.messages() {
+            let Some(receipt) = raw.receipt_handle() else {
+                continue;
+            };
+            let id = next_id;
+            next_id += 1;
+            let message = to_message(raw, spec);
+            shared.in_flight.lock().expect("in-flight lock").insert(
+                id,
+                InFlight {
+                    receipt: receipt.to_owned(),
+                    extended_at: Instant::now(),
+                },
+            );
+            let receive_count = message.origin().and_then(|o| o.receive_count).unwrap_or(1);
+            let ack = if spec.peek.is_some() {
+                AckHandle::noop()
+            } else {
+                let settle = shared.settle.clone();
+                AckHandle::new(move |outcome| {
+                    let event = match outcome {
+                        Outcome::Ack => Settle::Delete(id),
+                        Outcome::Retry(_) => {
+                            let exponent = receive_count.saturating_sub(1).min(9);
+                            Settle::Visible(id, (1i32 << exponent).min(MAX_RETRY_DELAY_SECONDS))
+                        }
+                        Outcome::Reject(_) => Settle::Visible(id, 0),
+                    };
+                    let _ = settle.send(event);
+                })
+            };
+            match permits.next() {
+                Some(permit) => permit.send(Delivery { message, ack }),
+                None => unreachable!("SQS returns at most 10 messages and 10 slots were reserved"),
+            }
+        }
+    }
+}
+
+/// Pushes back the visibility of messages still in flight, before it runs out.
+async fn extend(shared: Arc<Shared>, stop: CancellationToken) {
+    let visibility = shared.spec.visibility.max(Duration::from_secs(2));
+    let every = visibility / 3;
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let due: Vec<(u64, String)> = {
+            let mut in_flight = shared.in_flight.lock().expect("in-flight lock");
+            let now = Instant::now();
+            in_flight
+                .iter_mut()
+                .filter(|(_, m)| now.duration_since(m.extended_at) >= every)
+                .map(|(id, m)| {
+                    m.extended_at = now;
+                    (*id, m.receipt.clone())
+                })
+                .collect()
+        };
+        let seconds = i32::try_from(visibility.as_secs()).unwrap_or(30);
+        for chunk in due.chunks(10) {
+            change_visibility(&shared, chunk, seconds).await;
+        }
+    }
+}
+
+async fn change_visibility(shared: &Shared, messages: &[(u64, String)], seconds: i32) {
+    let mut request = shared
+        .clients
+        .sqs
+        .change_message_visibility_batch()
+        .queue_url(&shared.spec.queue_url);
+    for (id, receipt) in messages {
+        let entry = ChangeMessageVisibilityBatchRequestEntry::builder()
+            .id(id.to_string())
+            .receipt_handle(receipt)
+            .visibility_timeout(seconds)
+            .build()
+            .expect("id and receipt are set");
+        request = request.entries(entry);
+    }
+    match request.send().await {
+        Ok(output) if output.failed().is_empty() => {}
+        Ok(output) => {
+            tracing::warn!(
+                failed = output.failed().len(),
+                "SQS refused some visibility changes; those messages may be redelivered"
+            )
+        }
+        Err(error) => {
+            tracing::warn!(error = %classify(&error).1, "SQS visibility change failed; the messages may be redelivered")
+        }
+    }
+}
+
+async fn delete(shared: &Shared, messages: &[(u64, String)]) {
+    let mut request = shared
+        .clients
+        .sqs
+        .delete_message_batch()
+        .queue_url(&shared.spec.queue_url);
+    for (id, receipt) in messages {
+        let entry = DeleteMessageBatchRequestEntry::builder()
+            .id(id.to_string())
+            .receipt_handle(receipt)
+            .build()
+            .expect("id and receipt are set");
+        request = request.entries(entry);
+    }
+    for attempt in 1..=3 {
+        match request.clone().send().await {
+            Ok(output) if output.failed().is_empty() => return,
+            Ok(output) => {
+                tracing::warn!(
+                    failed = output.failed().len(),
+                    "SQS refused some deletes; those messages will be redelivered"
+                );
+                return;
+            }
+            Err(error) if attempt < 3 => {
+                tracing::debug!(error = %classify(&error).1, "SQS delete failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+            Err(error) => {
+                tracing::warn!(error = %classify(&error).1, "SQS delete failed; the messages will be redelivered");
+            }
+        }
+    }
+}
+
+/// Applies outcomes: deletes in batches of 10, visibility changes for retries and rejects.
+/// When the source closes, messages still held (peeked by tail, or never handed out) are
+/// made visible again at once.
+async fn settle_outcomes(shared: Arc<Shared>, mut outcomes: mpsc::UnboundedReceiver<Settle>) {
+    let mut closing = false;
+    while !closing {
+        let Some(first) = outcomes.recv().await else {
+            break;
+        };
+        let mut events = vec![first];
+        while events.len() < 10 {
+            match outcomes.try_recv() {
+                Ok(event) => events.push(event),
+                Err(_) => break,
+            }
+        }
+        let mut deletes = Vec::new();
+        let mut visible: HashMap<i32, Vec<(u64, String)>> = HashMap::new();
+        {
+            let mut in_flight = shared.in_flight.lock().expect("in-flight lock");
+            for event in events {
+                let (id, delay) = match event {
+                    Settle::Delete(id) => (id, None),
+                    Settle::Visible(id, seconds) => (id, Some(seconds)),
+                    Settle::Close => {
+                        closing = true;
+                        continue;
+                    }
+                };
+                if let Some(entry) = in_flight.remove(&id) {
+                    match delay {
+                        None => deletes.push((id, entry.receipt)),
+                        Some(seconds) => visible
+                            .entry(seconds)
+                            .or_default()
+                            .push((id, entry.receipt)),
+                    }
+                }
+            }
+        }
+        if !deletes.is_empty() {
+            delete(&shared, &deletes).await;
+        }
+        for (seconds, messages) in visible {
+            change_visibility(&shared, &messages, seconds).await;
+        }
+    }
+    let held: Vec<(u64, String)> = shared
+        .in_flight
+        .lock()
+        .expect("in-flight lock")
+        .drain()
+        .map(|(id, m)| (id, m.receipt))
+        .collect();
+    for chunk in held.chunks(10) {
+        change_visibility(&shared, chunk, 0).await;
+    }
+}
+
+#[async_trait]
+impl Source for SqsSource {
+    async fn recv(&mut self) -> Result<Option<Delivery>, AdapterError> {
+        match self.deliveries.recv().await {
+            Some(delivery) => Ok(Some(delivery)),
+            None => Err(AdapterError::Unavailable("the SQS poller stopped".into())),
+        }
+    }
+
+    async fn close(self: Box<Self>) {
+        let SqsSource {
+            mut deliveries,
+            shared,
+            stop,
+            tasks,
+            settler,
+        } = *self;
+        stop.cancel();
+        for task in tasks {
+            let _ = task.await;
+        }
+        // Messages received but never handed out are released by the settler on Close.
+        while let Ok(delivery) = deliveries.try_recv() {
+            delivery.ack.abandon();
+        }
+        drop(deliveries);
+        let _ = shared.settle.send(Settle::Close);
+        drop(shared);
+        if tokio::time::timeout(Duration::from_secs(10), settler)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "SQS deletes did not finish within 10 s; those messages will be redelivered"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notifications_from_the_topic_are_unwrapped_and_others_left_alone() {
+        let body = serde_json::json!({
+            "Type": "Notification",
+            "MessageId": "1",
+            "TopicArn": "arn:aws:sns:us-east-1:123:orders",
+            "Message": "hello",
+            "MessageAttributes": {
+                "a": {"Type": "String", "Value": "x"},
+                "b": {"Type": "Binary", "Value": "AAE="},
+                "n": {"Type": "Number", "Value": "3"},
+            },
+        })
+        .to_string();
+        let (message, attributes) = unwrap_notification(&body, "orders").unwrap();
+        assert_eq!(message, "hello");
+        assert!(attributes.contains(&("b".into(), Attribute::Binary(vec![0u8, 1].into()))));
+        assert!(attributes.contains(&("n".into(), Attribute::Number("3".into()))));
+        assert!(unwrap_notification(&body, "other").is_none());
+        assert!(unwrap_notification("plain text", "orders").is_none());
+    }
+}
