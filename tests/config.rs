@@ -114,3 +114,20 @@ fn environment_variables_and_secret_files_are_interpolated() {
     assert_eq!(description, "RabbitMQ at broker.internal:5672");
     assert!(!format!("{:?}", plan.connections["rabbit"]).is_empty());
 }
+
+#[test]
+fn interpolated_numbers_and_numeric_option_values_take_the_expected_type() {
+    let text = "settings: {max_hops: '${HOPS}'}\nconnections:\n  kafka: {type: kafka, brokers: 'h:1', options: {linger.ms: 10, enable.idempotence: true}}\n";
+    let env = |name: &str| (name == "HOPS").then(|| "7".to_owned());
+    let plan = config::load_str(text, "f.yaml", &env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plan.settings.max_hops, 7);
+    let not_a_number = config::load_str(text, "f.yaml", &|name: &str| {
+        (name == "HOPS").then(|| "many".to_owned())
+    });
+    assert!(
+        not_a_number
+            .unwrap_err()
+            .to_string()
+            .contains("settings.max_hops")
+    );
+}

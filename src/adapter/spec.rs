@@ -212,18 +212,25 @@ impl ConnectionSpec {
         }
     }
 
-    /// Whether a source on this system has a reject of its own (a broker dead-letter
-    /// mechanism) to fall back on when a route has no `dead_letter`.
-    pub fn source_can_reject(&self) -> bool {
+    /// Checks that a source on `path` has somewhere to put messages it rejects when its
+    /// route has no `dead_letter`: a broker dead-letter mechanism bridge knows about.
+    /// Without one, a rejected message would be dropped by the broker or redelivered forever.
+    pub fn check_reject_without_dead_letter(
+        &self,
+        path: &str,
+        options: &serde_json::Value,
+    ) -> Result<(), String> {
         match self {
-            ConnectionSpec::Memory(_) | ConnectionSpec::Stdio(_) => true,
+            ConnectionSpec::Memory(_) | ConnectionSpec::Stdio(_) => Ok(()),
             #[cfg(feature = "kafka")]
-            ConnectionSpec::Kafka(_) => false,
+            ConnectionSpec::Kafka(_) => {
+                Err("Kafka has no reject of its own for messages that cannot be delivered".into())
+            }
             #[cfg(feature = "rabbitmq")]
-            ConnectionSpec::RabbitMq(_) => true,
+            ConnectionSpec::RabbitMq(config) => rabbitmq::check_reject(config, path, options),
             // Checked when the source opens: the queue needs a redrive policy.
             #[cfg(feature = "aws")]
-            ConnectionSpec::Aws(_) => true,
+            ConnectionSpec::Aws(_) => Ok(()),
         }
     }
 

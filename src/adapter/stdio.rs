@@ -1,9 +1,10 @@
 //! Standard input and output (`type: stdio`), for demos, scripts and tests.
 //!
 //! Endpoints: `NAME:stdin` as a source, `NAME:stdout` and `NAME:stderr` as sinks.
-//! The source reads one message per line: the line's bytes without its newline
+//! The source reads one message per line: the line's bytes without its newline, any bytes
 //! (`format: lines`, the default), or a JSON envelope as written by the sinks
-//! (`format: json`). It ends at end of input once every delivery is settled. Ack forgets a
+//! (`format: json`); a line that is not valid JSON there is written to standard error
+//! as rejected, with its bytes. It ends at end of input once every delivery is settled. Ack forgets a
 //! line; retry hands the same message out again (in-process: standard input cannot be
 //! re-read); reject writes the message and the reason as one JSON line on standard error.
 //! Sinks write one JSON envelope per line ([`crate::message::json`]) and confirm once the
@@ -13,7 +14,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader, Lines, Stdin};
+use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader, Stdin};
 use tokio::sync::{Mutex, mpsc};
 
 use super::{
@@ -96,7 +97,8 @@ fn stdin_source(
     };
     let (settled_tx, settled_rx) = mpsc::unbounded_channel();
     Ok(Box::new(StdinSource {
-        lines: BufReader::new(tokio::io::stdin()).lines(),
+        input: BufReader::new(tokio::io::stdin()),
+        buffer: Vec::new(),
         format: options.format,
         endpoint: endpoint.to_string(),
         settled_tx,
@@ -153,11 +155,13 @@ impl Connector for StdioConnector {
 
 enum Settled {
     Done,
-    Again(Box<Message>, u32),
+    Again(Box<Message>, u32, i64),
 }
 
 struct StdinSource {
-    lines: Lines<BufReader<Stdin>>,
+    input: BufReader<Stdin>,
+    /// The line being read; kept across calls so a cancelled read loses nothing.
+    buffer: Vec<u8>,
     format: LineFormat,
     endpoint: String,
     settled_tx: mpsc::UnboundedSender<Settled>,
@@ -165,6 +169,15 @@ struct StdinSource {
     in_flight: usize,
     line_number: i64,
     at_end: bool,
+}
+
+/// One JSON line on standard error for something standard input could not deliver.
+fn report_rejected(reason: &str, message: &Message) {
+    let reason = serde_json::to_string(reason).expect("a string serializes");
+    eprintln!(
+        "{{\"rejected\":{reason},\"message\":{}}}",
+        json::encode(message)
+    );
 }
 
 impl StdinSource {
@@ -181,12 +194,9 @@ impl StdinSource {
         let ack = AckHandle::new(move |outcome| {
             let event = match outcome {
                 Outcome::Ack => Settled::Done,
-                Outcome::Retry(_) => Settled::Again(Box::new(kept), receive_count + 1),
+                Outcome::Retry(_) => Settled::Again(Box::new(kept), receive_count + 1, line),
                 Outcome::Reject(reason) => {
-                    eprintln!(
-                        "{}",
-                        serde_json::json!({"rejected": reason, "message": json::encode(&kept)})
-                    );
+                    report_rejected(&reason, &kept);
                     Settled::Done
                 }
             };
@@ -198,10 +208,24 @@ impl StdinSource {
         }
     }
 
-    fn parse(&self, line: String) -> Result<Message, String> {
+    /// The message of one input line (without its line ending).
+    fn parse(&self, mut line: Vec<u8>) -> Result<Message, Box<(String, Message)>> {
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
         match self.format {
             LineFormat::Lines => Ok(Message::new(line)),
-            LineFormat::Json => json::decode(&line).map_err(|e| e.to_string()),
+            LineFormat::Json => {
+                let text = String::from_utf8_lossy(&line);
+                let decoded = json::decode(&text);
+                decoded.map_err(|e| {
+                    let reason = format!("line {} is not a JSON message: {e}", self.line_number);
+                    Box::new((reason, Message::new(line.clone())))
+                })
+            }
         }
     }
 }
@@ -217,27 +241,24 @@ impl Source for StdinSource {
                 biased;
                 Some(settled) = self.settled_rx.recv() => {
                     self.in_flight -= 1;
-                    if let Settled::Again(message, count) = settled {
-                        let line = self.line_number;
+                    if let Settled::Again(message, count, line) = settled {
                         return Ok(Some(self.deliver(*message, count, line)));
                     }
                 }
-                line = self.lines.next_line(), if !self.at_end => match line {
-                    Ok(Some(line)) => {
+                read = self.input.read_until(b'\n', &mut self.buffer), if !self.at_end => match read {
+                    Ok(0) => self.at_end = true,
+                    Ok(_) => {
                         self.line_number += 1;
+                        let line = std::mem::take(&mut self.buffer);
                         match self.parse(line) {
                             Ok(message) => {
                                 let number = self.line_number;
                                 return Ok(Some(self.deliver(message, 1, number)));
                             }
-                            Err(error) => tracing::error!(
-                                line = self.line_number,
-                                %error,
-                                "standard input line is not a message; skipped"
-                            ),
+                            // Not a message: reported on standard error with its bytes.
+                            Err(rejected) => report_rejected(&rejected.0, &rejected.1),
                         }
                     }
-                    Ok(None) => self.at_end = true,
                     Err(error) => {
                         return Err(AdapterError::Invalid(format!("cannot read standard input: {error}")));
                     }

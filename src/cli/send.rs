@@ -74,10 +74,12 @@ pub async fn send(args: SendArgs) -> Result<(), CliError> {
         .connect(&endpoint.connection, &context)
         .await
         .map_err(|e| CliError::Runtime(anyhow!("cannot connect to {}: {e}", spec.describe())))?;
-    let sink = connector
-        .open_sink(&endpoint)
-        .await
-        .map_err(|e| CliError::Runtime(anyhow!("cannot open {endpoint}: {e}")))?;
+    let sink = connector.open_sink(&endpoint).await.map_err(|e| match e {
+        crate::adapter::AdapterError::Invalid(m) => {
+            CliError::Usage(anyhow!("cannot send to {endpoint}: {m}"))
+        }
+        other => CliError::Runtime(anyhow!("cannot send to {endpoint}: {other}")),
+    })?;
     let label = endpoint.to_string();
     let mut pending: VecDeque<(u64, Confirmation)> = VecDeque::new();
     let settle =

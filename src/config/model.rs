@@ -96,13 +96,16 @@ pub struct RetryPolicy {
     /// Wait before the second attempt. Default 100ms.
     #[serde(default = "default_initial_backoff", deserialize_with = "duration")]
     pub initial_backoff: Duration,
-    /// Longest wait between attempts. Default 10s.
+    /// Longest wait between attempts before jitter; jitter adds up to as much again.
+    /// Default 10s. Also the pause before a message whose dead letter failed is handed
+    /// back to its source.
     #[serde(default = "default_max_backoff", deserialize_with = "duration")]
     pub max_backoff: Duration,
     /// Growth of the wait per attempt. Default 2.0, at least 1.0.
     #[serde(default = "default_multiplier")]
     pub multiplier: f32,
-    /// No attempt starts later than this after the first failure. Default 60s.
+    /// The waits between attempts add up to at most this (time spent waiting for
+    /// confirmations is not counted). Default 60s.
     #[serde(default = "default_max_elapsed", deserialize_with = "duration")]
     pub max_elapsed: Duration,
 }
@@ -153,8 +156,9 @@ pub struct SinkRef {
     pub key: Option<String>,
     /// CEL condition; the sink only receives messages for which it is true.
     pub when: Option<String>,
-    /// An optional sink is tried with retries but does not hold back the acknowledgement;
-    /// its failures are logged and counted, not dead-lettered. Default false.
+    /// An optional sink is tried with retries like the others, but its failure never
+    /// prevents the acknowledgement: it is logged and counted, not dead-lettered. (The
+    /// acknowledgement still waits until its attempts are over.) Default false.
     pub optional: bool,
 }
 

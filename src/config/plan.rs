@@ -64,6 +64,55 @@ impl SinkPlan {
     }
 }
 
+/// The value at `segments`, if there is one.
+fn value_at<'v>(value: &'v mut Value, segments: &[Segment]) -> Option<&'v mut Value> {
+    let mut node = value;
+    for segment in segments {
+        node = match (segment, node) {
+            (Segment::Map { key }, Value::Object(map)) => map.get_mut(key)?,
+            (Segment::Seq { index }, Value::Array(items)) => items.get_mut(*index)?,
+            _ => return None,
+        };
+    }
+    Some(node)
+}
+
+/// Fixes a scalar of the wrong kind where the text is unambiguous: `"10"` where a number
+/// is expected (a `${VAR}` always gives text) and `10` or `true` where text is expected
+/// (librdkafka options, queue attributes). Returns whether it changed anything.
+fn coerce_at(value: &mut Value, segments: &[Segment], message: &str) -> bool {
+    let Some(node) = value_at(value, segments) else {
+        return false;
+    };
+    let wants_text = message.contains("expected a string");
+    match node {
+        Value::String(text) if message.starts_with("invalid type: string") && !wants_text => {
+            let typed = if let Ok(n) = text.parse::<i64>() {
+                Value::from(n)
+            } else if let Ok(n) = text.parse::<u64>() {
+                Value::from(n)
+            } else if let Some(n) = text
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+            {
+                Value::Number(n)
+            } else if let Ok(b) = text.parse::<bool>() {
+                Value::Bool(b)
+            } else {
+                return false;
+            };
+            *node = typed;
+            true
+        }
+        Value::Number(_) | Value::Bool(_) if wants_text => {
+            *node = Value::String(node.to_string());
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Removes the value at `segments` from `value`; false when there is nothing to remove.
 fn remove_at(value: &mut Value, segments: &[Segment]) -> bool {
     let Some((last, parents)) = segments.split_last() else {
@@ -93,15 +142,20 @@ fn remove_at(value: &mut Value, segments: &[Segment]) -> bool {
     }
 }
 
-/// Replaces template expressions by a placeholder so an adapter can check the rest.
+/// Replaces template expressions and blocks by a placeholder so an adapter can check the rest.
 fn placeholder_path(path: &str) -> String {
     let mut out = String::new();
     let mut rest = path;
-    while let Some(start) = rest.find("{{") {
+    loop {
+        let next = [("{{", "}}"), ("{%", "%}")]
+            .into_iter()
+            .filter_map(|(open, close)| rest.find(open).map(|at| (at, close)))
+            .min_by_key(|(at, _)| *at);
+        let Some((start, close)) = next else { break };
         out.push_str(&rest[..start]);
         out.push('x');
-        match rest[start..].find("}}") {
-            Some(end) => rest = &rest[start + end + 2..],
+        match rest[start..].find(close) {
+            Some(end) => rest = &rest[start + end + close.len()..],
             None => return out,
         }
     }
@@ -152,6 +206,9 @@ impl Builder<'_> {
                 child(path, &inner)
             };
             let message = error.into_inner().to_string();
+            if coerce_at(&mut value, &segments, &message) {
+                continue;
+            }
             let consequence = message
                 .strip_prefix("missing field `")
                 .and_then(|rest| rest.split('`').next())
@@ -433,16 +490,13 @@ impl Builder<'_> {
                 plan
             }
             None => {
-                if let Some(spec) = &source_spec
-                    && !spec.source_can_reject()
+                if let (Some(spec), Some(source)) = (&source_spec, &source)
+                    && let Err(reason) = spec
+                        .check_reject_without_dead_letter(&source.endpoint.path, &source.options)
                 {
                     self.error(
                         path,
-                        format!(
-                            "route `{}` needs a `dead_letter`: {} has no reject of its own for messages that cannot be delivered",
-                            model.name,
-                            spec.system().type_name()
-                        ),
+                        format!("route `{}` needs a `dead_letter`: {reason}", model.name),
                     );
                     ok = false;
                 }

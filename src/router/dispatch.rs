@@ -188,7 +188,7 @@ async fn complete(context: &RouteContext, attempt: Attempt) -> (Attempt, Result<
         mut sink,
         first,
     } = attempt;
-    let first_failure_at = SystemTime::now();
+    let mut first_failure_at: Option<SystemTime> = None;
     let mut attempts = 1;
     let mut result = match first {
         Ok(confirmation) => confirmation.await,
@@ -200,12 +200,13 @@ async fn complete(context: &RouteContext, attempt: Attempt) -> (Attempt, Result<
             Ok(receipt) => break Ok(receipt),
             Err(error) => error,
         };
+        let first = *first_failure_at.get_or_insert_with(SystemTime::now);
         let failure = |error: SendError, attempts| Failure {
             sink: label.clone(),
             error: error.message,
             class: error.class,
             attempts,
-            first: first_failure_at,
+            first,
             last: SystemTime::now(),
         };
         if error.class == ErrorClass::Permanent {
@@ -313,7 +314,8 @@ async fn dead_letter_or_reject(
     let letters = failures.iter().map(|failure| {
         let letter = dead_letter::build(&context.name, original, failure);
         async move {
-            let path = plan.path.render(&letter).map_err(|e| e.to_string())?;
+            // Rendered from the original, which still has its origin.
+            let path = plan.path.render(original).map_err(|e| e.to_string())?;
             let endpoint = Endpoint {
                 connection: plan.connection.clone(),
                 path,
@@ -344,7 +346,10 @@ async fn dead_letter_or_reject(
     if errors.is_empty() {
         ack.ack();
     } else {
-        tracing::error!(route = %context.name, errors = ?errors, "dead letter could not be written; the message will be redelivered");
+        // Never acknowledged; handed back after a pause so a dead letter that keeps
+        // failing does not turn into a busy loop of redeliveries.
+        tracing::error!(route = %context.name, errors = ?errors, pause = ?context.retry.max_backoff, "dead letter could not be written; the message will be redelivered");
+        tokio::time::sleep(context.retry.max_backoff).await;
         ack.retry(format!("dead letter failed: {}", errors.join("; ")));
     }
 }

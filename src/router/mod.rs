@@ -75,12 +75,12 @@ pub struct Router {
     drain_timeout: Duration,
 }
 
-/// Retries `open` while it fails with a retryable error, until `shutdown`.
+/// Retries `open` while it fails with a retryable error, until `shutdown` (then `None`).
 async fn with_patience<T, F, Fut>(
     what: &str,
     shutdown: &CancellationToken,
     mut open: F,
-) -> Result<T, AdapterError>
+) -> Result<T, Option<AdapterError>>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, AdapterError>>,
@@ -92,12 +92,12 @@ where
             Err(error) if error.is_retryable() => {
                 tracing::warn!(%error, retry_in = ?wait, "{what} is not available yet; retrying");
                 tokio::select! {
-                    _ = shutdown.cancelled() => return Err(error),
+                    _ = shutdown.cancelled() => return Err(None),
                     _ = tokio::time::sleep(wait) => {}
                 }
                 wait = (wait * 2).min(Duration::from_secs(10));
             }
-            Err(error) => return Err(error),
+            Err(error) => return Err(Some(error)),
         }
     }
 }
@@ -135,9 +135,12 @@ impl Router {
             let what = format!("connection `{name}` ({})", spec.describe());
             let connector = with_patience(&what, shutdown, || spec.connect(name, context))
                 .await
-                .map_err(|source| RouterError::Connect {
-                    connection: name.to_owned(),
-                    source,
+                .map_err(|source| match source {
+                    None => RouterError::Interrupted,
+                    Some(source) => RouterError::Connect {
+                        connection: name.to_owned(),
+                        source,
+                    },
                 })?;
             connectors.insert(name.to_owned(), connector);
         }
@@ -157,10 +160,13 @@ impl Router {
                         cache.get(&endpoint)
                     })
                     .await
-                    .map_err(|source| RouterError::Open {
-                        route: route.name.clone(),
-                        endpoint: endpoint.to_string(),
-                        source,
+                    .map_err(|source| match source {
+                        None => RouterError::Interrupted,
+                        Some(source) => RouterError::Open {
+                            route: route.name.clone(),
+                            endpoint: endpoint.to_string(),
+                            source,
+                        },
                     })?;
                 }
             }
@@ -176,10 +182,13 @@ impl Router {
                 connector.open_source(endpoint, &settings)
             })
             .await
-            .map_err(|source| RouterError::Open {
-                route: route.name.clone(),
-                endpoint: endpoint.to_string(),
-                source,
+            .map_err(|source| match source {
+                None => RouterError::Interrupted,
+                Some(source) => RouterError::Open {
+                    route: route.name.clone(),
+                    endpoint: endpoint.to_string(),
+                    source,
+                },
             })?;
             routes.push((route.clone(), source));
         }
@@ -244,7 +253,14 @@ impl Router {
                 while loops.join_next().await.is_some() {}
             }
         }
-        self.cache.flush_all().await;
+        // Everything acknowledged was confirmed already; flushing only settles what a
+        // timed-out drain left behind, so it gets a short, bounded wait.
+        if tokio::time::timeout(Duration::from_secs(5), self.cache.flush_all())
+            .await
+            .is_err()
+        {
+            tracing::warn!("sinks did not finish flushing within 5 s");
+        }
         report
     }
 }

@@ -82,22 +82,16 @@ impl OffsetTracker {
         }
     }
 
-    /// Offsets to commit now (next offset to read per partition), and marks them committed.
+    /// Offsets to commit now (next offset to read per partition) that moved since the last
+    /// call, marked as committed.
     pub fn take_commits(&mut self) -> Vec<(TopicPartition, i64)> {
-        let mut commits = Vec::new();
-        for (partition, state) in &mut self.partitions {
-            let point = match state.pending.first() {
-                Some(lowest) => Some(*lowest),
-                None => state.next_after_delivered,
-            };
-            if let Some(point) = point
-                && state.committed.is_none_or(|c| point > c)
-            {
-                state.committed = Some(point);
-                commits.push((partition.clone(), point));
-            }
-        }
-        commits
+        self.commits_where(|_| true, false)
+    }
+
+    /// Every partition's commit point, moved or not: committing them again repairs a
+    /// commit that failed on the way.
+    pub fn all_commits(&mut self) -> Vec<(TopicPartition, i64)> {
+        self.commits_where(|_| true, true)
     }
 
     /// Offsets to commit for some partitions only (before they are revoked).
@@ -105,10 +99,31 @@ impl OffsetTracker {
         &mut self,
         partitions: &[TopicPartition],
     ) -> Vec<(TopicPartition, i64)> {
-        self.take_commits()
-            .into_iter()
-            .filter(|(partition, _)| partitions.contains(partition))
-            .collect()
+        self.commits_where(|partition| partitions.contains(partition), true)
+    }
+
+    fn commits_where(
+        &mut self,
+        wanted: impl Fn(&TopicPartition) -> bool,
+        unchanged_too: bool,
+    ) -> Vec<(TopicPartition, i64)> {
+        let mut commits = Vec::new();
+        for (partition, state) in &mut self.partitions {
+            if !wanted(partition) {
+                continue;
+            }
+            let point = match state.pending.first() {
+                Some(lowest) => Some(*lowest),
+                None => state.next_after_delivered,
+            };
+            if let Some(point) = point
+                && (unchanged_too || state.committed.is_none_or(|c| point > c))
+            {
+                state.committed = Some(point);
+                commits.push((partition.clone(), point));
+            }
+        }
+        commits
     }
 
     /// Deliveries not settled yet, in all partitions.
@@ -141,6 +156,19 @@ mod tests {
         tracker.settled(&p(), generation, 14);
         assert_eq!(tracker.take_commits(), vec![(p(), 15)]);
         assert!(tracker.take_commits().is_empty(), "nothing new to commit");
+    }
+
+    #[test]
+    fn committing_some_partitions_leaves_the_others_to_commit_later() {
+        let mut tracker = OffsetTracker::default();
+        let q: TopicPartition = ("t".into(), 1);
+        let (gp, gq) = (tracker.assign(p()), tracker.assign(q.clone()));
+        tracker.delivered(&p(), 0);
+        tracker.delivered(&q, 0);
+        tracker.settled(&p(), gp, 0);
+        tracker.settled(&q, gq, 0);
+        assert_eq!(tracker.take_commits_for(&[p()]), vec![(p(), 1)]);
+        assert_eq!(tracker.take_commits(), vec![(q, 1)]);
     }
 
     #[test]

@@ -262,8 +262,20 @@ async fn read(
     }
 }
 
-fn commit_now(consumer: &GroupConsumer, tracker: &Mutex<OffsetTracker>, mode: CommitMode) {
-    let commits = tracker.lock().expect("offset tracker lock").take_commits();
+fn commit_now(
+    consumer: &GroupConsumer,
+    tracker: &Mutex<OffsetTracker>,
+    mode: CommitMode,
+    everything: bool,
+) {
+    let commits = {
+        let mut tracker = tracker.lock().expect("offset tracker lock");
+        if everything {
+            tracker.all_commits()
+        } else {
+            tracker.take_commits()
+        }
+    };
     if commits.is_empty() {
         return;
     }
@@ -279,17 +291,22 @@ async fn commit_periodically(
     interval: Duration,
     stop: CancellationToken,
 ) {
+    // Every tenth tick commits every partition again, so an asynchronous commit that
+    // failed is repaired even when its partition has not moved since.
     let mut ticks = tokio::time::interval(interval);
+    let mut count = 0u32;
     loop {
-        tokio::select! {
+        let ticked = tokio::select! {
             _ = stop.cancelled() => return,
-            _ = ticks.tick() => {}
-            _ = shared.commit_now.notified() => {}
-        }
+            _ = ticks.tick() => true,
+            _ = shared.commit_now.notified() => false,
+        };
         shared
             .settled_since_commit
             .store(0, std::sync::atomic::Ordering::Relaxed);
-        commit_now(&consumer, &shared.tracker, CommitMode::Async);
+        count += u32::from(ticked);
+        let everything = ticked && count.is_multiple_of(10);
+        commit_now(&consumer, &shared.tracker, CommitMode::Async, everything);
     }
 }
 
@@ -319,17 +336,18 @@ impl Source for KafkaSource {
         for task in tasks {
             let _ = task.await;
         }
-        // Records read ahead but never handed out go back unsettled, without warnings.
+        // Records read ahead but never handed out stay uncommitted: the next consumer
+        // reads them again. (A retry here would only put them back into `retries`.)
         let (mut deliveries, mut retries) = (deliveries, retries);
         while let Ok(delivery) = deliveries.try_recv() {
-            delivery.ack.retry("source closed");
+            delivery.ack.abandon();
         }
         while let Ok(delivery) = retries.try_recv() {
-            delivery.ack.retry("source closed");
+            delivery.ack.abandon();
         }
         let consumer_for_commit = consumer.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            commit_now(&consumer_for_commit, &tracker, CommitMode::Sync);
+            commit_now(&consumer_for_commit, &tracker, CommitMode::Sync, true);
             consumer_for_commit.unsubscribe();
         })
         .await;

@@ -112,9 +112,13 @@ fn default_binding_key() -> String {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceOptions {
-    /// basic.qos prefetch count; default the route's `max_in_flight` (at most 65535).
+    /// basic.qos prefetch count, 1-65535; default the route's `max_in_flight`.
     #[serde(default)]
     pub prefetch: Option<u16>,
+    /// The queue has a dead-letter exchange that bridge cannot see (set by a policy or by
+    /// another tool), so a route without `dead_letter` may reject into it. Default false.
+    #[serde(default)]
+    pub broker_dead_letter: bool,
 }
 
 /// A RabbitMQ endpoint path.

@@ -7,7 +7,8 @@
 //! | key | header `bridge-key` (AMQP messages have no key) |
 //! | correlation id, reply-to, message id, content type | the properties of the same names |
 //! | timestamp | `timestamp` (seconds); milliseconds kept in `bridge-timestamp-ms` |
-//! | priority, expiration, content encoding, delivery mode, type, user id, app id, cluster id | headers `bridge-amqp-priority`, `bridge-amqp-expiration`, ... and back |
+//! | priority, expiration, content encoding, delivery mode, type, app id, cluster id | headers `bridge-amqp-priority`, `bridge-amqp-expiration`, ... and back |
+//! | user id | header `bridge-amqp-user-id`; kept as a header when publishing, because RabbitMQ refuses a user id other than the connection's |
 //! | origin | queue, redelivered flag or `x-delivery-count` as receive count |
 //!
 //! AMQP header tables are maps: headers come back ordered by name. A name that occurs
@@ -244,6 +245,43 @@ fn short(value: &str) -> ShortString {
     ShortString::from(value)
 }
 
+/// AMQP "short strings" hold at most 255 bytes.
+const SHORT_STRING_MAX: usize = 255;
+
+/// Refuses a message whose properties or header names do not fit AMQP short strings
+/// (a permanent error: the same message would always fail).
+pub fn check_short_strings(message: &Message) -> Result<(), String> {
+    let fields = [
+        ("correlation id", message.correlation_id.as_deref()),
+        ("reply-to", message.reply_to.as_deref()),
+        ("message id", message.message_id.as_deref()),
+        ("content type", message.content_type.as_deref()),
+    ];
+    let promoted = [EXPIRATION, CONTENT_ENCODING, TYPE, APP_ID, CLUSTER_ID]
+        .map(|name| (name, message.headers.get_text(name)));
+    for (what, value) in fields.into_iter().chain(promoted) {
+        if let Some(value) = value
+            && value.len() > SHORT_STRING_MAX
+        {
+            return Err(format!(
+                "the {what} is {} bytes; AMQP allows at most {SHORT_STRING_MAX}",
+                value.len()
+            ));
+        }
+    }
+    if let Some((name, _)) = message
+        .headers
+        .iter()
+        .find(|(name, _)| name.len() > SHORT_STRING_MAX)
+    {
+        return Err(format!(
+            "header name `{}...` is longer than {SHORT_STRING_MAX} bytes",
+            &name[..32]
+        ));
+    }
+    Ok(())
+}
+
 /// Properties (with the headers table) for publishing `message`.
 pub fn outgoing(message: &Message) -> BasicProperties {
     let types: BTreeMap<String, String> = message
@@ -277,10 +315,6 @@ pub fn outgoing(message: &Message) -> BasicProperties {
             }
             (TYPE, Some(v)) => {
                 properties = properties.with_type(short(v));
-                continue;
-            }
-            (USER_ID, Some(v)) => {
-                properties = properties.with_user_id(short(v));
                 continue;
             }
             (APP_ID, Some(v)) => {

@@ -43,6 +43,33 @@ pub(super) fn check_config(config: &Config) -> Result<(), String> {
     client::parse_uri(&config.url).map(|_| ())
 }
 
+/// A queue may reject only into a dead-letter exchange bridge knows of: one declared with
+/// the queue in `declare`, or one the route vouches for with `broker_dead_letter: true`.
+pub(super) fn check_reject(
+    config: &Config,
+    path: &str,
+    options: &serde_json::Value,
+) -> Result<(), String> {
+    let Ok(Target::Queue(queue)) = Target::parse(path) else {
+        return Ok(());
+    };
+    let vouched = super::spec::parse_strict::<SourceOptions>(options.clone())
+        .map(|o| o.broker_dead_letter)
+        .unwrap_or(false);
+    let declared = config.declare.queues.iter().any(|q| {
+        q.name == queue
+            && (q.dead_letter_exchange.is_some()
+                || q.arguments.contains_key("x-dead-letter-exchange"))
+    });
+    if vouched || declared {
+        Ok(())
+    } else {
+        Err(format!(
+            "queue `{queue}` has no dead-letter exchange that bridge knows of, so RabbitMQ would drop rejected messages; declare the queue with `dead_letter_exchange`, or set `from.options.broker_dead_letter: true` if a policy gives it one"
+        ))
+    }
+}
+
 pub(super) fn check_endpoint(
     path: &str,
     role: Role,
@@ -57,8 +84,11 @@ pub(super) fn check_endpoint(
                 ));
             }
             if !options.is_null() {
-                super::spec::parse_strict::<SourceOptions>(options.clone())
+                let options = super::spec::parse_strict::<SourceOptions>(options.clone())
                     .map_err(|e| format!("RabbitMQ source options: {e}"))?;
+                if options.prefetch == Some(0) {
+                    return Err("`prefetch` is at least 1".into());
+                }
             }
         }
         Role::Sink if !options.is_null() => return Err("RabbitMQ sinks take no options".into()),

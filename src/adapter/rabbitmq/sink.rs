@@ -87,6 +87,7 @@ impl Sink for RabbitSink {
             .acquire_owned()
             .await
             .map_err(|_| SendError::transient("publisher closed"))?;
+        mapping::check_short_strings(message).map_err(SendError::permanent)?;
         let properties = mapping::outgoing(message);
         let (exchange, routing_key) = self.target.publish_to();
         let mut current = publisher.channel.lock().await;
