@@ -41,6 +41,7 @@ fn validate_accepts_the_example_file_without_any_network() {
         .args(["validate", &fixture("routes.example.yaml")])
         .env("KAFKA_BROKERS", "192.0.2.1:9092")
         .env("RABBIT_HOST", "192.0.2.1")
+        .env("AWS_ENDPOINT_URL", "http://192.0.2.1:4566")
         .output()
         .unwrap();
     assert_eq!(
@@ -49,7 +50,7 @@ fn validate_accepts_the_example_file_without_any_network() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("ok (2 connections, 2 routes)"));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("ok (3 connections, 4 routes)"));
 }
 
 fn stdio_routes(dir: &std::path::Path) -> String {

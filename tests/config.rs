@@ -76,7 +76,7 @@ fn valid_fixtures_and_the_example_file_are_accepted() {
 }
 
 #[test]
-fn example_file_has_fan_out_filter_and_dead_letters_between_rabbitmq_and_kafka() {
+fn example_file_has_fan_out_filter_and_dead_letters_across_systems() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("routes.example.yaml");
     let plan = config::load_file(&file, &no_env).unwrap();
     let systems: Vec<_> = plan
@@ -84,7 +84,9 @@ fn example_file_has_fan_out_filter_and_dead_letters_between_rabbitmq_and_kafka()
         .values()
         .map(|c| c.system().type_name())
         .collect();
-    assert!(systems.contains(&"kafka") && systems.contains(&"rabbitmq"));
+    for system in ["kafka", "rabbitmq", "aws"] {
+        assert!(systems.contains(&system), "{system} is in the example");
+    }
     assert!(
         plan.routes.iter().any(|r| r.sinks.len() > 1),
         "a fan-out route"

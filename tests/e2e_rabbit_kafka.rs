@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,77 +12,13 @@ use bridge::address::Endpoint;
 use bridge::message::{Message, reserved};
 use serde_json::json;
 use support::process::Running;
+use support::tally::{Tally, numbered as expected};
 use support::{connector, init_logs, unique};
 
 const KAFKA: &str = "127.0.0.1:9092";
 const RABBIT: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const COUNT: u32 = 10_000;
 const MAX_IN_FLIGHT: usize = 256;
-
-fn expected(n: u32) -> Message {
-    let mut body = format!("payload-{n}-").into_bytes();
-    body.extend_from_slice(&[0, 0xff, 0x80]);
-    let mut message = Message::new(body);
-    message.key = Some(format!("k{}", n % 8).into());
-    message.headers.push("seq", n.to_string());
-    message.headers.push("kind", "order");
-    message
-        .headers
-        .push("raw", vec![0u8, (n % 251) as u8, 0xfe]);
-    message.correlation_id = Some(format!("corr-{n}"));
-    message
-}
-
-/// Counts arrivals per sequence number and checks each against what was sent.
-#[derive(Default)]
-struct Tally {
-    seen: HashMap<u32, u32>,
-    broken: Vec<String>,
-}
-
-impl Tally {
-    fn record(&mut self, message: &Message) {
-        let Some(n) = message
-            .headers
-            .get_text("seq")
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            self.broken.push(format!("no seq header: {message:?}"));
-            return;
-        };
-        let want = expected(n);
-        let mut sorted_got: Vec<_> = message
-            .headers
-            .iter()
-            .map(|(k, v)| (k.to_owned(), v.clone()))
-            .collect();
-        let mut sorted_want: Vec<_> = want
-            .headers
-            .iter()
-            .map(|(k, v)| (k.to_owned(), v.clone()))
-            .collect();
-        sorted_got.retain(|(k, _)| !reserved::is_reserved(k));
-        sorted_got.sort_by(|a, b| a.0.cmp(&b.0));
-        sorted_want.sort_by(|a, b| a.0.cmp(&b.0));
-        if message.body != want.body
-            || message.key != want.key
-            || message.correlation_id != want.correlation_id
-            || sorted_got != sorted_want
-        {
-            self.broken
-                .push(format!("message {n} changed: {message:?}"));
-        }
-        *self.seen.entry(n).or_default() += 1;
-    }
-
-    fn distinct(&self) -> usize {
-        self.seen.len()
-    }
-
-    fn duplicates(&self) -> u32 {
-        self.seen.values().map(|c| c - 1).sum()
-    }
-}
 
 fn settings() -> SourceSettings {
     SourceSettings {
