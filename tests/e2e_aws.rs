@@ -326,7 +326,7 @@ async fn sinks_slower_than_the_visibility_timeout_cause_no_redelivery() {
     let name = unique("e2e-slow");
     let (queue, dlq) = (format!("{name}-in"), format!("{name}-dlq"));
     let aws = aws(json!({"queues": [{"name": dlq},
-        {"name": queue, "dead_letter_queue": dlq, "attributes": {"VisibilityTimeout": "2"}}]}));
+        {"name": queue, "dead_letter_queue": dlq, "attributes": {"VisibilityTimeout": "6"}}]}));
     let yaml = format!(
         "connections:\n  aws: {aws}\n  mem: {{type: memory}}\nroutes:\n  - name: slow\n    from: aws:sqs/{queue}\n    to: mem:slow\n    dead_letter: mem:dlq\n"
     );
@@ -341,8 +341,8 @@ async fn sinks_slower_than_the_visibility_timeout_cause_no_redelivery() {
     let slow = harness.queue("slow");
     slow.hold();
     support::wait_for(&slow, "20 sends held", |q| q.held() == 20).await;
-    // Three visibility timeouts pass while the sink has not confirmed.
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    // Two and a half visibility timeouts pass while the sink has not confirmed.
+    tokio::time::sleep(Duration::from_secs(15)).await;
     assert_eq!(slow.held(), 20, "no message was received a second time");
     slow.release();
     support::wait_for(&slow, "20 messages stored", |q| q.len() == 20).await;
