@@ -137,6 +137,8 @@ impl ConnectionSpec {
         match self {
             #[cfg(feature = "rabbitmq")]
             ConnectionSpec::RabbitMq(config) => rabbitmq::check_config(config),
+            #[cfg(feature = "aws")]
+            ConnectionSpec::Aws(config) => aws::check_config(config),
             _ => Ok(()),
         }
     }

@@ -219,8 +219,11 @@ impl StdinSource {
         match self.format {
             LineFormat::Lines => Ok(Message::new(line)),
             LineFormat::Json => {
-                let text = String::from_utf8_lossy(&line);
-                let decoded = json::decode(&text);
+                let decoded = std::str::from_utf8(&line)
+                    .map_err(|e| {
+                        json::DecodeError::Json(serde::de::Error::custom(format!("not UTF-8: {e}")))
+                    })
+                    .and_then(json::decode);
                 decoded.map_err(|e| {
                     let reason = format!("line {} is not a JSON message: {e}", self.line_number);
                     Box::new((reason, Message::new(line.clone())))

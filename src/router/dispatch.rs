@@ -70,9 +70,10 @@ fn eval_failure(sink: &str, error: EvalError) -> Failure {
     }
 }
 
-/// The message a sink receives: the original with one more hop and the rendered key.
+/// The message a sink receives: the original with one more hop and the rendered key. The
+/// origin stays attached (read-only) so a sink can derive stable ids from it.
 fn outgoing(original: &Message, plan: &SinkPlan) -> Result<Message, EvalError> {
-    let mut message = original.without_origin();
+    let mut message = original.clone();
     if let Some(key) = &plan.key {
         message.key = Some(key.render(original)?.into());
     }

@@ -40,6 +40,13 @@ pub const CORRELATION_ID: &str = "correlation-id";
 pub const REPLY_TO: &str = "reply-to";
 pub const MESSAGE_ID: &str = "message-id";
 pub const CONTENT_TYPE: &str = "content-type";
+/// On FIFO targets: the message had no key (its group id was made up).
+pub const KEYLESS: &str = "bridge-keyless";
+
+/// Group ids and deduplication ids: 1 to 128 printable ASCII characters.
+pub fn valid_fifo_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_graphic())
+}
 
 /// One message attribute value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +132,7 @@ fn is_envelope_name(name: &str) -> bool {
         || name == reserved::TIMESTAMP_MS
         || name == BODY_ENCODING
         || name == PACKED_HEADERS
+        || name == KEYLESS
         || name == reserved::BINARY_HEADERS
 }
 
@@ -140,7 +148,8 @@ pub fn encode(message: &Message, mode: Mode) -> Encoded {
     let mut attributes: Vec<(String, Attribute)> = Vec::new();
     let text = |s: &str| Attribute::String(s.to_owned());
     let body = match std::str::from_utf8(&message.body) {
-        Ok(body) if mode.sns && body.is_empty() => {
+        // Neither service takes an empty body.
+        Ok("") => {
             attributes.push((BODY_ENCODING.into(), text("empty")));
             " ".to_owned()
         }
@@ -166,13 +175,18 @@ pub fn encode(message: &Message, mode: Mode) -> Encoded {
             }
         }
     }
-    if let (false, Some(key)) = (mode.fifo, &message.key) {
-        match std::str::from_utf8(key) {
+    // On FIFO targets a key that is valid group-id text is the group id; any other key
+    // (or none) is recorded so the group id the sink invents is not taken for the key.
+    match (&message.key, mode.fifo) {
+        (Some(key), true) if std::str::from_utf8(key).is_ok_and(valid_fifo_id) => {}
+        (None, true) => attributes.push((KEYLESS.into(), text("true"))),
+        (None, false) => {}
+        (Some(key), _) => match std::str::from_utf8(key) {
             Ok(k) if !k.is_empty() && sqs_text(k) => {
                 attributes.push((reserved::KEY.into(), text(k)))
             }
             _ => overflow.push((reserved::KEY, HeaderValue::Binary(key.clone()))),
-        }
+        },
     }
     if let Some(ms) = message
         .timestamp
@@ -214,10 +228,12 @@ pub fn encode(message: &Message, mode: Mode) -> Encoded {
     }
     if !overflow.is_empty() {
         let packed: Vec<Value> = overflow.iter().map(|(n, v)| packed_entry(n, v)).collect();
-        attributes.push((
-            PACKED_HEADERS.into(),
-            text(&Value::Array(packed).to_string()),
-        ));
+        // JSON leaves U+FFFE and U+FFFF as they are, but SQS refuses them: escape them.
+        let json = Value::Array(packed)
+            .to_string()
+            .replace('\u{FFFE}', "\\ufffe")
+            .replace('\u{FFFF}', "\\uffff");
+        attributes.push((PACKED_HEADERS.into(), text(&json)));
     }
     Encoded { body, attributes }
 }
@@ -244,7 +260,9 @@ fn unpack(json: &str) -> Option<Vec<(String, HeaderValue)>> {
 }
 
 /// Decodes a received body and its attributes (any order) into an envelope (no origin).
-pub fn decode(body: &str, attributes: Vec<(String, Attribute)>) -> Message {
+/// `group_id` is the FIFO message group id, which is the key unless the attributes say
+/// otherwise.
+pub fn decode(body: &str, attributes: Vec<(String, Attribute)>, group_id: Option<&str>) -> Message {
     let mut attributes: BTreeMap<String, Attribute> = attributes.into_iter().collect();
     let take_text =
         |attributes: &mut BTreeMap<String, Attribute>, name: &str| match attributes.remove(name) {
@@ -269,6 +287,7 @@ pub fn decode(body: &str, attributes: Vec<(String, Attribute)>) -> Message {
     message.reply_to = take_text(&mut attributes, REPLY_TO);
     message.message_id = take_text(&mut attributes, MESSAGE_ID);
     message.content_type = take_text(&mut attributes, CONTENT_TYPE);
+    let keyless = take_text(&mut attributes, KEYLESS).is_some();
     message.key = take_text(&mut attributes, reserved::KEY).map(Bytes::from);
     message.timestamp = take_text(&mut attributes, reserved::TIMESTAMP_MS)
         .and_then(|ms| ms.parse::<u64>().ok())
@@ -314,6 +333,9 @@ pub fn decode(body: &str, attributes: Vec<(String, Attribute)>) -> Message {
         }
         Some((json, None)) => headers.push(PACKED_HEADERS, HeaderValue::Text(json.to_owned())),
         None => {}
+    }
+    if message.key.is_none() && !keyless {
+        message.key = group_id.map(|g| Bytes::copy_from_slice(g.as_bytes()));
     }
     message.headers = headers;
     message
@@ -367,7 +389,7 @@ mod tests {
                 encoded.attributes
             );
             assert!(encoded.attributes.iter().all(|(n, _)| valid_name(n)));
-            let back = decode(&encoded.body, encoded.attributes);
+            let back = decode(&encoded.body, encoded.attributes, None);
             assert_eq!(sorted(back), sorted(message.clone()));
         }
     }
@@ -388,7 +410,7 @@ mod tests {
                 .all(|(_, a)| !matches!(a, Attribute::Binary(_)))
         );
         assert_eq!(
-            decode(&sns.body, sns.attributes).headers.get("bin"),
+            decode(&sns.body, sns.attributes, None).headers.get("bin"),
             Some(&HeaderValue::Binary("ok".into()))
         );
     }
@@ -401,22 +423,60 @@ mod tests {
             control.attributes[0],
             (BODY_ENCODING.into(), Attribute::String("base64".into()))
         );
-        assert_eq!(decode(&control.body, control.attributes).body, "a\u{0}b");
+        assert_eq!(
+            decode(&control.body, control.attributes, None).body,
+            "a\u{0}b"
+        );
         let empty = encode(&Message::new(""), SNS);
         assert_eq!(empty.body, " ");
-        assert_eq!(decode(&empty.body, empty.attributes).body, "");
+        assert_eq!(decode(&empty.body, empty.attributes, None).body, "");
     }
 
     #[test]
     fn fifo_keys_travel_as_the_group_id_not_as_an_attribute() {
-        let encoded = encode(
-            &full(),
-            Mode {
-                fifo: true,
-                sns: false,
-            },
-        );
+        let fifo = Mode {
+            fifo: true,
+            sns: false,
+        };
+        let encoded = encode(&full(), fifo);
         assert!(!encoded.attributes.iter().any(|(n, _)| n == reserved::KEY));
+        assert_eq!(
+            decode(&encoded.body, encoded.attributes, Some("k"))
+                .key
+                .as_deref(),
+            Some(&b"k"[..])
+        );
+        let keyless = encode(&Message::new("x"), fifo);
+        assert_eq!(
+            decode(&keyless.body, keyless.attributes, Some("default")).key,
+            None
+        );
+        let mut binary = Message::new("x");
+        binary.key = Some(vec![0xffu8].into());
+        let encoded = encode(&binary, fifo);
+        assert_eq!(
+            decode(&encoded.body, encoded.attributes, Some("ff")).key,
+            binary.key
+        );
+    }
+
+    #[test]
+    fn characters_sqs_refuses_are_escaped_in_packed_headers() {
+        let mut message = Message::new("x");
+        message.headers.push("bad name", "\u{FFFF}");
+        let encoded = encode(&message, SQS);
+        let (_, packed) = encoded
+            .attributes
+            .iter()
+            .find(|(n, _)| n == PACKED_HEADERS)
+            .unwrap();
+        assert!(matches!(packed, Attribute::String(json) if sqs_text(json)));
+        assert_eq!(
+            decode(&encoded.body, encoded.attributes, None)
+                .headers
+                .get_text("bad name"),
+            Some("\u{FFFF}")
+        );
     }
 
     #[test]
@@ -432,6 +492,7 @@ mod tests {
         let back = decode(
             "b",
             vec![(PACKED_HEADERS.into(), Attribute::String("not json".into()))],
+            None,
         );
         assert_eq!(back.headers.get_text(PACKED_HEADERS), Some("not json"));
     }

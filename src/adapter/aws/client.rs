@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
+use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::QueueAttributeName;
 
@@ -15,8 +16,9 @@ use super::config::{Config, Declarations, Target};
 use crate::adapter::{AdapterError, ErrorClass, SendError};
 
 /// Error codes that mean "slow down" or "try later".
-const TRANSIENT_CODES: [&str; 8] = [
+const TRANSIENT_CODES: [&str; 9] = [
     "Throttling",
+    "Throttled",
     "ThrottlingException",
     "RequestThrottled",
     "ThrottledException",
@@ -26,13 +28,21 @@ const TRANSIENT_CODES: [&str; 8] = [
     "KMSThrottling",
 ];
 
+/// Error codes that mean the credentials themselves are wrong.
+const CREDENTIAL_CODES: [&str; 5] = [
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "SignatureDoesNotMatch",
+    "InvalidAccessKeyId",
+    "ExpiredToken",
+];
+
 /// Classifies any SQS or SNS call error: transport problems, timeouts, throttling and 5xx
 /// are transient; other service errors (invalid input, missing queue, access denied) are
 /// permanent.
-pub fn classify<E, R>(error: &SdkError<E, R>) -> (ErrorClass, String)
+pub fn classify<E>(error: &SdkError<E, HttpResponse>) -> (ErrorClass, String)
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     let text = DisplayErrorContext(error).to_string();
     let class = match error {
@@ -41,7 +51,7 @@ where
         }
         SdkError::ServiceError(service) => {
             let code = service.err().code().unwrap_or_default();
-            if TRANSIENT_CODES.contains(&code) || text.contains("status code: 5") {
+            if TRANSIENT_CODES.contains(&code) || service.raw().status().as_u16() >= 500 {
                 ErrorClass::Transient
             } else {
                 ErrorClass::Permanent
@@ -52,11 +62,23 @@ where
     (class, text)
 }
 
-/// A call error as a [`SendError`].
-pub fn send_error<E, R>(what: &str, error: &SdkError<E, R>) -> SendError
+/// Whether the service refused the credentials (not merely an action).
+pub fn is_credential_error<E>(error: &SdkError<E, HttpResponse>) -> bool
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+{
+    match error {
+        SdkError::ServiceError(service) => {
+            CREDENTIAL_CODES.contains(&service.err().code().unwrap_or_default())
+        }
+        _ => false,
+    }
+}
+
+/// A call error as a [`SendError`].
+pub fn send_error<E>(what: &str, error: &SdkError<E, HttpResponse>) -> SendError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     let (class, text) = classify(error);
     SendError {
@@ -66,10 +88,9 @@ where
 }
 
 /// A call error as an [`AdapterError`] (opening things).
-pub fn adapter_error<E, R>(what: &str, error: &SdkError<E, R>) -> AdapterError
+pub fn adapter_error<E>(what: &str, error: &SdkError<E, HttpResponse>) -> AdapterError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     match classify(error) {
         (ErrorClass::Transient, text) => AdapterError::Unavailable(format!("{what}: {text}")),
@@ -132,6 +153,11 @@ impl AwsClients {
     pub async fn probe(&self) -> Result<(), AdapterError> {
         match self.sqs.list_queues().max_results(1).send().await {
             Ok(_) => Ok(()),
+            Err(error) if is_credential_error(&error) => Err(AdapterError::Invalid(format!(
+                "{} refused the credentials: {}",
+                self.describe(),
+                classify(&error).1
+            ))),
             Err(error) => match classify(&error) {
                 (ErrorClass::Transient, text) => Err(AdapterError::Unavailable(format!(
                     "cannot reach {}: {text} (is it running? is `endpoint_url` right?)",
@@ -312,40 +338,86 @@ impl AwsClients {
             if endpoints.contains(&queue_arn) {
                 continue;
             }
-            // Real SNS needs the queue to allow the topic to send to it.
-            let policy = serde_json::json!({
-                "Version": "2012-10-17",
-                "Statement": [{
-                    "Effect": "Allow",
-                    "Principal": {"Service": "sns.amazonaws.com"},
-                    "Action": "sqs:SendMessage",
-                    "Resource": queue_arn,
-                    "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
-                }],
-            });
-            self.sqs
-                .set_queue_attributes()
-                .queue_url(&url)
-                .attributes(QueueAttributeName::Policy, policy.to_string())
-                .send()
-                .await
-                .map_err(|e| adapter_error("allowing the topic to send to the queue", &e))?;
-            self.sns
-                .subscribe()
-                .topic_arn(topic_arn)
-                .protocol("sqs")
-                .endpoint(&queue_arn)
-                .attributes("RawMessageDelivery", subscription.raw.to_string())
-                .send()
-                .await
-                .map_err(|e| {
-                    adapter_error(
-                        &format!("subscribing `{}` to `{}`", subscription.queue, topic.name),
-                        &e,
-                    )
-                })?;
+            self.subscribe_queue(topic_arn, &url, &queue_arn, subscription.raw)
+                .await?;
         }
         Ok(())
+    }
+
+    /// Subscribes a queue to a topic, allowing the topic to send to it; returns the
+    /// subscription ARN.
+    pub async fn subscribe_queue(
+        &self,
+        topic_arn: &str,
+        queue_url: &str,
+        queue_arn: &str,
+        raw: bool,
+    ) -> Result<String, AdapterError> {
+        self.allow_topic(topic_arn, queue_url, queue_arn).await?;
+        let output = self
+            .sns
+            .subscribe()
+            .topic_arn(topic_arn)
+            .protocol("sqs")
+            .endpoint(queue_arn)
+            .attributes("RawMessageDelivery", raw.to_string())
+            .return_subscription_arn(true)
+            .send()
+            .await
+            .map_err(|e| adapter_error(&format!("subscribing {queue_arn} to {topic_arn}"), &e))?;
+        Ok(output.subscription_arn().unwrap_or_default().to_owned())
+    }
+
+    /// Adds a statement that lets `topic_arn` send to the queue, keeping the queue's
+    /// existing policy (real SNS needs it; other topics' permissions stay).
+    async fn allow_topic(
+        &self,
+        topic_arn: &str,
+        queue_url: &str,
+        queue_arn: &str,
+    ) -> Result<(), AdapterError> {
+        let attributes = self.queue_attributes(queue_url).await?;
+        let mut policy: serde_json::Value = attributes
+            .get(&QueueAttributeName::Policy)
+            .and_then(|p| serde_json::from_str(p).ok())
+            .unwrap_or_else(|| serde_json::json!({"Version": "2012-10-17", "Statement": []}));
+        let sid = format!(
+            "bridge-allow-{}",
+            topic_arn.rsplit(':').next().unwrap_or("topic")
+        );
+        let statements = policy
+            .get_mut("Statement")
+            .and_then(|s| s.as_array_mut())
+            .ok_or_else(|| {
+                AdapterError::Invalid(format!("the policy of {queue_url} has no Statement list"))
+            })?;
+        if statements
+            .iter()
+            .any(|s| s.get("Sid").and_then(|v| v.as_str()) == Some(sid.as_str()))
+        {
+            return Ok(());
+        }
+        statements.push(serde_json::json!({
+            "Sid": sid,
+            "Effect": "Allow",
+            "Principal": {"Service": "sns.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
+        }));
+        self.sqs
+            .set_queue_attributes()
+            .queue_url(queue_url)
+            .attributes(QueueAttributeName::Policy, policy.to_string())
+            .send()
+            .await
+            .map_err(|e| adapter_error("allowing the topic to send to the queue", &e))?;
+        Ok(())
+    }
+
+    /// The ARN of a queue, by URL.
+    pub async fn arn_of_queue(&self, url: &str) -> Result<String, AdapterError> {
+        self.queue_arn(url).await
     }
 
     /// Resolves a target to a queue URL or topic ARN.

@@ -27,10 +27,15 @@ pub struct Config {
     /// Default 30000.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
-    /// Largest message accepted (body plus attributes), in bytes; bigger ones fail
-    /// permanently before sending. Default 1048576 (1 MiB, the SQS and SNS limit).
+    /// Largest SQS message accepted (body plus attributes), in bytes; bigger ones fail
+    /// permanently before sending. Also the most one SendMessageBatch call carries.
+    /// Default 1048576 (1 MiB, the SQS limit).
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// The same for SNS messages and PublishBatch calls. Default 262144 (256 KiB, the SNS
+    /// limit unless a topic's `MaximumMessageSize` says otherwise).
+    #[serde(default = "default_sns_max_message_bytes")]
+    pub sns_max_message_bytes: usize,
     /// Queues and topics to create at start-up when missing.
     #[serde(default)]
     pub declare: Declarations,
@@ -41,6 +46,9 @@ fn default_timeout_ms() -> u64 {
 }
 fn default_max_message_bytes() -> usize {
     1_048_576
+}
+fn default_sns_max_message_bytes() -> usize {
+    262_144
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -40,6 +40,16 @@ use crate::address::Endpoint;
 
 const DEFAULT_WAIT_SECONDS: u8 = 20;
 
+/// Static credentials come as a pair.
+pub(super) fn check_config(config: &Config) -> Result<(), String> {
+    match (&config.access_key_id, &config.secret_access_key) {
+        (Some(_), None) | (None, Some(_)) => {
+            Err("`access_key_id` and `secret_access_key` go together; give both or neither".into())
+        }
+        _ => Ok(()),
+    }
+}
+
 pub(super) fn check_endpoint(
     path: &str,
     role: Role,
@@ -183,7 +193,10 @@ impl Connector for AwsConnector {
         let target = Target::parse(&endpoint.path).map_err(AdapterError::Invalid)?;
         let resolved = self.clients.resolve(&target).await?;
         let fifo = target.is_fifo() || resolved.ends_with(".fifo");
-        let max_bytes = self.clients.config.max_message_bytes;
+        let max_bytes = match target {
+            Target::Queue(_) => self.clients.config.max_message_bytes,
+            Target::Topic(_) => self.clients.config.sns_max_message_bytes,
+        };
         let (api, sns): (Arc<dyn batcher::SendBatch>, bool) = match target {
             Target::Queue(_) => (
                 Arc::new(sink::SqsBatch {
@@ -229,9 +242,9 @@ impl Connector for AwsConnector {
                         endpoint: endpoint.to_string(),
                         sns_topic: None,
                         wait_seconds: 2,
-                        visibility: Duration::from_secs(30),
+                        visibility: Duration::from_secs(60),
                         buffer: 10,
-                        peek: Some(Duration::from_secs(300)),
+                        peek: Some(Duration::from_secs(60)),
                     },
                 )))
             }
@@ -275,33 +288,26 @@ impl TopicTail {
                 dead_letter_queue: None,
                 max_receive_count: 1,
             }],
-            topics: vec![config::TopicDeclaration {
-                name: topic_arn.rsplit(':').next().unwrap_or(topic).to_owned(),
-                subscriptions: vec![config::Subscription {
-                    queue: name.clone(),
-                    raw: false,
-                }],
-            }],
+            topics: Vec::new(),
         };
         clients.declare(&declarations).await?;
         let queue_url = clients.queue_url(&name).await?;
-        let subscriptions = clients
-            .sns
-            .list_subscriptions_by_topic()
-            .topic_arn(&topic_arn)
-            .send()
+        let queue_arn = clients.arn_of_queue(&queue_url).await?;
+        let subscription_arn = match clients
+            .subscribe_queue(&topic_arn, &queue_url, &queue_arn, false)
             .await
-            .map_err(|e| client::adapter_error("ListSubscriptionsByTopic", &e))?;
-        let subscription_arn = subscriptions
-            .subscriptions()
-            .iter()
-            .find(|s| {
-                s.endpoint()
-                    .is_some_and(|e| e.ends_with(&format!(":{name}")))
-            })
-            .and_then(|s| s.subscription_arn())
-            .unwrap_or_default()
-            .to_owned();
+        {
+            Ok(arn) => arn,
+            Err(error) => {
+                let _ = clients
+                    .sqs
+                    .delete_queue()
+                    .queue_url(&queue_url)
+                    .send()
+                    .await;
+                return Err(error);
+            }
+        };
         let reader = source::SqsSource::start(
             clients.clone(),
             source::ReadSpec {

@@ -13,16 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use aws_sdk_sqs::primitives::Blob;
 
-use super::attributes::{self, Attribute, Mode};
+use super::attributes::{self, Attribute, Mode, valid_fifo_id};
 use super::batcher::{Batcher, Entry, SendBatch};
 use super::client::{AwsClients, send_error};
 use crate::adapter::{Confirmation, Receipt, SendError, Sink};
 use crate::message::Message;
-
-/// Group ids and dedup ids: at most 128 of these characters.
-fn valid_fifo_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_graphic())
-}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -54,7 +49,11 @@ pub fn fifo_ids(message: &Message) -> (String, String) {
             _ => hex(key).chars().take(128).collect(),
         },
     };
-    let dedup = match (&message.message_id, message.origin()) {
+    // The origin identifies one source message only with a log position or a broker id.
+    let unique_origin = message
+        .origin()
+        .filter(|o| (o.partition.is_some() && o.offset.is_some()) || o.broker_message_id.is_some());
+    let dedup = match (&message.message_id, unique_origin) {
         (Some(id), _) if valid_fifo_id(id) => id.clone(),
         (_, Some(origin)) => {
             let coordinates = format!(
@@ -308,5 +307,16 @@ mod tests {
         message.key = Some(vec![0xffu8, 0x00].into());
         assert_eq!(fifo_ids(&message).0, "ff00");
         assert_eq!(fifo_ids(&Message::new("y")).0, "default");
+        let queue_origin = Origin {
+            endpoint: "rabbit:queue/q".into(),
+            receive_count: Some(1),
+            ..Origin::default()
+        };
+        let a = fifo_ids(&Message::new("a").with_origin(queue_origin.clone())).1;
+        let b = fifo_ids(&Message::new("b").with_origin(queue_origin)).1;
+        assert_ne!(
+            a, b,
+            "an origin without a position does not identify a message"
+        );
     }
 }

@@ -29,10 +29,13 @@ use tokio_util::sync::CancellationToken;
 use super::attributes::{self, Attribute};
 use super::client::{AwsClients, classify};
 use crate::ack::{AckHandle, Outcome};
+use crate::adapter::ErrorClass;
 use crate::adapter::{AdapterError, Delivery, Source};
 use crate::message::{Message, Origin};
 
 const MAX_RETRY_DELAY_SECONDS: i32 = 300;
+/// Consecutive permanent receive errors (queue deleted, access lost) before the source fails.
+const MAX_REFUSALS: u32 = 5;
 
 /// What to read and how.
 #[derive(Clone)]
@@ -63,6 +66,8 @@ enum Settle {
 }
 
 struct Shared {
+    /// Why the poller gave up, once it has.
+    failure: Mutex<Option<String>>,
     clients: Arc<AwsClients>,
     spec: ReadSpec,
     in_flight: Mutex<HashMap<u64, InFlight>>,
@@ -83,6 +88,7 @@ impl SqsSource {
         let (deliveries_tx, deliveries) = mpsc::channel(spec.buffer.max(10));
         let (settle, settle_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
+            failure: Mutex::new(None),
             clients,
             spec,
             in_flight: Mutex::new(HashMap::new()),
@@ -94,9 +100,7 @@ impl SqsSource {
             deliveries_tx,
             stop.clone(),
         ))];
-        if shared.spec.peek.is_none() {
-            tasks.push(tokio::spawn(extend(shared.clone(), stop.clone())));
-        }
+        tasks.push(tokio::spawn(extend(shared.clone(), stop.clone())));
         let settler = tokio::spawn(settle_outcomes(shared.clone(), settle_rx));
         SqsSource {
             deliveries,
@@ -186,13 +190,11 @@ fn to_message(raw: &aws_sdk_sqs::types::Message, spec: &ReadSpec) -> Message {
         .sns_topic
         .as_deref()
         .and_then(|topic| unwrap_notification(body, topic));
+    let group = system_attribute(raw, MessageSystemAttributeName::MessageGroupId);
     let mut message = match unwrapped {
-        Some((inner, attributes)) => attributes::decode(&inner, attributes),
-        None => attributes::decode(body, native),
+        Some((inner, attributes)) => attributes::decode(&inner, attributes, group),
+        None => attributes::decode(body, native, group),
     };
-    if let Some(group) = system_attribute(raw, MessageSystemAttributeName::MessageGroupId) {
-        message.key = Some(Bytes::copy_from_slice(group.as_bytes()));
-    }
     if message.timestamp.is_none() {
         message.timestamp = system_attribute(raw, MessageSystemAttributeName::SentTimestamp)
             .and_then(|ms| ms.parse::<u64>().ok())
@@ -211,6 +213,7 @@ fn to_message(raw: &aws_sdk_sqs::types::Message, spec: &ReadSpec) -> Message {
 async fn poll(shared: Arc<Shared>, deliveries: mpsc::Sender<Delivery>, stop: CancellationToken) {
     let mut next_id = 0u64;
     let mut failures = 0u32;
+    let mut refusals = 0u32;
     let spec = &shared.spec;
     loop {
         // Receive only when the router can take a full batch, so nothing waits unseen.
@@ -232,18 +235,38 @@ async fn poll(shared: Arc<Shared>, deliveries: mpsc::Sender<Delivery>, stop: Can
         }
         let timeout = Duration::from_secs(spec.wait_seconds as u64)
             + Duration::from_millis(shared.clients.config.timeout_ms);
+        // The connection's timeout is for ordinary calls; a long poll may take its wait on top.
+        let request = request.customize().config_override(
+            aws_sdk_sqs::config::Builder::default().timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_timeout(timeout)
+                    .build(),
+            ),
+        );
         let received = tokio::select! {
             _ = stop.cancelled() => return,
-            received = tokio::time::timeout(timeout, request.send()) => received,
+            received = tokio::time::timeout(timeout + Duration::from_secs(5), request.send()) => received,
         };
         let output = match received {
             Ok(Ok(output)) => {
                 failures = 0;
+                refusals = 0;
                 output
             }
             Ok(Err(error)) => {
                 failures += 1;
-                let (_, text) = classify(&error);
+                let (class, text) = classify(&error);
+                if class == ErrorClass::Permanent {
+                    refusals += 1;
+                    if refusals >= MAX_REFUSALS {
+                        tracing::error!(queue = %spec.queue_url, error = %text, "SQS keeps refusing to receive; stopping the source");
+                        *shared.failure.lock().expect("failure lock") = Some(format!(
+                            "SQS refuses to receive from {}: {text}",
+                            spec.queue_url
+                        ));
+                        return;
+                    }
+                }
                 if failures == 1 || failures.is_multiple_of(30) {
                     tracing::warn!(queue = %spec.queue_url, error = %text, "SQS receive failed; retrying");
                 }
@@ -258,6 +281,10 @@ async fn poll(shared: Arc<Shared>, deliveries: mpsc::Sender<Delivery>, stop: Can
                 continue;
             }
         };
+        if output.messages().is_empty() && spec.wait_seconds == 0 {
+            // Without long polling an empty queue would be asked again at once.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let mut permits = permits;
         for raw in output.messages() {
             let Some(receipt) = raw.receipt_handle() else {
@@ -455,7 +482,12 @@ impl Source for SqsSource {
     async fn recv(&mut self) -> Result<Option<Delivery>, AdapterError> {
         match self.deliveries.recv().await {
             Some(delivery) => Ok(Some(delivery)),
-            None => Err(AdapterError::Unavailable("the SQS poller stopped".into())),
+            None => Err(
+                match self.shared.failure.lock().expect("failure lock").clone() {
+                    Some(reason) => AdapterError::Invalid(reason),
+                    None => AdapterError::Unavailable("the SQS poller stopped".into()),
+                },
+            ),
         }
     }
 

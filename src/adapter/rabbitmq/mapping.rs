@@ -276,7 +276,7 @@ pub fn check_short_strings(message: &Message) -> Result<(), String> {
     {
         return Err(format!(
             "header name `{}...` is longer than {SHORT_STRING_MAX} bytes",
-            &name[..32]
+            name.chars().take(32).collect::<String>()
         ));
     }
     Ok(())
@@ -478,5 +478,29 @@ mod tests {
         assert_eq!(republished.priority(), &Some(7));
         assert_eq!(republished.expiration(), properties.expiration());
         assert_eq!(republished.app_id(), properties.app_id());
+    }
+}
+
+#[cfg(test)]
+mod short_string_tests {
+    use super::*;
+
+    #[test]
+    fn long_properties_and_header_names_are_refused_without_panicking() {
+        let mut message = Message::new("x");
+        message.headers.push("é".repeat(200), "v");
+        assert!(
+            check_short_strings(&message)
+                .unwrap_err()
+                .contains("longer than 255")
+        );
+        let mut message = Message::new("x");
+        message.correlation_id = Some("c".repeat(256));
+        assert!(
+            check_short_strings(&message)
+                .unwrap_err()
+                .contains("correlation id")
+        );
+        assert!(check_short_strings(&Message::new("x")).is_ok());
     }
 }
