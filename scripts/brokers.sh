@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Local brokers for bridge's tests and demo: RabbitMQ, Kafka (tansu on sqlite) and
-# SQS/SNS (moto in server mode).
+# Local brokers for bridge's tests and demo: RabbitMQ, Kafka (tansu on sqlite), SQS/SNS
+# (moto in server mode) and Google's Pub/Sub emulator.
 #
 #   scripts/brokers.sh up [NAME...]      install what is missing, start what is not answering
 #   scripts/brokers.sh status [NAME...]  health of each broker (exit 1 if one is down)
@@ -8,7 +8,7 @@
 #   scripts/brokers.sh pause NAME        make a broker unreachable (tests of recovery)
 #   scripts/brokers.sh resume NAME       bring it back
 #
-# NAME is rabbitmq, kafka or aws (default: all). Tools are installed under $BRIDGE_TOOLS
+# NAME is rabbitmq, kafka, aws or pubsub (default: all). Tools are installed under $BRIDGE_TOOLS
 # (default /opt/bridge-tools) so that later runs on the same machine reuse them; broker
 # state lives under $BRIDGE_TOOLS/state. Idempotent: a broker that already answers is kept.
 set -euo pipefail
@@ -20,7 +20,8 @@ KAFKA_PORT=${BRIDGE_KAFKA_PORT:-9092}
 RABBIT_PORT=5672
 MOTO_VERSION=5.2.5
 AWS_PORT=${BRIDGE_AWS_PORT:-4566}
-ALL=(rabbitmq kafka aws)
+PUBSUB_PORT=${BRIDGE_PUBSUB_PORT:-8085}
+ALL=(rabbitmq kafka aws pubsub)
 
 log() { printf 'brokers: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -158,8 +159,55 @@ moto_pid() {
   pgrep -f "moto_server.*-p $AWS_PORT" | head -1
 }
 
+# --- Pub/Sub (Google's emulator) ------------------------------------------------------
+PUBSUB_DIR=$STATE/pubsub
+
+pubsub_emulator() {
+  local script
+  for script in /usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator \
+      /usr/share/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator; do
+    [[ -x $script ]] && { echo "$script"; return; }
+  done
+  return 1
+}
+
+pubsub_up() {
+  if answers "$PUBSUB_PORT"; then log "pubsub: already answering on $PUBSUB_PORT"; return; fi
+  local emulator
+  if ! emulator=$(pubsub_emulator); then
+    log "pubsub: installing Google's Pub/Sub emulator (Debian package google-cloud-cli-pubsub-emulator)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q google-cloud-cli-pubsub-emulator >/dev/null \
+      || die "pubsub: the emulator is not installed and apt could not install it"
+    emulator=$(pubsub_emulator) || die "pubsub: emulator script not found after install"
+  fi
+  command -v java >/dev/null || die "pubsub: the emulator needs Java 17 (apt-get install openjdk-17-jre-headless)"
+  log "pubsub: starting the emulator on $PUBSUB_PORT"
+  rm -rf "$PUBSUB_DIR"; mkdir -p "$PUBSUB_DIR"
+  (
+    cd "$PUBSUB_DIR"
+    nohup "$emulator" --host=127.0.0.1 --port="$PUBSUB_PORT" >>emulator.log 2>&1 </dev/null &
+    echo $! >emulator.pid
+  )
+  wait_for_port "$PUBSUB_PORT" 60 pubsub
+  touch "$STATE/pubsub.started"
+}
+
+pubsub_pid() {
+  pgrep -f "cloud-pubsub-emulator.*--port=$PUBSUB_PORT|CloudPubSubEmulator.*--port=$PUBSUB_PORT|pubsub-emulator.*$PUBSUB_PORT" | head -1
+}
+
+pubsub_down() {
+  started_by_us pubsub || { log "pubsub: not started by this script; left running"; return; }
+  local pid; pid=$(pubsub_pid) && kill "$pid" 2>/dev/null || true
+  rm -f "$PUBSUB_DIR/emulator.pid" "$STATE/pubsub.started"
+}
+
+# The emulator keeps its state in memory: an outage is a frozen process, as with moto.
+pubsub_pause() { kill -STOP "$(pubsub_pid)"; }
+pubsub_resume() { kill -CONT "$(pubsub_pid)"; }
+
 # --- commands -------------------------------------------------------------------------
-port_of() { case $1 in rabbitmq) echo $RABBIT_PORT ;; kafka) echo "$KAFKA_PORT" ;; aws) echo "$AWS_PORT" ;; esac; }
+port_of() { case $1 in rabbitmq) echo $RABBIT_PORT ;; kafka) echo "$KAFKA_PORT" ;; aws) echo "$AWS_PORT" ;; pubsub) echo "$PUBSUB_PORT" ;; esac; }
 
 status() {
   local down=0

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Starts the local brokers and runs `bridge run routes.example.yaml` with traffic flowing
 # through it: orders published to RabbitMQ come out of Kafka, settled payments published
-# to Kafka come out of RabbitMQ, shipments sent to SQS come out of Kafka (and big orders
-# go on to SNS). Runs until Ctrl-C, or for $DEMO_ROUNDS rounds.
+# to Kafka come out of RabbitMQ, shipments sent to SQS and inventory updates published to
+# Pub/Sub come out of Kafka (and big orders go on to SNS). Runs until Ctrl-C, or for $DEMO_ROUNDS rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The local SQS/SNS stand-in accepts any credentials.
@@ -29,10 +29,12 @@ trap cleanup EXIT
 for _ in $(seq 100); do grep -q "bridge is running" "$work/bridge.log" && break; sleep 0.2; done
 grep -q "bridge is running" "$work/bridge.log" || { cat "$work/bridge.log"; exit 1; }
 
-echo "demo: watching kafka:orders, kafka:shipments and rabbit:exchange/shop/payment.# (Ctrl-C to stop)" >&2
+echo "demo: watching kafka:orders, kafka:shipments, kafka:inventory and rabbit:exchange/shop/payment.# (Ctrl-C to stop)" >&2
 $bridge tail kafka:orders -c $routes --follow &
 tail_pids+=($!)
 $bridge tail kafka:shipments -c $routes --follow &
+tail_pids+=($!)
+$bridge tail kafka:inventory -c $routes --follow &
 tail_pids+=($!)
 $bridge tail 'rabbit:exchange/shop/payment.#' -c $routes --follow &
 tail_pids+=($!)
@@ -51,6 +53,8 @@ while [[ -z ${DEMO_ROUNDS:-} || $round -lt ${DEMO_ROUNDS} ]]; do
     --header status=pending >/dev/null
   $bridge send aws:sqs/shipments -c $routes "{\"order\": $round, \"carrier\": \"demo\"}" \
     --header order="$round" >/dev/null
+  $bridge send gcp:topic/inventory -c $routes "{\"sku\": \"sku-$((round % 4))\", \"stock\": $round}" \
+    --key "sku-$((round % 4))" >/dev/null
   sleep 1
 done
 sleep 2

@@ -9,6 +9,15 @@ cd "$(dirname "$0")/.."
 
 scripts/brokers.sh up
 
+# Independent clients that check bridge from outside (Google's own Pub/Sub client).
+tools=${BRIDGE_TOOLS:-/opt/bridge-tools}
+export BRIDGE_PYTHON=$tools/pyclients/bin/python
+if ! "$BRIDGE_PYTHON" -c "import google.cloud.pubsub_v1" 2>/dev/null; then
+  echo "test: installing Python clients into $tools/pyclients" >&2
+  python3 -m venv "$tools/pyclients"
+  "$tools/pyclients/bin/pip" install -q "google-cloud-pubsub>=2.25,<3"
+fi
+
 cargo fmt --check
 cargo clippy --all-targets --all-features --locked -- -D warnings
 

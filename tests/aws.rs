@@ -75,7 +75,9 @@ impl Fixture for Sqs {
             source: format!("sys:sqs/{queue}").parse().unwrap(),
             source_options: options.clone(),
             broker_dead_letter: Some((format!("sys:sqs/{dlq}").parse().unwrap(), options)),
+            dead_letter_connector: None,
             spare: format!("sys:sqs/{spare}").parse().unwrap(),
+            spare_source: format!("sys:sqs/{spare}").parse().unwrap(),
             connection_yaml: connection.to_string(),
         }
     }
@@ -115,7 +117,9 @@ impl Fixture for Sns {
                 format!("sys:sns/{topic}").parse().unwrap(),
                 json!({"queue": dlq}),
             )),
+            dead_letter_connector: None,
             spare: format!("sys:sqs/{spare}").parse().unwrap(),
+            spare_source: format!("sys:sqs/{spare}").parse().unwrap(),
             connection_yaml: connection.to_string(),
         }
     }

@@ -42,6 +42,7 @@ fn validate_accepts_the_example_file_without_any_network() {
         .env("KAFKA_BROKERS", "192.0.2.1:9092")
         .env("RABBIT_HOST", "192.0.2.1")
         .env("AWS_ENDPOINT_URL", "http://192.0.2.1:4566")
+        .env("PUBSUB_ENDPOINT", "http://192.0.2.1:8085")
         .output()
         .unwrap();
     assert_eq!(
@@ -50,7 +51,7 @@ fn validate_accepts_the_example_file_without_any_network() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("ok (3 connections, 4 routes)"));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("ok (4 connections, 5 routes)"));
 }
 
 fn stdio_routes(dir: &std::path::Path) -> String {

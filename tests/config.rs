@@ -84,7 +84,7 @@ fn example_file_has_fan_out_filter_and_dead_letters_across_systems() {
         .values()
         .map(|c| c.system().type_name())
         .collect();
-    for system in ["kafka", "rabbitmq", "aws"] {
+    for system in ["kafka", "rabbitmq", "aws", "pubsub"] {
         assert!(systems.contains(&system), "{system} is in the example");
     }
     assert!(

@@ -13,6 +13,8 @@ use serde::de::DeserializeOwned;
 use super::aws;
 #[cfg(feature = "kafka")]
 use super::kafka;
+#[cfg(feature = "pubsub")]
+use super::pubsub;
 #[cfg(feature = "rabbitmq")]
 use super::rabbitmq;
 use super::{AdapterError, Connector, memory, stdio};
@@ -25,15 +27,17 @@ pub enum System {
     Kafka,
     RabbitMq,
     Aws,
+    PubSub,
 }
 
 impl System {
-    pub const ALL: [System; 5] = [
+    pub const ALL: [System; 6] = [
         System::Memory,
         System::Stdio,
         System::Kafka,
         System::RabbitMq,
         System::Aws,
+        System::PubSub,
     ];
 
     /// The `type` written in the routes file.
@@ -44,6 +48,7 @@ impl System {
             System::Kafka => "kafka",
             System::RabbitMq => "rabbitmq",
             System::Aws => "aws",
+            System::PubSub => "pubsub",
         }
     }
 
@@ -58,6 +63,7 @@ impl System {
             System::Kafka => Some("kafka"),
             System::RabbitMq => Some("rabbitmq"),
             System::Aws => Some("aws"),
+            System::PubSub => Some("pubsub"),
         }
     }
 
@@ -68,6 +74,7 @@ impl System {
             System::Kafka => cfg!(feature = "kafka"),
             System::RabbitMq => cfg!(feature = "rabbitmq"),
             System::Aws => cfg!(feature = "aws"),
+            System::PubSub => cfg!(feature = "pubsub"),
         }
     }
 }
@@ -122,6 +129,8 @@ pub enum ConnectionSpec {
     RabbitMq(rabbitmq::Config),
     #[cfg(feature = "aws")]
     Aws(aws::Config),
+    #[cfg(feature = "pubsub")]
+    PubSub(pubsub::Config),
 }
 
 /// Deserializes `value` strictly, reporting the path of the first problem inside it.
@@ -157,6 +166,8 @@ impl ConnectionSpec {
             System::RabbitMq => ConnectionSpec::RabbitMq(parse_strict(value)?),
             #[cfg(feature = "aws")]
             System::Aws => ConnectionSpec::Aws(parse_strict(value)?),
+            #[cfg(feature = "pubsub")]
+            System::PubSub => ConnectionSpec::PubSub(parse_strict(value)?),
             #[allow(unreachable_patterns)]
             _ => unreachable!("callers check System::is_built first"),
         })
@@ -175,8 +186,10 @@ impl ConnectionSpec {
             "amqp" | "amqps" => rabbitmq::from_url(url).map(ConnectionSpec::RabbitMq),
             #[cfg(feature = "aws")]
             "aws" => aws::from_url(url).map(ConnectionSpec::Aws),
+            #[cfg(feature = "pubsub")]
+            "pubsub" => pubsub::from_url(url).map(ConnectionSpec::PubSub),
             _ => Err(format!(
-                "unsupported URL scheme in `{}`; use kafka://, amqp://, amqps://, aws://, memory: or stdio:",
+                "unsupported URL scheme in `{}`; use kafka://, amqp://, amqps://, aws://, pubsub://, memory: or stdio:",
                 crate::adapter::redact_url(url)
             )),
         }
@@ -192,6 +205,8 @@ impl ConnectionSpec {
             ConnectionSpec::RabbitMq(_) => System::RabbitMq,
             #[cfg(feature = "aws")]
             ConnectionSpec::Aws(_) => System::Aws,
+            #[cfg(feature = "pubsub")]
+            ConnectionSpec::PubSub(_) => System::PubSub,
         }
     }
 
@@ -211,6 +226,8 @@ impl ConnectionSpec {
             ConnectionSpec::RabbitMq(_) => rabbitmq::check_endpoint(path, role, options),
             #[cfg(feature = "aws")]
             ConnectionSpec::Aws(_) => aws::check_endpoint(path, role, options),
+            #[cfg(feature = "pubsub")]
+            ConnectionSpec::PubSub(_) => pubsub::check_endpoint(path, role, options),
         }
     }
 
@@ -233,6 +250,9 @@ impl ConnectionSpec {
             // Checked when the source opens: the queue needs a redrive policy.
             #[cfg(feature = "aws")]
             ConnectionSpec::Aws(_) => Ok(()),
+            // Checked when the source opens: the subscription needs a dead-letter policy.
+            #[cfg(feature = "pubsub")]
+            ConnectionSpec::PubSub(_) => Ok(()),
         }
     }
 
@@ -252,6 +272,8 @@ impl ConnectionSpec {
             ConnectionSpec::RabbitMq(config) => rabbitmq::connect(config).await,
             #[cfg(feature = "aws")]
             ConnectionSpec::Aws(config) => aws::connect(config).await,
+            #[cfg(feature = "pubsub")]
+            ConnectionSpec::PubSub(config) => pubsub::connect(config).await,
         }
     }
 
@@ -266,6 +288,8 @@ impl ConnectionSpec {
             ConnectionSpec::RabbitMq(config) => rabbitmq::describe(config),
             #[cfg(feature = "aws")]
             ConnectionSpec::Aws(config) => aws::describe(config),
+            #[cfg(feature = "pubsub")]
+            ConnectionSpec::PubSub(config) => pubsub::describe(config),
         }
     }
 }

@@ -1,0 +1,260 @@
+//! Google Cloud Pub/Sub (`type: pubsub`), through Google's official `google-cloud-pubsub`
+//! crate (gRPC for publishing and streaming pull, REST for administration).
+//!
+//! Endpoints: `NAME:topic/TOPIC` (sink; tail) and `NAME:subscription/SUBSCRIPTION`
+//! (source). Short ids are in the connection's `project`; full resource names work too.
+//!
+//! - Source ([`source`]): streaming pull with flow control; ack after the router's ack;
+//!   leases extended while in flight; retry and reject nack (reject reaches the
+//!   subscription's dead-letter policy after `max_delivery_attempts`; a subscription without
+//!   one needs a route `dead_letter`, checked when the route starts).
+//! - Sink ([`sink`]): batched publish, attributes, ordering keys; the message id is the
+//!   confirmation; limits checked before sending.
+//! - Mapping ([`mapping`]): attributes are strings; binary values are base64, listed in
+//!   `bridge-binary-headers`.
+//! - Tail: a topic is read through a temporary subscription, deleted afterwards; reading a
+//!   subscription needs `--disturb` (messages are held while tail runs and nacked back
+//!   together when it ends, which counts one delivery attempt each).
+//! - Credentials: application default credentials, or none (`credentials: anonymous`,
+//!   the default for a plain `http://` endpoint such as the emulator).
+
+mod client;
+mod config;
+mod mapping;
+mod sink;
+mod source;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Semaphore;
+
+use client::PubSubClients;
+pub use config::Config;
+use config::{SourceOptions, Target};
+
+use super::{AdapterError, Connector, Delivery, Role, Sink, Source, SourceSettings, TailSettings};
+use crate::address::Endpoint;
+
+pub(super) fn check_endpoint(
+    path: &str,
+    role: Role,
+    options: &serde_json::Value,
+) -> Result<(), String> {
+    let target = Target::parse(path)?;
+    match (role, &target) {
+        (Role::Source, Target::Topic(topic)) => Err(format!(
+            "a route reads a subscription, not topic `{topic}`: create a subscription (see `declare`) and read subscription/NAME"
+        )),
+        (Role::Source, Target::Subscription(_)) => {
+            if !options.is_null() {
+                let options: SourceOptions = super::spec::parse_strict(options.clone())
+                    .map_err(|e| format!("Pub/Sub source options: {e}"))?;
+                if options
+                    .lease_seconds
+                    .is_some_and(|s| !(10..=600).contains(&s))
+                {
+                    return Err("`lease_seconds` is between 10 and 600".into());
+                }
+            }
+            Ok(())
+        }
+        (Role::Sink, Target::Subscription(name)) => Err(format!(
+            "Pub/Sub publishes to topics; `{name}` is a subscription: write topic/NAME"
+        )),
+        (Role::Sink, Target::Topic(_)) if !options.is_null() => {
+            Err("Pub/Sub sinks take no options".into())
+        }
+        (Role::Sink, Target::Topic(_)) => Ok(()),
+    }
+}
+
+/// `pubsub://PROJECT[?endpoint=URL]` for `--url`.
+pub(super) fn from_url(url: &str) -> Result<Config, String> {
+    let rest = url
+        .strip_prefix("pubsub://")
+        .ok_or_else(|| format!("`{url}` is not pubsub://PROJECT[?endpoint=URL]"))?;
+    let (project, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut fields = serde_json::Map::new();
+    fields.insert("project".into(), project.trim_end_matches('/').into());
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("endpoint", value)) => {
+                fields.insert("endpoint".into(), value.into());
+            }
+            _ => {
+                return Err(format!(
+                    "unknown pubsub:// parameter `{pair}`; use endpoint=URL"
+                ));
+            }
+        }
+    }
+    serde_json::from_value(serde_json::Value::Object(fields)).map_err(|e| e.to_string())
+}
+
+pub(super) fn describe(config: &Config) -> String {
+    match &config.endpoint {
+        Some(endpoint) => format!(
+            "Pub/Sub at {} (project {})",
+            crate::adapter::redact_url(endpoint),
+            config.project
+        ),
+        None => format!("Google Cloud Pub/Sub (project {})", config.project),
+    }
+}
+
+pub(super) async fn connect(config: &Config) -> Result<Arc<dyn Connector>, AdapterError> {
+    let clients = Arc::new(PubSubClients::new(config).await?);
+    clients.probe().await?;
+    clients.declare(&config.declare).await?;
+    Ok(Arc::new(PubSubConnector { clients }))
+}
+
+struct PubSubConnector {
+    clients: Arc<PubSubClients>,
+}
+
+impl PubSubConnector {
+    fn spec(
+        &self,
+        subscription: &str,
+        endpoint: &Endpoint,
+        lease_seconds: u64,
+        outstanding: usize,
+        mode: source::AckMode,
+    ) -> source::StreamSpec {
+        source::StreamSpec {
+            subscriber: self.clients.subscriber.clone(),
+            subscription: subscription.to_owned(),
+            endpoint: endpoint.to_string(),
+            lease: Duration::from_secs(lease_seconds),
+            outstanding,
+            mode,
+        }
+    }
+}
+
+#[async_trait]
+impl Connector for PubSubConnector {
+    async fn open_source(
+        &self,
+        endpoint: &Endpoint,
+        settings: &SourceSettings,
+    ) -> Result<Box<dyn Source>, AdapterError> {
+        let Target::Subscription(name) =
+            Target::parse(&endpoint.path).map_err(AdapterError::Invalid)?
+        else {
+            return Err(AdapterError::Invalid(format!(
+                "{endpoint} is not a subscription"
+            )));
+        };
+        let options: SourceOptions = if settings.options.is_null() {
+            SourceOptions::default()
+        } else {
+            super::spec::parse_strict(settings.options.clone())
+                .map_err(|e| AdapterError::Invalid(e.to_string()))?
+        };
+        let subscription = self.clients.subscription(&name);
+        let has_dead_letter = self
+            .clients
+            .subscription_has_dead_letter(&subscription)
+            .await?;
+        if !has_dead_letter && !settings.dead_letter {
+            return Err(AdapterError::Invalid(format!(
+                "Pub/Sub subscription {subscription} has no dead-letter policy and route `{}` has no `dead_letter`: a message that cannot be delivered would be redelivered forever; add either",
+                settings.route
+            )));
+        }
+        let spec = self.spec(
+            &subscription,
+            endpoint,
+            options.lease_seconds.unwrap_or(60),
+            settings.max_in_flight,
+            source::AckMode::Settle,
+        );
+        Ok(Box::new(source::PubSubSource::start(
+            spec,
+            settings.max_in_flight,
+        )))
+    }
+
+    async fn open_sink(&self, endpoint: &Endpoint) -> Result<Arc<dyn Sink>, AdapterError> {
+        let Target::Topic(name) = Target::parse(&endpoint.path).map_err(AdapterError::Invalid)?
+        else {
+            return Err(AdapterError::Invalid(format!("{endpoint} is not a topic")));
+        };
+        let topic = self.clients.topic(&name);
+        self.clients.require_topic(&topic).await?;
+        let publisher = self.clients.publisher.publisher(topic.clone()).build();
+        Ok(Arc::new(sink::PubSubSink {
+            publisher,
+            window: Arc::new(Semaphore::new(sink::MAX_UNCONFIRMED)),
+            topic: endpoint.to_string(),
+        }))
+    }
+
+    async fn open_tail(
+        &self,
+        endpoint: &Endpoint,
+        settings: &TailSettings,
+    ) -> Result<Box<dyn Source>, AdapterError> {
+        match Target::parse(&endpoint.path).map_err(AdapterError::Invalid)? {
+            Target::Subscription(name) => {
+                if !settings.disturb {
+                    return Err(AdapterError::Invalid(format!(
+                        "reading subscription `{name}` takes its messages from its consumers while tail runs; tail the topic instead (a temporary subscription), or pass --disturb to peek (messages are held while tail runs, then nacked back)"
+                    )));
+                }
+                let subscription = self.clients.subscription(&name);
+                self.clients
+                    .subscription_has_dead_letter(&subscription)
+                    .await?;
+                let spec = self.spec(&subscription, endpoint, 60, 100, source::AckMode::Peek);
+                Ok(Box::new(source::PubSubSource::start(spec, 10)))
+            }
+            Target::Topic(name) => {
+                let topic = self.clients.topic(&name);
+                self.clients.require_topic(&topic).await?;
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or_default();
+                let temporary = self
+                    .clients
+                    .subscription(&format!("bridge-tail-{}-{nanos}", std::process::id()));
+                self.clients.create_subscription(&temporary, &topic).await?;
+                let spec = self.spec(&temporary, endpoint, 60, 100, source::AckMode::Settle);
+                Ok(Box::new(TopicTail {
+                    reader: Box::new(source::PubSubSource::start(spec, 10)),
+                    clients: self.clients.clone(),
+                    subscription: temporary,
+                }))
+            }
+        }
+    }
+}
+
+/// Reads a topic through a temporary subscription, deleted when tail ends.
+struct TopicTail {
+    reader: Box<dyn Source>,
+    clients: Arc<PubSubClients>,
+    subscription: String,
+}
+
+#[async_trait]
+impl Source for TopicTail {
+    async fn recv(&mut self) -> Result<Option<Delivery>, AdapterError> {
+        self.reader.recv().await
+    }
+
+    async fn close(self: Box<Self>) {
+        let TopicTail {
+            reader,
+            clients,
+            subscription,
+        } = *self;
+        reader.close().await;
+        clients.delete_subscription(&subscription).await;
+    }
+}
