@@ -42,7 +42,6 @@ impl Fixture for Kafka {
             source: format!("sys:{topic}").parse().unwrap(),
             source_options: serde_json::Value::Null,
             broker_dead_letter: None,
-            dead_letter_connector: None,
             spare: format!("sys:{spare}").parse().unwrap(),
             spare_source: format!("sys:{spare}").parse().unwrap(),
             connection_yaml: connection.to_string(),

@@ -58,7 +58,6 @@ impl Fixture for PubSub {
             source: format!("sys:subscription/{topic}-sub").parse().unwrap(),
             source_options: json!({"lease_seconds": 10}),
             broker_dead_letter: None,
-            dead_letter_connector: None,
             spare: format!("sys:topic/{topic}-spare").parse().unwrap(),
             spare_source: format!("sys:subscription/{topic}-spare-sub")
                 .parse()

@@ -52,7 +52,6 @@ impl Fixture for RabbitMq {
                 format!("sys:queue/{queue}-dlq").parse().unwrap(),
                 serde_json::Value::Null,
             )),
-            dead_letter_connector: None,
             spare: format!("sys:queue/{queue}-spare").parse().unwrap(),
             spare_source: format!("sys:queue/{queue}-spare").parse().unwrap(),
             connection_yaml: connection.to_string(),

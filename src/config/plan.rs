@@ -153,7 +153,7 @@ fn placeholder_path(path: &str) -> String {
             .min_by_key(|(at, _)| *at);
         let Some((start, close)) = next else { break };
         out.push_str(&rest[..start]);
-        out.push('x');
+        out.push_str("tmpl");
         match rest[start..].find(close) {
             Some(end) => rest = &rest[start + end + close.len()..],
             None => return out,
@@ -619,7 +619,11 @@ mod tests {
     fn placeholder_replaces_each_template_expression() {
         assert_eq!(
             placeholder_path("exchange/{{ headers.x }}/k-{{key}}"),
-            "exchange/x/k-x"
+            "exchange/tmpl/k-tmpl"
+        );
+        assert_eq!(
+            placeholder_path("q-{% if key %}a{% endif %}"),
+            "q-tmplatmpl"
         );
     }
 }

@@ -38,6 +38,21 @@ impl Failure {
     }
 }
 
+/// Longest error text kept in a dead letter, so it fits every system's header limits
+/// (Pub/Sub: 1024 bytes per attribute value).
+const MAX_ERROR_BYTES: usize = 900;
+
+fn bounded(error: &str) -> String {
+    if error.len() <= MAX_ERROR_BYTES {
+        return error.to_owned();
+    }
+    let mut end = MAX_ERROR_BYTES;
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &error[..end])
+}
+
 /// The dead letter for `original` that failed on `failure` in `route`.
 pub fn build(route: &str, original: &Message, failure: &Failure) -> Message {
     let mut letter = original.without_origin();
@@ -45,7 +60,7 @@ pub fn build(route: &str, original: &Message, failure: &Failure) -> Message {
     let headers = &mut letter.headers;
     headers.set(reserved::DLQ_ROUTE, text(route.to_owned()));
     headers.set(reserved::DLQ_SINK, text(failure.sink.clone()));
-    headers.set(reserved::DLQ_ERROR, text(failure.error.clone()));
+    headers.set(reserved::DLQ_ERROR, text(bounded(&failure.error)));
     headers.set(
         reserved::DLQ_ERROR_CLASS,
         text(failure.class.as_str().to_owned()),

@@ -31,9 +31,6 @@ pub struct Pair {
     /// Where rejected messages end up, for systems with a dead-letter mechanism of their
     /// own, with the options of a source reading it.
     pub broker_dead_letter: Option<(Endpoint, serde_json::Value)>,
-    /// The connector to read the broker's dead letter with, when it must be a separate one
-    /// (the Pub/Sub emulator breaks a client's streams once one of them fails).
-    pub dead_letter_connector: Option<Arc<dyn Connector>>,
     /// A second empty endpoint on the same connection, to write to ...
     pub spare: Endpoint,
     /// ... and to read it from (the same path except on Pub/Sub: topic vs subscription).
@@ -272,11 +269,8 @@ pub async fn reject_reaches_the_dead_letter(fixture: &dyn Fixture) {
             "the broker keeps redelivering a rejected message"
         );
     }
-    let reader = pair
-        .dead_letter_connector
-        .clone()
-        .unwrap_or_else(|| pair.connector.clone());
-    let mut dead = reader
+    let mut dead = pair
+        .connector
         .open_source(&dead_letter, &with_options(dead_letter_options))
         .await
         .unwrap();

@@ -377,13 +377,26 @@ impl AwsClients {
         queue_arn: &str,
     ) -> Result<(), AdapterError> {
         let attributes = self.queue_attributes(queue_url).await?;
-        let mut policy: serde_json::Value = attributes
-            .get(&QueueAttributeName::Policy)
-            .and_then(|p| serde_json::from_str(p).ok())
-            .unwrap_or_else(|| serde_json::json!({"Version": "2012-10-17", "Statement": []}));
+        let mut policy: serde_json::Value = match attributes.get(&QueueAttributeName::Policy) {
+            None => serde_json::json!({"Version": "2012-10-17", "Statement": []}),
+            Some(text) => serde_json::from_str(text).map_err(|e| {
+                AdapterError::Invalid(format!(
+                    "the access policy of {queue_url} is not JSON ({e}); fix it before subscribing"
+                ))
+            })?,
+        };
+        // IAM allows one statement as an object: make it a list before adding ours.
+        if let Some(single) = policy.get("Statement").filter(|s| s.is_object()).cloned() {
+            policy["Statement"] = serde_json::Value::Array(vec![single]);
+        }
+        // The full ARN names the topic uniquely (same-named topics in other accounts or
+        // regions get statements of their own); Sids allow letters and digits only.
         let sid = format!(
-            "bridge-allow-{}",
-            topic_arn.rsplit(':').next().unwrap_or("topic")
+            "bridgeAllow{}",
+            topic_arn
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .collect::<String>()
         );
         let statements = policy
             .get_mut("Statement")

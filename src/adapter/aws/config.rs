@@ -128,22 +128,27 @@ impl Target {
         if name.is_empty() {
             return Err(format!("`{path}` names no queue or topic"));
         }
-        let fifo_ok = |n: &str| n.strip_suffix(".fifo").unwrap_or(n).to_owned();
-        let valid = |n: &str| {
-            !n.is_empty()
-                && n.len() <= 80
-                && n.chars()
+        // SQS: at most 80 characters, the `.fifo` suffix included; SNS: at most 256.
+        let valid = |n: &str, limit: usize| {
+            let base = n.strip_suffix(".fifo").unwrap_or(n);
+            !base.is_empty()
+                && n.len() <= limit
+                && base
+                    .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         };
         match kind {
             "sqs" if name.starts_with("https://") || name.starts_with("http://") => {
                 Ok(Target::Queue(name.to_owned()))
             }
-            "sqs" if valid(&fifo_ok(name)) => Ok(Target::Queue(name.to_owned())),
+            "sqs" if valid(name, 80) => Ok(Target::Queue(name.to_owned())),
             "sns" if name.starts_with("arn:") => Ok(Target::Topic(name.to_owned())),
-            "sns" if valid(&fifo_ok(name)) => Ok(Target::Topic(name.to_owned())),
-            "sqs" | "sns" => Err(format!(
-                "`{name}` is not a queue or topic name (letters, digits, `-`, `_`, at most 80, optional `.fifo`)"
+            "sns" if valid(name, 256) => Ok(Target::Topic(name.to_owned())),
+            "sqs" => Err(format!(
+                "`{name}` is not an SQS queue name (letters, digits, `-`, `_`, optional `.fifo`, at most 80 in all)"
+            )),
+            "sns" => Err(format!(
+                "`{name}` is not an SNS topic name (letters, digits, `-`, `_`, optional `.fifo`, at most 256 in all)"
             )),
             _ => Err(format!(
                 "`{path}` is not an AWS path; use sqs/QUEUE or sns/TOPIC"
@@ -177,5 +182,11 @@ mod tests {
         assert!(Target::parse("sqs/bad name").is_err());
         assert!(Target::parse("s3/bucket").is_err());
         assert!(Target::parse("sqs/").is_err());
+        let long = "q".repeat(76);
+        assert!(
+            Target::parse(&format!("sqs/{long}.fifo")).is_err(),
+            "`.fifo` counts toward 80"
+        );
+        assert!(Target::parse(&format!("sns/{}", "t".repeat(200))).is_ok());
     }
 }

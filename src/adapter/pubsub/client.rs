@@ -30,6 +30,8 @@ pub fn classify(error: &google_cloud_pubsub::Error) -> ErrorClass {
         .http_status_code()
         .is_some_and(|c| c == 429 || c >= 500);
     if error.is_timeout()
+        || error.is_connect()
+        || error.is_transient_and_before_rpc()
         || error.is_exhausted()
         || error.is_io()
         || error.is_transport()
@@ -165,11 +167,15 @@ impl PubSubClients {
         match tokio::time::timeout(Duration::from_millis(self.config.timeout_ms), probe).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(error))
-                if classify(&error) == ErrorClass::Permanent
-                    && !has_code(&error, Code::Unauthenticated, 401) =>
+                if has_code(&error, Code::Unauthenticated, 401)
+                    || has_code(&error, Code::PermissionDenied, 403) =>
             {
-                Ok(())
+                Err(AdapterError::Invalid(format!(
+                    "{} refused the credentials: {error}",
+                    self.describe()
+                )))
             }
+            Ok(Err(error)) if classify(&error) == ErrorClass::Permanent => Ok(()),
             Ok(Err(error)) => Err(AdapterError::Unavailable(format!(
                 "cannot reach {}: {error} (is it running?)",
                 self.describe()

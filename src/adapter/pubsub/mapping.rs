@@ -3,7 +3,7 @@
 //! | envelope | Pub/Sub |
 //! |---|---|
 //! | body | data (bytes) |
-//! | key | ordering key (text up to 1024 bytes); other keys in attribute `bridge-key` (base64) |
+//! | key | ordering key (text up to 1024 bytes); other keys in attribute `bridge-key-base64` |
 //! | headers | attributes of the same name; binary values base64-encoded and listed in `bridge-binary-headers` |
 //! | correlation id, reply-to, message id, content type | attributes `correlation-id`, `reply-to`, `message-id`, `content-type` |
 //! | timestamp | attribute `bridge-timestamp-ms`; else the publish time |

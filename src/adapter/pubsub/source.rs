@@ -53,6 +53,9 @@ impl StreamSpec {
         self.subscriber
             .subscribe(&self.subscription)
             .set_max_lease_extension(self.lease)
+            // Keep extending for as long as bridge holds a message (the library stops
+            // after an hour by default, and the message would go to another consumer).
+            .set_max_lease(Duration::from_secs(12 * 3600))
             .set_max_outstanding_messages(i64::try_from(self.outstanding).unwrap_or(i64::MAX))
             .build()
     }
