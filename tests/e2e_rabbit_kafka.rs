@@ -265,3 +265,78 @@ async fn permanently_refused_message_is_dead_lettered_once_while_the_rest_flows(
     running.signal("TERM");
     assert_eq!(running.wait(Duration::from_secs(30)), Some(0));
 }
+
+/// Two bridge processes share the consumer group: the second joining takes partitions
+/// from the first (revoke while running), then the first leaves on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_partitions_move_between_two_bridges_without_loss() {
+    init_logs();
+    let name = unique("rebalance");
+    let (t_in, q_out, t_dlq) = (
+        format!("{name}-in"),
+        format!("{name}-out"),
+        format!("{name}-dlq"),
+    );
+    let rabbit = json!({"type": "rabbitmq", "url": RABBIT, "declare": {"queues": [{"name": q_out, "arguments": {"x-expires": 900_000}}]}});
+    let kafka = json!({"type": "kafka", "brokers": KAFKA, "group_id": format!("{name}-bridge"),
+        "consumer_options": {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"},
+        "declare": [{"name": t_in, "partitions": 4}, {"name": t_dlq}]});
+    let routes = format!(
+        "connections:\n  rabbit: {rabbit}\n  kafka: {kafka}\nroutes:\n  - name: kafka-to-rabbit\n    from: kafka:{t_in}\n    to: rabbit:queue/{q_out}\n    dead_letter: kafka:{t_dlq}\n    max_in_flight: {MAX_IN_FLIGHT}\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(&file, &routes).unwrap();
+    let mut checker = kafka.clone();
+    checker["group_id"] = json!(format!("{name}-checker"));
+    let kafka_client = connector(&checker).await;
+    let rabbit_client = connector(&rabbit).await;
+    preload(&kafka_client, &format!("test:{t_in}")).await;
+    let arrived = Arc::new(Mutex::new(Tally::default()));
+    let reader = collect(
+        rabbit_client
+            .open_source(&format!("test:queue/{q_out}").parse().unwrap(), &settings())
+            .await
+            .unwrap(),
+        arrived.clone(),
+    );
+    let count = || arrived.lock().unwrap().distinct();
+    let first = Running::start(&file, &dir.path().join("first.log"));
+    wait_until("a third of the messages", Duration::from_secs(120), || {
+        count() >= COUNT as usize / 3
+    })
+    .await;
+    let second = Running::start(&file, &dir.path().join("second.log"));
+    wait_until(
+        "two thirds of the messages",
+        Duration::from_secs(120),
+        || count() >= 2 * COUNT as usize / 3,
+    )
+    .await;
+    first.signal("TERM");
+    assert_eq!(
+        first.wait(Duration::from_secs(60)),
+        Some(0),
+        "the first bridge drains and exits 0"
+    );
+    wait_until("every message", Duration::from_secs(180), || {
+        count() >= COUNT as usize
+    })
+    .await;
+    second.signal("TERM");
+    assert_eq!(second.wait(Duration::from_secs(60)), Some(0));
+    reader.abort();
+    let arrived = arrived.lock().unwrap();
+    println!(
+        "rebalances: {} distinct, {} duplicates",
+        arrived.distinct(),
+        arrived.duplicates()
+    );
+    arrived.assert_intact();
+    assert_eq!(arrived.distinct(), COUNT as usize);
+    assert!(
+        arrived.duplicates() <= 3 * MAX_IN_FLIGHT as u32,
+        "{} duplicates",
+        arrived.duplicates()
+    );
+}
