@@ -12,6 +12,7 @@
 //! - [`config`]: the routes file, interpolation, validation with every error and its line.
 //! - [`expr`]: CEL conditions and Jinja templates over messages.
 //! - [`router`]: route loops, fan-out, retries, dead letters, ordering, drain.
+//! - [`relay`]: request-reply across brokers with signed correlation tokens.
 //! - [`shutdown`]: signals to a cancellation token.
 //! - [`cli`]: the `bridge` commands; the only place that prints.
 //!
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod expr;
 pub mod message;
+pub mod relay;
 pub mod router;
 pub mod shutdown;
 pub mod telemetry;

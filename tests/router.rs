@@ -369,3 +369,144 @@ async fn finite_source_ends_the_run_once_everything_settled() {
     assert_eq!(out.len(), 2);
     assert_eq!(input.acked(), 2);
 }
+
+const RPC_YAML: &str = "settings: {reply_signing_key: 'a-test-key-of-16+bytes'}\nconnections:\n  mem: {type: memory}\nroutes:\n  - name: rpc\n    from: mem:requests\n    to: mem:forwarded\n    reply: {from: mem:replies, timeout: 2s}\n    dead_letter: mem:dlq\n";
+
+fn request(body: &str, reply_to: &str, correlation: &str) -> Message {
+    let mut message = Message::new(body.to_owned());
+    message.reply_to = Some(reply_to.to_owned());
+    message.correlation_id = Some(correlation.to_owned());
+    message
+}
+
+/// Answers every forwarded request by echoing its correlation id, as a replier does.
+async fn echo_replies(harness: &support::Harness, count: usize) {
+    let forwarded = harness.queue("forwarded");
+    wait_for(&forwarded, "forwarded requests", |q| q.len() >= count).await;
+    for request in forwarded.messages() {
+        assert_eq!(
+            request.reply_to.as_deref(),
+            Some("replies"),
+            "repliers answer to the route's reply address"
+        );
+        let mut reply = Message::new(format!(
+            "reply to {}",
+            String::from_utf8_lossy(&request.body)
+        ));
+        reply.correlation_id = request.correlation_id.clone();
+        harness.queue("replies").push(reply);
+    }
+}
+
+#[tokio::test]
+async fn replies_reach_their_own_requester_with_the_original_correlation_id() {
+    let harness = start(RPC_YAML).await;
+    harness
+        .queue("requests")
+        .push(request("a1", "client-a", "corr-a1"));
+    harness
+        .queue("requests")
+        .push(request("b1", "client-b", "corr-b1"));
+    echo_replies(&harness, 2).await;
+    let (a, b) = (harness.queue("client-a"), harness.queue("client-b"));
+    wait_for(&a, "client a's reply", |q| q.len() == 1).await;
+    wait_for(&b, "client b's reply", |q| q.len() == 1).await;
+    assert_eq!(a.messages()[0].correlation_id.as_deref(), Some("corr-a1"));
+    assert_eq!(a.messages()[0].body, "reply to a1");
+    assert_eq!(a.messages()[0].reply_to, None);
+    assert_eq!(b.messages()[0].correlation_id.as_deref(), Some("corr-b1"));
+    assert!(harness.queue("dlq").is_empty());
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_forged_correlation_id_is_never_relayed() {
+    let harness = start(RPC_YAML).await;
+    harness
+        .queue("requests")
+        .push(request("a1", "client-a", "corr-a1"));
+    let forwarded = harness.queue("forwarded");
+    wait_for(&forwarded, "the forwarded request", |q| q.len() == 1).await;
+    let token = forwarded.messages()[0].correlation_id.clone().unwrap();
+    // A replier tries to redirect the reply by editing the token's payload.
+    let mut forged = token.clone().into_bytes();
+    forged[4] = if forged[4] == b'A' { b'B' } else { b'A' };
+    let mut reply = Message::new("redirected?");
+    reply.correlation_id = Some(String::from_utf8(forged).unwrap());
+    harness.queue("replies").push(reply);
+    let mut invented = Message::new("invented");
+    invented.correlation_id = Some("corr-a1".into());
+    harness.queue("replies").push(invented);
+    wait_for(&harness.queue("dlq"), "both refused replies", |q| {
+        q.len() == 2
+    })
+    .await;
+    for letter in harness.queue("dlq").messages() {
+        assert!(
+            letter
+                .headers
+                .get_text(reserved::DLQ_ERROR)
+                .unwrap()
+                .contains("reply not relayed")
+        );
+    }
+    assert!(harness.queue("client-a").is_empty());
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_late_reply_goes_to_the_dead_letter_or_is_dropped_as_configured() {
+    let harness = start(&RPC_YAML.replace("timeout: 2s", "timeout: 100ms")).await;
+    harness
+        .queue("requests")
+        .push(request("a1", "client-a", "corr-a1"));
+    wait_for(&harness.queue("forwarded"), "the forwarded request", |q| {
+        q.len() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    echo_replies(&harness, 1).await;
+    wait_for(&harness.queue("dlq"), "the late reply", |q| q.len() == 1).await;
+    assert!(
+        harness.queue("dlq").messages()[0]
+            .headers
+            .get_text(reserved::DLQ_ERROR)
+            .unwrap()
+            .contains("deadline")
+    );
+    assert!(harness.queue("client-a").is_empty());
+    harness.stop().await;
+
+    let dropping = RPC_YAML.replace("timeout: 2s", "timeout: 100ms, unmatched: drop");
+    let harness = start(&dropping).await;
+    harness
+        .queue("requests")
+        .push(request("a2", "client-a", "corr-a2"));
+    wait_for(&harness.queue("forwarded"), "the forwarded request", |q| {
+        q.len() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    echo_replies(&harness, 1).await;
+    wait_for(
+        &harness.queue("replies"),
+        "the late reply acknowledged",
+        |q| q.acked() == 1,
+    )
+    .await;
+    assert!(harness.queue("dlq").is_empty() && harness.queue("client-a").is_empty());
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn messages_without_a_reply_address_pass_a_reply_route_unchanged() {
+    let harness = start(RPC_YAML).await;
+    let mut event = Message::new("event");
+    event.correlation_id = Some("c".into());
+    harness.queue("requests").push(event);
+    wait_for(&harness.queue("forwarded"), "the event", |q| q.len() == 1).await;
+    let forwarded = &harness.queue("forwarded").messages()[0];
+    assert_eq!(forwarded.correlation_id.as_deref(), Some("c"));
+    assert_eq!(forwarded.reply_to, None);
+    harness.stop().await;
+}

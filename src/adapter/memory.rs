@@ -322,6 +322,10 @@ impl Connector for MemoryConnector {
         }))
     }
 
+    fn reply_path(&self, address: &str) -> Result<String, String> {
+        check_endpoint(address, Role::Sink, &serde_json::Value::Null).map(|()| address.to_owned())
+    }
+
     async fn open_tail(
         &self,
         endpoint: &Endpoint,

@@ -207,4 +207,10 @@ pub trait Connector: Send + Sync {
         endpoint: &Endpoint,
         settings: &TailSettings,
     ) -> Result<Box<dyn Source>, AdapterError>;
+
+    /// The endpoint path that reaches a reply address written by a requester in this
+    /// system's own terms (an AMQP reply-to, a Kafka topic, an SQS queue URL ...).
+    fn reply_path(&self, address: &str) -> Result<String, String> {
+        Err(format!("cannot send a reply to `{address}` on this system"))
+    }
 }

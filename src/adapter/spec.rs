@@ -256,6 +256,31 @@ impl ConnectionSpec {
         }
     }
 
+    /// The reply-to that repliers should use to reach a source on `path` (its queue or
+    /// topic in the system's own terms), when it can be told from the path.
+    pub fn reply_address(&self, path: &str) -> Option<String> {
+        match self {
+            ConnectionSpec::Memory(_) => Some(path.to_owned()),
+            ConnectionSpec::Stdio(_) => None,
+            #[cfg(feature = "kafka")]
+            ConnectionSpec::Kafka(_) => Some(path.to_owned()),
+            #[cfg(feature = "rabbitmq")]
+            ConnectionSpec::RabbitMq(_) => path.strip_prefix("queue/").map(str::to_owned),
+            #[cfg(feature = "aws")]
+            ConnectionSpec::Aws(_) => path
+                .strip_prefix("sqs/")
+                .or_else(|| path.strip_prefix("sns/"))
+                .map(str::to_owned),
+            #[cfg(feature = "pubsub")]
+            ConnectionSpec::PubSub(_) => path.strip_prefix("topic/").map(str::to_owned),
+        }
+    }
+
+    /// Whether replies can be published back to requesters on this system.
+    pub fn accepts_replies(&self) -> bool {
+        !matches!(self, ConnectionSpec::Stdio(_))
+    }
+
     /// Opens the connection. Errors are [`AdapterError::Unavailable`] when retrying may help.
     pub async fn connect(
         &self,

@@ -7,6 +7,7 @@
 
 mod connections;
 mod output;
+mod request;
 mod run;
 mod send;
 mod tail;
@@ -45,6 +46,8 @@ pub enum Command {
     Send(SendArgs),
     /// Print messages arriving at an endpoint, without disturbing them where possible.
     Tail(TailArgs),
+    /// Send one request and print its correlated reply.
+    Request(RequestArgs),
 }
 
 impl Command {
@@ -116,6 +119,38 @@ pub struct SendArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RequestArgs {
+    /// Where to send the request, as CONNECTION:PATH.
+    pub endpoint: String,
+    /// Request body; `-` reads standard input.
+    pub body: Option<String>,
+    /// Where the reply arrives, as CONNECTION:PATH (read while waiting).
+    #[arg(long)]
+    pub reply_from: String,
+    /// The reply-to written in the request [default: the queue or topic of --reply-from].
+    #[arg(long)]
+    pub reply_to: Option<String>,
+    /// How long to wait for the reply.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// A header `NAME=VALUE` (repeatable, order kept).
+    #[arg(long = "header", short = 'H', value_name = "NAME=VALUE")]
+    pub headers: Vec<String>,
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Correlation id of the request [default: a new unique one].
+    #[arg(long)]
+    pub correlation_id: Option<String>,
+    #[arg(long)]
+    pub content_type: Option<String>,
+    /// Print the reply as one JSON envelope.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct TailArgs {
     /// What to read, as CONNECTION:PATH.
     pub endpoint: String,
@@ -176,5 +211,6 @@ pub async fn execute(command: Command) -> Result<(), CliError> {
         Command::Validate(args) => validate::validate(args),
         Command::Send(args) => send::send(args).await,
         Command::Tail(args) => tail::tail(args).await,
+        Command::Request(args) => request::request(args).await,
     }
 }

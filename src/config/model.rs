@@ -23,6 +23,11 @@ pub struct Settings {
     /// (the `bridge-hops` header) is dead-lettered instead. Default 10, at least 1.
     #[serde(default = "default_max_hops")]
     pub max_hops: u32,
+    /// The secret that signs correlation tokens of request-reply routes (`reply:`); at
+    /// least 16 bytes, the same for every replica. Read it from a file or the environment
+    /// (`${file:/run/secrets/bridge-reply-key}`); it is never printed.
+    #[serde(default)]
+    pub reply_signing_key: Option<String>,
 }
 
 impl Default for Settings {
@@ -30,6 +35,7 @@ impl Default for Settings {
         Settings {
             drain_timeout: default_drain_timeout(),
             max_hops: default_max_hops(),
+            reply_signing_key: None,
         }
     }
 }
@@ -70,6 +76,33 @@ pub struct RouteModel {
     /// Default 256, at least 1.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Makes the route a request-reply relay (docs/request-reply.md).
+    #[serde(default)]
+    pub reply: Option<ReplyModel>,
+}
+
+/// The reply half of a request-reply route (`routes[].reply`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyModel {
+    /// Where repliers answer; this route consumes it: an address or `{endpoint, options}`.
+    pub from: SourceRef,
+    /// The reply-to written into forwarded requests, in the replier's system's terms (a
+    /// Kafka topic, a RabbitMQ queue, an SQS queue, an SNS or Pub/Sub topic). Default: the
+    /// topic or queue of `from`; required when `from` is a Pub/Sub subscription.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// How long a reply may take; a later one is unmatched. Default 30s; hours are fine.
+    #[serde(default = "default_reply_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// What becomes of a reply that is late or whose correlation id is not a valid token:
+    /// `dead_letter` (default: the route's dead letter) or `drop` (logged).
+    #[serde(default)]
+    pub unmatched: crate::relay::Unmatched,
+}
+
+pub fn default_reply_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 pub fn default_max_in_flight() -> usize {

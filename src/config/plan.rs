@@ -21,6 +21,8 @@ pub struct Plan {
     pub settings: Settings,
     pub connections: BTreeMap<String, ConnectionSpec>,
     pub routes: Vec<RoutePlan>,
+    /// Signs correlation tokens, when a route relays replies.
+    pub signer: Option<crate::relay::Signer>,
 }
 
 /// One validated route.
@@ -34,6 +36,16 @@ pub struct RoutePlan {
     pub retry: RetryPolicy,
     pub ordering: Ordering,
     pub max_in_flight: usize,
+    pub reply: Option<ReplyPlan>,
+}
+
+/// The reply half of a request-reply route.
+#[derive(Debug, Clone)]
+pub struct ReplyPlan {
+    pub source: SourcePlan,
+    pub address: String,
+    pub timeout: std::time::Duration,
+    pub unmatched: crate::relay::Unmatched,
 }
 
 /// The source of a route.
@@ -55,6 +67,9 @@ pub struct SinkPlan {
     /// The sink only receives messages for which this holds.
     pub when: Option<Condition>,
     pub optional: bool,
+    /// The destination is the message's reply-to, in the connection's terms (the reply
+    /// half of a request-reply route); `path` is unused.
+    pub to_reply_address: bool,
 }
 
 impl SinkPlan {
@@ -402,6 +417,7 @@ impl Builder<'_> {
             key,
             when,
             optional: sink.optional,
+            to_reply_address: false,
         })
         .filter(|_| spec.is_some())
     }
@@ -511,6 +527,19 @@ impl Builder<'_> {
             );
             ok = false;
         }
+        let reply = match &model.reply {
+            Some(reply) => {
+                let plan = self.reply(
+                    &child(path, "reply"),
+                    reply,
+                    source_spec.as_ref(),
+                    dead_letter.is_some(),
+                );
+                ok &= plan.is_some();
+                plan
+            }
+            None => None,
+        };
         if !ok {
             return None;
         }
@@ -523,6 +552,84 @@ impl Builder<'_> {
             retry: model.retry,
             ordering: model.ordering,
             max_in_flight: model.max_in_flight,
+            reply,
+        })
+    }
+
+    /// Checks the reply half of a request-reply route.
+    fn reply(
+        &mut self,
+        path: &str,
+        reply: &crate::config::model::ReplyModel,
+        requests_from: Option<&ConnectionSpec>,
+        has_dead_letter: bool,
+    ) -> Option<ReplyPlan> {
+        let from_path = if reply.from.options.is_null() {
+            child(path, "from")
+        } else {
+            child(&child(path, "from"), "endpoint")
+        };
+        let endpoint: Endpoint = match reply.from.endpoint.parse() {
+            Ok(endpoint) => endpoint,
+            Err(error) => {
+                self.error(&from_path, error.to_string());
+                return None;
+            }
+        };
+        let spec = self.endpoint_connection(&from_path, &endpoint)?;
+        let mut ok = true;
+        if let Err(message) = spec.check_endpoint(&endpoint.path, Role::Source, &reply.from.options)
+        {
+            self.error(&from_path, message);
+            ok = false;
+        }
+        if !has_dead_letter
+            && let Err(reason) =
+                spec.check_reject_without_dead_letter(&endpoint.path, &reply.from.options)
+        {
+            self.error(
+                path,
+                format!(
+                    "a reply route needs a `dead_letter` for replies it cannot relay: {reason}"
+                ),
+            );
+            ok = false;
+        }
+        if let Some(requests) = requests_from
+            && !requests.accepts_replies()
+        {
+            self.error(
+                path,
+                format!(
+                    "{} cannot receive relayed replies",
+                    requests.system().type_name()
+                ),
+            );
+            ok = false;
+        }
+        let address = match (&reply.address, spec.reply_address(&endpoint.path)) {
+            (Some(address), _) => Some(address.clone()),
+            (None, Some(address)) => Some(address),
+            (None, None) => {
+                self.error(path, format!("give `reply.address`: the reply-to repliers answer to (for `{endpoint}`, the topic it subscribes to)"));
+                None
+            }
+        };
+        if reply.timeout.is_zero() {
+            self.error(
+                &child(path, "timeout"),
+                "the reply timeout must be longer than zero",
+            );
+            ok = false;
+        }
+        (ok && address.is_some()).then(|| ReplyPlan {
+            source: SourcePlan {
+                endpoint,
+                options: reply.from.options.clone(),
+            },
+            address: address.unwrap_or_default(),
+            timeout: reply.timeout,
+            unmatched: reply.unmatched,
         })
     }
 
@@ -598,11 +705,35 @@ pub(super) fn build(document: &Document) -> Result<Plan, Vec<ConfigError>> {
         }
         Some(_) => builder.error("routes", "`routes` must be a list of routes"),
     }
+    // Any route that asks for replies needs the key, even one with other mistakes.
+    let first_relay = match top.get("routes") {
+        Some(Value::Array(items)) => items.iter().position(|r| r.get("reply").is_some()),
+        _ => None,
+    };
+    let signer = match (&settings.reply_signing_key, first_relay) {
+        (Some(key), _) if key.len() < 16 => {
+            builder.error(
+                "settings.reply_signing_key",
+                "the reply signing key must be at least 16 bytes",
+            );
+            None
+        }
+        (Some(key), _) => Some(crate::relay::Signer::new(key.as_bytes())),
+        (None, Some(at)) => {
+            builder.error(
+                &child(&index("routes", at), "reply"),
+                "replies are relayed only with `settings.reply_signing_key` (at least 16 bytes, e.g. ${file:/run/secrets/bridge-reply-key})",
+            );
+            None
+        }
+        (None, None) => None,
+    };
     if builder.errors.is_empty() {
         Ok(Plan {
             settings,
             connections: builder.connections,
             routes,
+            signer,
         })
     } else {
         let mut errors = builder.errors;

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 const PREFIX: &str = "b1.";
@@ -63,7 +63,8 @@ impl Signer {
     }
 
     fn tag(&self, signed: &str) -> Vec<u8> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
         mac.update(signed.as_bytes());
         mac.finalize().into_bytes()[..TAG_BYTES].to_vec()
     }
@@ -98,10 +99,14 @@ impl Signer {
         }
         let (signed, tag) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
         let tag = B64.decode(tag).map_err(|_| TokenError::Malformed)?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
         mac.update(signed.as_bytes());
-        mac.verify_truncated_left(&tag).map_err(|_| TokenError::BadSignature)?;
-        let payload = B64.decode(&signed[PREFIX.len()..]).map_err(|_| TokenError::Malformed)?;
+        mac.verify_truncated_left(&tag)
+            .map_err(|_| TokenError::BadSignature)?;
+        let payload = B64
+            .decode(&signed[PREFIX.len()..])
+            .map_err(|_| TokenError::Malformed)?;
         let (millis, rest) = payload.split_at_checked(8).ok_or(TokenError::Malformed)?;
         let millis = u64::from_be_bytes(millis.try_into().map_err(|_| TokenError::Malformed)?);
         let (reply_to, rest) = read_text(rest)?.ok_or(TokenError::Malformed)?;
@@ -127,7 +132,9 @@ fn read_text(bytes: &[u8]) -> Result<Option<(String, &[u8])>, TokenError> {
     if length == NO_CORRELATION {
         return Ok(None);
     }
-    let (text, rest) = rest.split_at_checked(usize::from(length)).ok_or(TokenError::Malformed)?;
+    let (text, rest) = rest
+        .split_at_checked(usize::from(length))
+        .ok_or(TokenError::Malformed)?;
     let text = String::from_utf8(text.to_vec()).map_err(|_| TokenError::Malformed)?;
     Ok(Some((text, rest)))
 }
@@ -169,15 +176,27 @@ mod tests {
         altered[5] = if altered[5] == b'A' { b'B' } else { b'A' };
         let altered = String::from_utf8(altered).unwrap();
         assert_eq!(signer.decode(&altered), Err(TokenError::BadSignature));
-        assert_eq!(Signer::new(b"other").decode(&token), Err(TokenError::BadSignature));
-        assert_eq!(signer.decode("plain-correlation-id"), Err(TokenError::NotAToken));
+        assert_eq!(
+            Signer::new(b"other").decode(&token),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            signer.decode("plain-correlation-id"),
+            Err(TokenError::NotAToken)
+        );
         assert!(signer.decode("b1.x.y").is_err());
     }
 
     #[test]
     fn decoding_garbage_never_panics() {
         let signer = Signer::new(b"secret");
-        for text in ["b1.", "b1..", "b1.AAAA.", "b1.AAAAAAAAAAAAAAAAAA.AAAA", "b1.////.////"] {
+        for text in [
+            "b1.",
+            "b1..",
+            "b1.AAAA.",
+            "b1.AAAAAAAAAAAAAAAAAA.AAAA",
+            "b1.////.////",
+        ] {
             let _ = signer.decode(text);
         }
     }

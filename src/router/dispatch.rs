@@ -36,6 +36,10 @@ pub struct RouteContext {
     pub retry: RetryPolicy,
     pub max_hops: u32,
     pub cache: Arc<SinkCache>,
+    /// Request half of a request-reply route: requests leave with a token.
+    pub requests: Option<crate::relay::RequestRelay>,
+    /// Reply half: replies are checked and sent back to their requester.
+    pub replies: Option<crate::relay::ReplyRelay>,
 }
 
 /// One enqueued (or failed-to-enqueue) send to one sink.
@@ -72,10 +76,21 @@ fn eval_failure(sink: &str, error: EvalError) -> Failure {
 
 /// The message a sink receives: the original with one more hop and the rendered key. The
 /// origin stays attached (read-only) so a sink can derive stable ids from it.
-fn outgoing(original: &Message, plan: &SinkPlan) -> Result<Message, EvalError> {
+fn outgoing(
+    context: &RouteContext,
+    original: &Message,
+    plan: &SinkPlan,
+) -> Result<Message, EvalError> {
     let mut message = original.clone();
     if let Some(key) = &plan.key {
         message.key = Some(key.render(original)?.into());
+    }
+    if plan.to_reply_address {
+        // The reply-to was where this reply goes; a reply carries none of its own.
+        message.reply_to = None;
+    }
+    if let Some(requests) = &context.requests {
+        requests.apply(&mut message);
     }
     message.increment_hops();
     Ok(message)
@@ -98,16 +113,26 @@ async fn attempt_for(
         }
     }
     let label = plan.label();
-    let path = plan
-        .path
-        .render(original)
-        .map_err(|e| eval_failure(&label, e))?;
+    let path = if plan.to_reply_address {
+        let address = original.reply_to.as_deref().unwrap_or_default();
+        context
+            .cache
+            .reply_path(&plan.connection, address)
+            .map_err(|reason| Failure {
+                sink: label.clone(),
+                ..Failure::of_route(format!("cannot reach reply address `{address}`: {reason}"))
+            })?
+    } else {
+        plan.path
+            .render(original)
+            .map_err(|e| eval_failure(&label, e))?
+    };
     let endpoint = Endpoint {
         connection: plan.connection.clone(),
         path,
     };
     let label = endpoint.to_string();
-    let message = outgoing(original, plan).map_err(|e| eval_failure(&label, e))?;
+    let message = outgoing(context, original, plan).map_err(|e| eval_failure(&label, e))?;
     let (sink, first) = match context.cache.get_for_send(&endpoint).await {
         Ok(sink) => {
             let first = enqueue(&sink, &message).await;
@@ -127,7 +152,25 @@ async fn attempt_for(
 
 /// Checks, filters and enqueues the first attempt on every matching sink, in call order.
 pub async fn start(context: &RouteContext, delivery: Delivery) -> Started {
-    let Delivery { message, ack } = delivery;
+    let Delivery { mut message, ack } = delivery;
+    if let Some(replies) = &context.replies
+        && let Err(refusal) = replies.restore(&mut message)
+    {
+        let state = match replies.unmatched {
+            crate::relay::Unmatched::DeadLetter => {
+                StartState::Refused(Failure::of_route(format!("reply not relayed: {refusal}")))
+            }
+            crate::relay::Unmatched::Drop => {
+                tracing::warn!(route = %context.name, reason = %refusal, "reply not relayed; dropped as configured");
+                StartState::Done
+            }
+        };
+        return Started {
+            original: message,
+            ack,
+            state,
+        };
+    }
     let state = start_state(context, &message).await;
     Started {
         original: message,

@@ -69,9 +69,8 @@ impl RunReport {
 
 /// Connections opened and sources ready; [`run`](Router::run) starts moving messages.
 pub struct Router {
-    routes: Vec<(RoutePlan, Box<dyn Source>)>,
+    loops: Vec<Loop>,
     cache: Arc<SinkCache>,
-    max_hops: u32,
     drain_timeout: Duration,
 }
 
@@ -102,6 +101,95 @@ where
     }
 }
 
+/// One route loop to run: a route, or the reply half of a request-reply route.
+struct Loop {
+    context: Arc<RouteContext>,
+    source: Box<dyn Source>,
+    ordering: crate::config::Ordering,
+    max_in_flight: usize,
+}
+
+/// The context of a route's forward loop.
+fn route_context(plan: &Plan, route: &RoutePlan, cache: &Arc<SinkCache>) -> RouteContext {
+    RouteContext {
+        name: route.name.clone(),
+        when: route.when.clone(),
+        sinks: route.sinks.clone(),
+        dead_letter: route.dead_letter.clone(),
+        retry: route.retry.clone(),
+        max_hops: plan.settings.max_hops,
+        cache: cache.clone(),
+        requests: route
+            .reply
+            .as_ref()
+            .zip(plan.signer.as_ref())
+            .map(|(reply, signer)| crate::relay::RequestRelay {
+                signer: signer.clone(),
+                address: reply.address.clone(),
+                timeout: reply.timeout,
+            }),
+        replies: None,
+    }
+}
+
+/// The context of the loop that relays a route's replies back to the requesters, on the
+/// connection the requests came from.
+fn reply_context(plan: &Plan, route: &RoutePlan, cache: &Arc<SinkCache>) -> Option<RouteContext> {
+    let (reply, signer) = route.reply.as_ref().zip(plan.signer.as_ref())?;
+    let back = crate::config::SinkPlan {
+        connection: route.source.endpoint.connection.clone(),
+        path: crate::expr::Template::compile("<reply-to>").expect("a constant is a template"),
+        key: None,
+        when: None,
+        optional: false,
+        to_reply_address: true,
+    };
+    Some(RouteContext {
+        name: format!("{}/replies", route.name),
+        when: None,
+        sinks: vec![back],
+        dead_letter: route.dead_letter.clone(),
+        retry: route.retry.clone(),
+        max_hops: plan.settings.max_hops,
+        cache: cache.clone(),
+        requests: None,
+        replies: Some(crate::relay::ReplyRelay {
+            signer: signer.clone(),
+            unmatched: reply.unmatched,
+        }),
+    })
+}
+
+/// Opens a source of `route`, waiting for its broker.
+async fn open_source(
+    connectors: &HashMap<String, Arc<dyn Connector>>,
+    route: &RoutePlan,
+    source: &crate::config::SourcePlan,
+    name: &str,
+    shutdown: &CancellationToken,
+) -> Result<Box<dyn Source>, RouterError> {
+    let endpoint = &source.endpoint;
+    let connector = connectors[&endpoint.connection].clone();
+    let settings = SourceSettings {
+        route: name.to_owned(),
+        options: source.options.clone(),
+        max_in_flight: route.max_in_flight,
+        dead_letter: route.dead_letter.is_some(),
+    };
+    with_patience(&format!("source {endpoint}"), shutdown, || {
+        connector.open_source(endpoint, &settings)
+    })
+    .await
+    .map_err(|error| match error {
+        None => RouterError::Interrupted,
+        Some(source) => RouterError::Open {
+            route: route.name.clone(),
+            endpoint: endpoint.to_string(),
+            source,
+        },
+    })
+}
+
 /// Notes a route's end in the report; a failed route stops the others.
 fn record(report: &mut RunReport, name: String, end: RouteEnd, stop: &CancellationToken) {
     if let RouteEnd::Failed(error) = end {
@@ -126,6 +214,12 @@ impl Router {
             used.push(&route.source.endpoint.connection);
             used.extend(route.sinks.iter().map(|s| s.connection.as_str()));
             used.extend(route.dead_letter.iter().map(|s| s.connection.as_str()));
+            used.extend(
+                route
+                    .reply
+                    .iter()
+                    .map(|r| r.source.endpoint.connection.as_str()),
+            );
         }
         used.sort_unstable();
         used.dedup();
@@ -148,7 +242,7 @@ impl Router {
             return Err(RouterError::Interrupted);
         }
         let cache = Arc::new(SinkCache::new(connectors.clone()));
-        let mut routes = Vec::new();
+        let mut loops = Vec::new();
         for route in &plan.routes {
             for sink in route.sinks.iter().chain(&route.dead_letter) {
                 if sink.path.is_constant() {
@@ -170,32 +264,29 @@ impl Router {
                     })?;
                 }
             }
-            let endpoint = &route.source.endpoint;
-            let connector = connectors[&endpoint.connection].clone();
-            let settings = SourceSettings {
-                route: route.name.clone(),
-                options: route.source.options.clone(),
+            let source =
+                open_source(&connectors, route, &route.source, &route.name, shutdown).await?;
+            loops.push(Loop {
+                context: Arc::new(route_context(plan, route, &cache)),
+                source,
+                ordering: route.ordering,
                 max_in_flight: route.max_in_flight,
-                dead_letter: route.dead_letter.is_some(),
-            };
-            let source = with_patience(&format!("source {endpoint}"), shutdown, || {
-                connector.open_source(endpoint, &settings)
-            })
-            .await
-            .map_err(|source| match source {
-                None => RouterError::Interrupted,
-                Some(source) => RouterError::Open {
-                    route: route.name.clone(),
-                    endpoint: endpoint.to_string(),
+            });
+            if let (Some(reply), Some(context)) = (&route.reply, reply_context(plan, route, &cache))
+            {
+                let source =
+                    open_source(&connectors, route, &reply.source, &context.name, shutdown).await?;
+                loops.push(Loop {
+                    context: Arc::new(context),
                     source,
-                },
-            })?;
-            routes.push((route.clone(), source));
+                    ordering: crate::config::Ordering::None,
+                    max_in_flight: route.max_in_flight,
+                });
+            }
         }
         Ok(Router {
-            routes,
+            loops,
             cache,
-            max_hops: plan.settings.max_hops,
             drain_timeout: plan.settings.drain_timeout,
         })
     }
@@ -204,21 +295,17 @@ impl Router {
     pub async fn run(self, shutdown: CancellationToken) -> RunReport {
         let stop_routes = shutdown.child_token();
         let mut loops = JoinSet::new();
-        for (plan, source) in self.routes {
-            let context = Arc::new(RouteContext {
-                name: plan.name.clone(),
-                when: plan.when.clone(),
-                sinks: plan.sinks.clone(),
-                dead_letter: plan.dead_letter.clone(),
-                retry: plan.retry.clone(),
-                max_hops: self.max_hops,
-                cache: self.cache.clone(),
-            });
+        for Loop {
+            context,
+            source,
+            ordering,
+            max_in_flight,
+        } in self.loops
+        {
             let token = stop_routes.clone();
-            let name = plan.name.clone();
+            let name = context.name.clone();
             loops.spawn(async move {
-                let end =
-                    route::run(context, source, plan.ordering, plan.max_in_flight, token).await;
+                let end = route::run(context, source, ordering, max_in_flight, token).await;
                 (name, end)
             });
         }

@@ -48,6 +48,14 @@ impl SinkCache {
         })
     }
 
+    /// The path on `connection` that reaches a requester's reply address.
+    pub fn reply_path(&self, connection: &str, address: &str) -> Result<String, String> {
+        self.connectors
+            .get(connection)
+            .ok_or_else(|| format!("no connection `{connection}` is open"))?
+            .reply_path(address)
+    }
+
     /// Waits until every open sink has settled what it was given.
     pub async fn flush_all(&self) {
         let sinks: Vec<_> = self

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod systems;
 pub mod tally;
 
 use std::sync::Arc;

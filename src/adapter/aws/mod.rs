@@ -221,6 +221,16 @@ impl Connector for AwsConnector {
         }))
     }
 
+    /// A reply-to is an SQS queue name or URL, or an SNS topic ARN.
+    fn reply_path(&self, address: &str) -> Result<String, String> {
+        let path = if address.starts_with("arn:aws:sns:") {
+            format!("sns/{address}")
+        } else {
+            format!("sqs/{address}")
+        };
+        Target::parse(&path).map(|_| path)
+    }
+
     async fn open_tail(
         &self,
         endpoint: &Endpoint,

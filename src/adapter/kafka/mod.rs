@@ -276,6 +276,10 @@ impl Connector for KafkaConnector {
         }))
     }
 
+    fn reply_path(&self, address: &str) -> Result<String, String> {
+        TopicPath::parse(address).map(|_| address.to_owned())
+    }
+
     async fn open_tail(
         &self,
         endpoint: &Endpoint,

@@ -194,6 +194,12 @@ impl Connector for PubSubConnector {
         }))
     }
 
+    /// A reply-to is a topic id or full topic name.
+    fn reply_path(&self, address: &str) -> Result<String, String> {
+        let path = format!("topic/{address}");
+        Target::parse(&path).map(|_| path)
+    }
+
     async fn open_tail(
         &self,
         endpoint: &Endpoint,

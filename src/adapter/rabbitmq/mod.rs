@@ -210,6 +210,17 @@ impl Connector for RabbitConnector {
         }))
     }
 
+    /// A reply-to is a queue name (the default exchange routes to it; direct reply-to
+    /// names too), or `EXCHANGE/ROUTING_KEY`.
+    fn reply_path(&self, address: &str) -> Result<String, String> {
+        let path = if address.contains('/') {
+            format!("exchange/{address}")
+        } else {
+            format!("queue/{address}")
+        };
+        Target::parse(&path).map(|_| path)
+    }
+
     async fn open_tail(
         &self,
         endpoint: &Endpoint,

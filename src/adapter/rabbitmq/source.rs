@@ -11,11 +11,11 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::Acker;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
 };
 use lapin::types::FieldTable;
+use lapin::{Acker, Channel};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -60,8 +60,12 @@ impl RabbitSource {
 }
 
 /// Sends each outcome to the broker, in the order given.
-async fn settle(mut outcomes: mpsc::UnboundedReceiver<(Acker, Outcome)>) {
-    while let Some((acker, outcome)) = outcomes.recv().await {
+/// Each outcome travels with a handle on its channel: lapin closes a channel when its last
+/// handle goes, and an acknowledgement must reach the broker before that.
+type Settlement = (Acker, Outcome, Channel);
+
+async fn settle(mut outcomes: mpsc::UnboundedReceiver<Settlement>) {
+    while let Some((acker, outcome, _channel)) = outcomes.recv().await {
         let result = match outcome {
             Outcome::Ack => acker.ack(BasicAckOptions::default()).await,
             Outcome::Retry(_) => {
@@ -95,7 +99,7 @@ async fn consume(
     client: Arc<AmqpClient>,
     spec: ConsumeSpec,
     deliveries: mpsc::Sender<Delivery>,
-    acks: mpsc::UnboundedSender<(Acker, Outcome)>,
+    acks: mpsc::UnboundedSender<Settlement>,
     stop: CancellationToken,
 ) {
     let mut wait = Duration::from_millis(200);
@@ -118,7 +122,7 @@ async fn consume_once(
     client: &AmqpClient,
     spec: &ConsumeSpec,
     deliveries: &mpsc::Sender<Delivery>,
-    acks: &mpsc::UnboundedSender<(Acker, Outcome)>,
+    acks: &mpsc::UnboundedSender<Settlement>,
     stop: &CancellationToken,
     wait: &mut Duration,
 ) -> Result<Ended, AdapterError> {
@@ -167,8 +171,9 @@ async fn consume_once(
         let message = mapping::incoming(&delivery, &spec.endpoint);
         let acker = delivery.acker;
         let outcomes = acks.clone();
+        let held_channel = channel.clone();
         let ack = AckHandle::new(move |outcome| {
-            let _ = outcomes.send((acker, outcome));
+            let _ = outcomes.send((acker, outcome, held_channel));
         });
         tokio::select! {
             _ = stop.cancelled() => return Ok(Ended::Stopped),

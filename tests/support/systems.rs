@@ -1,0 +1,176 @@
+//! The five systems as test fixtures: connections, named resources (declared by bridge
+//! itself), and the endpoints a test writes to and reads from.
+
+use serde_json::{Value, json};
+
+pub const KAFKA: &str = "127.0.0.1:9092";
+pub const RABBIT: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const AWS: &str = "http://127.0.0.1:4566";
+pub const PUBSUB: &str = "http://127.0.0.1:8085";
+pub const PROJECT: &str = "bridge-test";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sys {
+    Kafka,
+    Rabbit,
+    Sqs,
+    Sns,
+    PubSub,
+}
+
+impl Sys {
+    pub const ALL: [Sys; 5] = [Sys::Kafka, Sys::Rabbit, Sys::Sqs, Sys::Sns, Sys::PubSub];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Sys::Kafka => "kafka",
+            Sys::Rabbit => "rabbit",
+            Sys::Sqs => "sqs",
+            Sys::Sns => "sns",
+            Sys::PubSub => "pubsub",
+        }
+    }
+}
+
+/// A place messages go to and come from: the sink path writers use and the source path
+/// (with options) readers use.
+#[derive(Debug, Clone)]
+pub struct Place {
+    pub sink: String,
+    pub source: String,
+    pub source_options: Value,
+    /// The reply-to that reaches this place, in the system's own terms.
+    pub address: String,
+}
+
+/// Resources of one system for one test, declared when its connection opens.
+#[derive(Debug, Clone)]
+pub struct Resources {
+    sys: Sys,
+    kafka_topics: Vec<Value>,
+    rabbit_queues: Vec<Value>,
+    aws_queues: Vec<Value>,
+    aws_topics: Vec<Value>,
+    pubsub_topics: Vec<String>,
+    pubsub_subscriptions: Vec<Value>,
+    group: String,
+}
+
+impl Resources {
+    pub fn new(sys: Sys, group: &str) -> Resources {
+        Resources {
+            sys,
+            kafka_topics: Vec::new(),
+            rabbit_queues: Vec::new(),
+            aws_queues: Vec::new(),
+            aws_topics: Vec::new(),
+            pubsub_topics: Vec::new(),
+            pubsub_subscriptions: Vec::new(),
+            group: group.to_owned(),
+        }
+    }
+
+    /// A new place named `name` (a topic, a queue, or a topic with a subscription).
+    pub fn place(&mut self, name: &str) -> Place {
+        let expires = json!({"x-expires": 900_000});
+        match self.sys {
+            Sys::Kafka => {
+                self.kafka_topics
+                    .push(json!({"name": name, "partitions": 2}));
+                // Every place has a consumer group of its own: the routes of one
+                // connection read different topics.
+                Place {
+                    sink: name.into(),
+                    source: name.into(),
+                    source_options: json!({"group_id": format!("{name}-group")}),
+                    address: name.into(),
+                }
+            }
+            Sys::Rabbit => {
+                self.rabbit_queues
+                    .push(json!({"name": name, "arguments": expires}));
+                Place {
+                    sink: format!("queue/{name}"),
+                    source: format!("queue/{name}"),
+                    source_options: Value::Null,
+                    address: name.into(),
+                }
+            }
+            Sys::Sqs => {
+                self.aws_queues.push(json!({"name": name}));
+                Place {
+                    sink: format!("sqs/{name}"),
+                    source: format!("sqs/{name}"),
+                    source_options: Value::Null,
+                    address: name.into(),
+                }
+            }
+            Sys::Sns => {
+                let queue = format!("{name}-q");
+                self.aws_queues.push(json!({"name": queue}));
+                self.aws_topics
+                    .push(json!({"name": name, "subscriptions": [{"queue": queue}]}));
+                Place {
+                    sink: format!("sns/{name}"),
+                    source: format!("sns/{name}"),
+                    source_options: json!({"queue": queue}),
+                    address: name.into(),
+                }
+            }
+            Sys::PubSub => {
+                self.pubsub_topics.push(name.into());
+                self.pubsub_subscriptions
+                    .push(json!({"name": format!("{name}-sub"), "topic": name, "ordering": true}));
+                Place {
+                    sink: format!("topic/{name}"),
+                    source: format!("subscription/{name}-sub"),
+                    source_options: Value::Null,
+                    address: name.into(),
+                }
+            }
+        }
+    }
+
+    /// The connection (with `type`) that declares every place made so far.
+    pub fn connection(&self) -> Value {
+        match self.sys {
+            Sys::Kafka => json!({"type": "kafka", "brokers": KAFKA, "group_id": self.group,
+                // A killed member is noticed within seconds, and a rebalance does not wait
+                // minutes for it (max.poll.interval.ms is the rebalance timeout).
+                "consumer_options": {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000",
+                                     "max.poll.interval.ms": "20000"},
+                "declare": self.kafka_topics}),
+            Sys::Rabbit => {
+                json!({"type": "rabbitmq", "url": RABBIT, "declare": {"queues": self.rabbit_queues}})
+            }
+            Sys::Sqs | Sys::Sns => {
+                json!({"type": "aws", "region": "us-east-1", "endpoint_url": AWS,
+                "access_key_id": "test", "secret_access_key": "test",
+                "declare": {"queues": self.aws_queues, "topics": self.aws_topics}})
+            }
+            Sys::PubSub => json!({"type": "pubsub", "project": PROJECT, "endpoint": PUBSUB,
+                "declare": {"topics": self.pubsub_topics, "subscriptions": self.pubsub_subscriptions}}),
+        }
+    }
+
+    /// The same connection for a test's own readers (a consumer group of their own).
+    pub fn checker_connection(&self) -> Value {
+        let mut connection = self.connection();
+        if self.sys == Sys::Kafka {
+            connection["group_id"] = json!(format!("{}-checker", self.group));
+        }
+        connection
+    }
+}
+
+/// A source reading `place` in YAML flow form, e.g. `{endpoint: 'a:queue/x', options: {}}`.
+pub fn source_yaml(connection: &str, place: &Place) -> String {
+    if place.source_options.is_null() {
+        format!("'{connection}:{}'", place.source)
+    } else {
+        format!(
+            "{{endpoint: '{connection}:{}', options: {}}}",
+            place.source, place.source_options
+        )
+    }
+}
