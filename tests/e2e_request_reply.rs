@@ -403,3 +403,69 @@ async fn bridge_request_prints_the_reply_relayed_from_kafka() {
         "the request's own correlation id: {reply}"
     );
 }
+
+/// RabbitMQ's direct reply-to: the requester consumes `amq.rabbitmq.reply-to` on the
+/// channel it publishes from, RabbitMQ gives the request a generated reply-to, and the
+/// reply relayed from Kafka reaches that consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_direct_reply_to_gets_its_reply_from_kafka() {
+    use futures::StreamExt;
+    use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
+    use lapin::types::FieldTable;
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+    init_logs();
+    let name = unique("direct");
+    let mut a = Resources::new(Sys::Rabbit, &format!("{name}-a"));
+    let mut b = Resources::new(Sys::Kafka, &format!("{name}-b"));
+    let inbound = a.place(&format!("{name}-in"));
+    let dead = a.place(&format!("{name}-dlq"));
+    let forwarded = b.place(&format!("{name}-fwd"));
+    let replies = b.place(&format!("{name}-rep"));
+    let routes = format!(
+        "settings: {{reply_signing_key: 'direct-signing-key-0123456789'}}\nconnections:\n  a: {}\n  b: {}\nroutes:\n  - name: rpc\n    from: 'a:{}'\n    to: 'b:{}'\n    reply: {{from: {}}}\n    dead_letter: 'a:{}'\n",
+        a.connection(),
+        b.connection(),
+        inbound.source,
+        forwarded.sink,
+        source_yaml("b", &replies),
+        dead.sink
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(&file, &routes).unwrap();
+    connector(&a.checker_connection()).await; // declares the queues
+    let replier = connector(&b.checker_connection()).await;
+    let control = Arc::new(ReplierControl::default());
+    control.forged_sent.store(true, std::sync::atomic::Ordering::SeqCst);
+    let task = echo_replier(replier, forwarded, control);
+    let running = Running::start(&file, &dir.path().join("bridge.log"));
+
+    let connection = Connection::connect(support::systems::RABBIT, ConnectionProperties::default()).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let no_ack = BasicConsumeOptions {
+        no_ack: true,
+        ..BasicConsumeOptions::default()
+    };
+    let mut consumer = channel
+        .basic_consume("amq.rabbitmq.reply-to".into(), "requester".into(), no_ack, FieldTable::default())
+        .await
+        .unwrap();
+    let properties = BasicProperties::default()
+        .with_reply_to("amq.rabbitmq.reply-to".into())
+        .with_correlation_id("direct-1".into());
+    channel
+        .basic_publish("".into(), inbound.address.as_str().into(), BasicPublishOptions::default(), b"ping", properties)
+        .await
+        .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(60), consumer.next())
+        .await
+        .expect("the reply arrives on the direct reply-to consumer")
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.data, b"reply to ping");
+    assert_eq!(reply.properties.correlation_id().as_ref().map(|c| c.as_str()), Some("direct-1"));
+    running.signal("TERM");
+    assert_eq!(running.wait(Duration::from_secs(60)), Some(0));
+    task.abort();
+}
