@@ -15,5 +15,10 @@ RUN apt-get update \
  && useradd --system --uid 10001 --no-create-home bridge
 COPY --from=build /src/target/release/bridge /usr/local/bin/bridge
 USER 10001
+# Inside a container, loopback is private to it: serve /metrics, /healthz and /readyz on
+# every interface so kubelet probes and Prometheus reach them (outside a container the
+# default is 127.0.0.1:9464).
+ENV BRIDGE_HTTP_LISTEN=0.0.0.0:9464
+EXPOSE 9464
 ENTRYPOINT ["bridge"]
 CMD ["run", "/etc/bridge/routes.yaml"]

@@ -27,5 +27,6 @@ pub mod expr;
 pub mod message;
 pub mod relay;
 pub mod router;
+pub mod secret;
 pub mod shutdown;
 pub mod telemetry;

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::process::{binary, run};
+use support::process::{bridge, run};
 
 fn fixture(path: &str) -> String {
     format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
@@ -37,7 +37,7 @@ fn validate_lists_every_mistake_with_its_line_and_exits_2() {
 #[test]
 fn validate_accepts_the_example_file_without_any_network() {
     // Point the brokers at addresses nothing listens on: validate must not connect.
-    let output = Command::new(binary())
+    let output = bridge()
         .args(["validate", &fixture("routes.example.yaml")])
         .env("KAFKA_BROKERS", "192.0.2.1:9092")
         .env("RABBIT_HOST", "192.0.2.1")
@@ -84,7 +84,7 @@ fn stdin_to_stdout_route_turns_each_line_into_a_json_envelope() {
 #[test]
 fn sigterm_drains_in_flight_messages_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(binary())
+    let mut child = bridge()
         .args(["run", &stdio_routes(dir.path())])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -130,7 +130,7 @@ fn sigterm_drains_in_flight_messages_and_exits_0() {
 #[test]
 fn send_without_a_connection_says_what_to_do_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(binary())
+    let output = bridge()
         .args(["send", "kafka:orders", "hello"])
         .current_dir(dir.path())
         .output()

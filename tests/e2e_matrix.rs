@@ -1,7 +1,7 @@
 //! The five-by-five fidelity matrix: for every ordered pair of systems (Kafka, RabbitMQ,
-//! SQS, SNS via SQS, Pub/Sub), a message with a binary body, a key, 12 text and binary
-//! headers, a correlation id and a reply-to goes through `bridge run` from A to B, where
-//! it reads back as it was sent, and from B back to A, where it arrives unchanged except
+//! SQS, SNS via SQS, Pub/Sub), a message with a binary body, a key, 14 text and binary
+//! headers (W3C `traceparent` and `tracestate` among them), a correlation id and a
+//! reply-to goes through `bridge run` from A to B, where it reads back as it was sent, and from B back to A, where it arrives unchanged except
 //! for `bridge-*` headers.
 #![cfg(all(
     feature = "kafka",
@@ -36,6 +36,12 @@ fn sent(pair: &str) -> Message {
             .headers
             .push(format!("b{n}"), vec![0xffu8, n, 0, b'b']);
     }
+    // W3C trace context travels as ordinary headers, so a trace follows the message.
+    message.headers.push(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    );
+    message.headers.push("tracestate", "vendor=opaque,other=1");
     message.correlation_id = Some(format!("corr-{pair}"));
     message.reply_to = Some(format!("reply-to-{pair}"));
     message.message_id = Some(format!("id-{pair}"));

@@ -365,7 +365,7 @@ async fn bridge_request_prints_the_reply_relayed_from_kafka() {
         format!("a:{}", client.source),
     );
     let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(support::process::binary())
+        support::process::bridge()
             .args([
                 "request",
                 &input,
@@ -437,25 +437,40 @@ async fn rabbitmq_direct_reply_to_gets_its_reply_from_kafka() {
     connector(&a.checker_connection()).await; // declares the queues
     let replier = connector(&b.checker_connection()).await;
     let control = Arc::new(ReplierControl::default());
-    control.forged_sent.store(true, std::sync::atomic::Ordering::SeqCst);
+    control
+        .forged_sent
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     let task = echo_replier(replier, forwarded, control);
     let running = Running::start(&file, &dir.path().join("bridge.log"));
 
-    let connection = Connection::connect(support::systems::RABBIT, ConnectionProperties::default()).await.unwrap();
+    let connection = Connection::connect(support::systems::RABBIT, ConnectionProperties::default())
+        .await
+        .unwrap();
     let channel = connection.create_channel().await.unwrap();
     let no_ack = BasicConsumeOptions {
         no_ack: true,
         ..BasicConsumeOptions::default()
     };
     let mut consumer = channel
-        .basic_consume("amq.rabbitmq.reply-to".into(), "requester".into(), no_ack, FieldTable::default())
+        .basic_consume(
+            "amq.rabbitmq.reply-to".into(),
+            "requester".into(),
+            no_ack,
+            FieldTable::default(),
+        )
         .await
         .unwrap();
     let properties = BasicProperties::default()
         .with_reply_to("amq.rabbitmq.reply-to".into())
         .with_correlation_id("direct-1".into());
     channel
-        .basic_publish("".into(), inbound.address.as_str().into(), BasicPublishOptions::default(), b"ping", properties)
+        .basic_publish(
+            "".into(),
+            inbound.address.as_str().into(),
+            BasicPublishOptions::default(),
+            b"ping",
+            properties,
+        )
         .await
         .unwrap();
     let reply = tokio::time::timeout(Duration::from_secs(60), consumer.next())
@@ -464,7 +479,14 @@ async fn rabbitmq_direct_reply_to_gets_its_reply_from_kafka() {
         .unwrap()
         .unwrap();
     assert_eq!(reply.data, b"reply to ping");
-    assert_eq!(reply.properties.correlation_id().as_ref().map(|c| c.as_str()), Some("direct-1"));
+    assert_eq!(
+        reply
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|c| c.as_str()),
+        Some("direct-1")
+    );
     running.signal("TERM");
     assert_eq!(running.wait(Duration::from_secs(60)), Some(0));
     task.abort();

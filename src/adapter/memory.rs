@@ -17,8 +17,8 @@ use serde::Deserialize;
 use tokio::sync::{Notify, oneshot};
 
 use super::{
-    AdapterError, Confirmation, Connector, Delivery, Receipt, Role, SendError, Sink, Source,
-    SourceSettings, TailSettings,
+    AdapterError, Backlog, Confirmation, Connector, Delivery, Receipt, Role, SendError, Sink,
+    Source, SourceSettings, TailSettings,
 };
 use crate::ack::{AckHandle, Outcome};
 use crate::address::Endpoint;
@@ -361,6 +361,18 @@ impl Source for MemorySource {
     }
 
     async fn close(self: Box<Self>) {}
+
+    fn backlog(&self) -> Option<Arc<dyn Backlog>> {
+        Some(self.queue.clone())
+    }
+}
+
+/// Ready messages, like a RabbitMQ queue's depth.
+#[async_trait]
+impl Backlog for MemoryQueue {
+    async fn messages(&self) -> Result<u64, AdapterError> {
+        Ok(self.len() as u64)
+    }
 }
 
 struct MemorySink {

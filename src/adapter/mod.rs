@@ -22,6 +22,8 @@ pub mod pubsub;
 pub mod rabbitmq;
 mod spec;
 pub mod stdio;
+#[cfg(any(feature = "kafka", feature = "rabbitmq"))]
+pub mod tls;
 
 use std::fmt;
 use std::sync::Arc;
@@ -171,6 +173,18 @@ pub trait Source: Send {
 
     /// Stops receiving and settles every outcome already given (commits, deletes, acks).
     async fn close(self: Box<Self>);
+
+    /// A way to ask the broker how many messages wait at this source, where it has one.
+    fn backlog(&self) -> Option<Arc<dyn Backlog>> {
+        None
+    }
+}
+
+/// Asks a broker how many messages wait at one source (the `bridge_source_backlog_messages`
+/// gauge): Kafka consumer-group lag, RabbitMQ ready messages, SQS visible + in flight.
+#[async_trait]
+pub trait Backlog: Send + Sync {
+    async fn messages(&self) -> Result<u64, AdapterError>;
 }
 
 /// Delivers messages to one endpoint.

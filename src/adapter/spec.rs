@@ -144,6 +144,8 @@ impl ConnectionSpec {
     /// Checks a parsed connection's fields that serde cannot (URIs and the like).
     pub fn check(&self) -> Result<(), String> {
         match self {
+            #[cfg(feature = "kafka")]
+            ConnectionSpec::Kafka(config) => kafka::check_config(config),
             #[cfg(feature = "rabbitmq")]
             ConnectionSpec::RabbitMq(config) => rabbitmq::check_config(config),
             #[cfg(feature = "aws")]

@@ -64,6 +64,10 @@ impl Command {
 pub struct RunArgs {
     /// The routes file.
     pub file: PathBuf,
+    /// Where to serve /metrics, /healthz and /readyz: `HOST:PORT` or `off` [default:
+    /// `settings.http.listen`, else 127.0.0.1:9464].
+    #[arg(long, env = "BRIDGE_HTTP_LISTEN", value_name = "HOST:PORT")]
+    pub http_listen: Option<String>,
 }
 
 #[derive(Debug, Args)]

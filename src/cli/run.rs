@@ -1,4 +1,6 @@
-//! `bridge run FILE`: validate, connect, move messages until a signal, drain.
+//! `bridge run FILE`: validate, serve the HTTP port, connect, move messages until a
+//! signal, drain. `/readyz` turns 200 once every route is connected and 503 again as soon
+//! as the drain starts.
 
 use anyhow::anyhow;
 
@@ -6,11 +8,32 @@ use super::{CliError, RunArgs};
 use crate::adapter::ConnectContext;
 use crate::config::{self, ProcessEnvironment};
 use crate::router::{Router, RouterError};
+use crate::telemetry::http::{self, Readiness};
 
 pub async fn run(args: RunArgs) -> Result<(), CliError> {
     let plan = config::load_file(&args.file, &ProcessEnvironment).map_err(CliError::Config)?;
+    let listen = args
+        .http_listen
+        .unwrap_or_else(|| plan.settings.http.listen.clone());
+    config::check_listen(&listen)
+        .map_err(|message| CliError::Usage(anyhow!("--http-listen: {message}")))?;
     let shutdown = crate::shutdown::on_signals()
         .map_err(|e| CliError::Runtime(anyhow!("cannot install signal handlers: {e}")))?;
+    let readiness = Readiness::default();
+    if listen != "off" {
+        let metrics = http::install_recorder().map_err(|e| CliError::Runtime(anyhow!(e)))?;
+        let address = http::serve(&listen, metrics, readiness.clone())
+            .await
+            .map_err(|e| CliError::Runtime(anyhow!(e)))?;
+        tracing::info!("serving /metrics, /healthz and /readyz on http://{address}");
+    }
+    let drain_flag = {
+        let (readiness, shutdown) = (readiness.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            readiness.draining();
+        })
+    };
     let context = ConnectContext::default();
     let router = match Router::connect(&plan, &context, &shutdown).await {
         Ok(router) => router,
@@ -18,8 +41,10 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
         Err(error @ RouterError::NoRoutes) => return Err(CliError::Usage(error.into())),
         Err(error) => return Err(CliError::Runtime(error.into())),
     };
+    readiness.ready();
     tracing::info!(routes = plan.routes.len(), "bridge is running");
     let report = router.run(shutdown).await;
+    drain_flag.abort();
     if let Some((route, error)) = report.failed_routes.first() {
         return Err(CliError::Runtime(anyhow!(
             "route `{route}` failed: {error}"

@@ -27,7 +27,10 @@ pub struct Settings {
     /// least 16 bytes, the same for every replica. Read it from a file or the environment
     /// (`${file:/run/secrets/bridge-reply-key}`); it is never printed.
     #[serde(default)]
-    pub reply_signing_key: Option<String>,
+    pub reply_signing_key: Option<Secret>,
+    /// The HTTP port for `/metrics`, `/healthz` and `/readyz`.
+    #[serde(default)]
+    pub http: HttpSettings,
 }
 
 impl Default for Settings {
@@ -36,9 +39,43 @@ impl Default for Settings {
             drain_timeout: default_drain_timeout(),
             max_hops: default_max_hops(),
             reply_signing_key: None,
+            http: HttpSettings::default(),
         }
     }
 }
+
+/// The HTTP port (`settings.http`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// `HOST:PORT` to listen on, or `off`. Default `127.0.0.1:9464`: loopback, so only the
+    /// pod (kubelet probes, a Prometheus sidecar) reaches it; write `0.0.0.0:9464` to let
+    /// Prometheus scrape it from outside. `bridge run --http-listen` overrides it.
+    #[serde(default = "default_http_listen")]
+    pub listen: String,
+    /// How often each source's backlog is asked of its broker. Default 15s.
+    #[serde(default = "default_backlog_interval", deserialize_with = "duration")]
+    pub backlog_interval: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            listen: default_http_listen(),
+            backlog_interval: default_backlog_interval(),
+        }
+    }
+}
+
+pub fn default_http_listen() -> String {
+    "127.0.0.1:9464".to_owned()
+}
+
+pub fn default_backlog_interval() -> Duration {
+    Duration::from_secs(15)
+}
+
+pub use crate::secret::Secret;
 
 pub fn default_drain_timeout() -> Duration {
     Duration::from_secs(30)

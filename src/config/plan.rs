@@ -15,6 +15,20 @@ use crate::adapter::{ConnectionSpec, Role, System};
 use crate::address::Endpoint;
 use crate::expr::{Condition, Template};
 
+/// `off`, or an address `bridge run` can bind.
+pub fn check_listen(listen: &str) -> Result<(), String> {
+    if listen == "off" || listen.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    // A host name is resolved only when binding; insist on HOST:PORT with a numeric port.
+    match listen.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(format!(
+            "`{listen}` is not `HOST:PORT` or `off`; write e.g. `127.0.0.1:9464` or `0.0.0.0:9464`"
+        )),
+    }
+}
+
 /// A validated routes file, ready to run.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -248,6 +262,9 @@ impl Builder<'_> {
             .unwrap_or_default();
         if settings.max_hops == 0 {
             self.error("settings.max_hops", "max_hops must be at least 1");
+        }
+        if let Err(message) = check_listen(&settings.http.listen) {
+            self.error("settings.http.listen", message);
         }
         settings
     }
@@ -710,7 +727,10 @@ pub(super) fn build(document: &Document) -> Result<Plan, Vec<ConfigError>> {
         Some(Value::Array(items)) => items.iter().position(|r| r.get("reply").is_some()),
         _ => None,
     };
-    let signer = match (&settings.reply_signing_key, first_relay) {
+    let signer = match (
+        settings.reply_signing_key.as_ref().map(|k| k.expose()),
+        first_relay,
+    ) {
         (Some(key), _) if key.len() < 16 => {
             builder.error(
                 "settings.reply_signing_key",

@@ -104,4 +104,33 @@ impl Message {
         self.headers
             .set(reserved::HOPS, HeaderValue::Text(next.to_string()));
     }
+
+    /// The trace id of a W3C `traceparent` header (`00-TRACEID-SPANID-FLAGS`), for log
+    /// lines. The header itself travels unchanged, like any other.
+    pub fn trace_id(&self) -> Option<&str> {
+        let traceparent = self.headers.get_text("traceparent")?;
+        let mut fields = traceparent.trim().split('-');
+        let (_version, trace_id) = (fields.next()?, fields.next()?);
+        let valid = trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit());
+        valid.then_some(trace_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Message;
+
+    #[test]
+    fn trace_id_comes_from_a_valid_traceparent_only() {
+        let mut message = Message::new("x");
+        assert_eq!(message.trace_id(), None);
+        message.headers.push(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        );
+        assert_eq!(message.trace_id(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        let mut broken = Message::new("x");
+        broken.headers.push("traceparent", "00-not-a-trace-01");
+        assert_eq!(broken.trace_id(), None);
+    }
 }

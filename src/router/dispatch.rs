@@ -40,6 +40,7 @@ pub struct RouteContext {
     pub requests: Option<crate::relay::RequestRelay>,
     /// Reply half: replies are checked and sent back to their requester.
     pub replies: Option<crate::relay::ReplyRelay>,
+    pub metrics: crate::telemetry::metrics::RouteMetrics,
 }
 
 /// One enqueued (or failed-to-enqueue) send to one sink.
@@ -57,6 +58,8 @@ pub struct Started {
     original: Message,
     ack: AckHandle,
     state: StartState,
+    /// Counts the delivery in flight until it is settled.
+    _in_flight: crate::telemetry::metrics::InFlight,
 }
 
 enum StartState {
@@ -153,9 +156,14 @@ async fn attempt_for(
 /// Checks, filters and enqueues the first attempt on every matching sink, in call order.
 pub async fn start(context: &RouteContext, delivery: Delivery) -> Started {
     let Delivery { mut message, ack } = delivery;
+    let in_flight = context.metrics.start();
     if let Some(replies) = &context.replies
         && let Err(refusal) = replies.restore(&mut message)
     {
+        context.metrics.reply_refused(match refusal {
+            crate::relay::Refusal::Late(_) => "late",
+            _ => "invalid",
+        });
         let state = match replies.unmatched {
             crate::relay::Unmatched::DeadLetter => {
                 StartState::Refused(Failure::of_route(format!("reply not relayed: {refusal}")))
@@ -169,6 +177,7 @@ pub async fn start(context: &RouteContext, delivery: Delivery) -> Started {
             original: message,
             ack,
             state,
+            _in_flight: in_flight,
         };
     }
     let state = start_state(context, &message).await;
@@ -176,6 +185,7 @@ pub async fn start(context: &RouteContext, delivery: Delivery) -> Started {
         original: message,
         ack,
         state,
+        _in_flight: in_flight,
     }
 }
 
@@ -190,7 +200,10 @@ async fn start_state(context: &RouteContext, message: &Message) -> StartState {
     if let Some(when) = &context.when {
         match when.matches(message) {
             Ok(true) => {}
-            Ok(false) => return StartState::Done,
+            Ok(false) => {
+                context.metrics.filtered.increment(1);
+                return StartState::Done;
+            }
             Err(error) => return StartState::Refused(eval_failure("route", error)),
         }
     }
@@ -241,9 +254,13 @@ async fn complete(context: &RouteContext, attempt: Attempt) -> (Attempt, Result<
     let mut waits = retry::schedule(&context.retry);
     let outcome = loop {
         let error = match result {
-            Ok(receipt) => break Ok(receipt),
+            Ok(receipt) => {
+                context.metrics.sent(&label);
+                break Ok(receipt);
+            }
             Err(error) => error,
         };
+        context.metrics.failed(&label, error.class.as_str());
         let first = *first_failure_at.get_or_insert_with(SystemTime::now);
         let failure = |error: SendError, attempts| Failure {
             sink: label.clone(),
@@ -264,6 +281,7 @@ async fn complete(context: &RouteContext, attempt: Attempt) -> (Attempt, Result<
         tracing::debug!(route = %context.name, sink = %label, attempt = attempts, error = %error, ?wait, "send failed; retrying");
         tokio::time::sleep(wait).await;
         attempts += 1;
+        context.metrics.retried(&label);
         result = match (&sink, &endpoint) {
             (Some(open), _) => enqueue_and_confirm(open, &message).await,
             (None, Some(endpoint)) => match context.cache.get_for_send(endpoint).await {
@@ -301,6 +319,7 @@ pub async fn finish(context: &RouteContext, started: Started) {
         original,
         ack,
         state,
+        _in_flight,
     } = started;
     let attempts = match state {
         StartState::Done => return ack.ack(),
@@ -322,6 +341,9 @@ pub async fn finish(context: &RouteContext, started: Started) {
         }
     }
     if failures.is_empty() {
+        if context.replies.is_some() {
+            context.metrics.replies_relayed.increment(1);
+        }
         ack.ack();
     } else {
         dead_letter_or_reject(context, &original, failures, ack).await;
@@ -344,6 +366,7 @@ async fn dead_letter_or_reject(
             attempts = failure.attempts,
             error = %failure.error,
             message_id = original.message_id.as_deref().unwrap_or(""),
+            trace_id = original.trace_id().unwrap_or(""),
             "message cannot be delivered"
         );
     }
@@ -388,8 +411,13 @@ async fn dead_letter_or_reject(
     let results = futures::future::join_all(letters).await;
     let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
     if errors.is_empty() {
+        context
+            .metrics
+            .dead_letters
+            .increment(failures.len() as u64);
         ack.ack();
     } else {
+        context.metrics.source_retries.increment(1);
         // Never acknowledged; handed back after a pause so a dead letter that keeps
         // failing does not turn into a busy loop of redeliveries.
         tracing::error!(route = %context.name, errors = ?errors, pause = ?context.retry.max_backoff, "dead letter could not be written; the message will be redelivered");

@@ -8,6 +8,7 @@
 //! `settings.drain_timeout` for in-flight messages to settle, close sources (their last
 //! acknowledgements reach the brokers), flush sinks.
 
+mod backlog;
 mod dead_letter;
 mod dispatch;
 mod retry;
@@ -37,16 +38,18 @@ use sinks::SinkCache;
 pub enum RouterError {
     #[error("the routes file has no routes to run")]
     NoRoutes,
-    #[error("connection `{connection}`: {source}")]
+    // The adapter's error is part of the message, not a `source`: printed as a chain,
+    // it would appear twice.
+    #[error("connection `{connection}`: {error}")]
     Connect {
         connection: String,
-        source: AdapterError,
+        error: AdapterError,
     },
-    #[error("route `{route}`: cannot open {endpoint}: {source}")]
+    #[error("route `{route}`: cannot open {endpoint}: {error}")]
     Open {
         route: String,
         endpoint: String,
-        source: AdapterError,
+        error: AdapterError,
     },
     #[error("shutdown was requested before every connection was open")]
     Interrupted,
@@ -72,6 +75,7 @@ pub struct Router {
     loops: Vec<Loop>,
     cache: Arc<SinkCache>,
     drain_timeout: Duration,
+    backlog_interval: Duration,
 }
 
 /// Retries `open` while it fails with a retryable error, until `shutdown` (then `None`).
@@ -105,6 +109,8 @@ where
 struct Loop {
     context: Arc<RouteContext>,
     source: Box<dyn Source>,
+    /// The source's address, for the backlog gauge.
+    endpoint: String,
     ordering: crate::config::Ordering,
     max_in_flight: usize,
 }
@@ -129,6 +135,10 @@ fn route_context(plan: &Plan, route: &RoutePlan, cache: &Arc<SinkCache>) -> Rout
                 timeout: reply.timeout,
             }),
         replies: None,
+        metrics: crate::telemetry::metrics::RouteMetrics::new(
+            &route.name,
+            &route.source.endpoint.to_string(),
+        ),
     }
 }
 
@@ -157,6 +167,10 @@ fn reply_context(plan: &Plan, route: &RoutePlan, cache: &Arc<SinkCache>) -> Opti
             signer: signer.clone(),
             unmatched: reply.unmatched,
         }),
+        metrics: crate::telemetry::metrics::RouteMetrics::new(
+            &format!("{}/replies", route.name),
+            &reply.source.endpoint.to_string(),
+        ),
     })
 }
 
@@ -182,10 +196,10 @@ async fn open_source(
     .await
     .map_err(|error| match error {
         None => RouterError::Interrupted,
-        Some(source) => RouterError::Open {
+        Some(error) => RouterError::Open {
             route: route.name.clone(),
             endpoint: endpoint.to_string(),
-            source,
+            error,
         },
     })
 }
@@ -231,9 +245,9 @@ impl Router {
                 .await
                 .map_err(|source| match source {
                     None => RouterError::Interrupted,
-                    Some(source) => RouterError::Connect {
+                    Some(error) => RouterError::Connect {
                         connection: name.to_owned(),
-                        source,
+                        error,
                     },
                 })?;
             connectors.insert(name.to_owned(), connector);
@@ -256,10 +270,10 @@ impl Router {
                     .await
                     .map_err(|source| match source {
                         None => RouterError::Interrupted,
-                        Some(source) => RouterError::Open {
+                        Some(error) => RouterError::Open {
                             route: route.name.clone(),
                             endpoint: endpoint.to_string(),
-                            source,
+                            error,
                         },
                     })?;
                 }
@@ -269,6 +283,7 @@ impl Router {
             loops.push(Loop {
                 context: Arc::new(route_context(plan, route, &cache)),
                 source,
+                endpoint: route.source.endpoint.to_string(),
                 ordering: route.ordering,
                 max_in_flight: route.max_in_flight,
             });
@@ -279,6 +294,7 @@ impl Router {
                 loops.push(Loop {
                     context: Arc::new(context),
                     source,
+                    endpoint: reply.source.endpoint.to_string(),
                     ordering: crate::config::Ordering::None,
                     max_in_flight: route.max_in_flight,
                 });
@@ -288,6 +304,7 @@ impl Router {
             loops,
             cache,
             drain_timeout: plan.settings.drain_timeout,
+            backlog_interval: plan.settings.http.backlog_interval,
         })
     }
 
@@ -295,13 +312,25 @@ impl Router {
     pub async fn run(self, shutdown: CancellationToken) -> RunReport {
         let stop_routes = shutdown.child_token();
         let mut loops = JoinSet::new();
+        let stop_watchers = CancellationToken::new();
+        let _stop_watchers_on_return = stop_watchers.clone().drop_guard();
         for Loop {
             context,
             source,
+            endpoint,
             ordering,
             max_in_flight,
         } in self.loops
         {
+            if let Some(probe) = source.backlog() {
+                tokio::spawn(backlog::watch(
+                    probe,
+                    context.name.clone(),
+                    endpoint,
+                    self.backlog_interval,
+                    stop_watchers.clone(),
+                ));
+            }
             let token = stop_routes.clone();
             let name = context.name.clone();
             loops.spawn(async move {

@@ -9,9 +9,17 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_bridge")
 }
 
+/// `bridge` with its HTTP port on a free loopback port, so parallel tests never collide
+/// on the default 9464.
+pub fn bridge() -> Command {
+    let mut command = Command::new(binary());
+    command.env("BRIDGE_HTTP_LISTEN", "127.0.0.1:0");
+    command
+}
+
 /// Runs `bridge ARGS` to completion with `stdin` as input.
 pub fn run(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(binary())
+    let mut child = bridge()
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -35,7 +43,7 @@ impl Running {
             .append(true)
             .open(log)
             .unwrap();
-        let child = Command::new(binary())
+        let child = bridge()
             .args(["run", routes.to_str().unwrap()])
             .env("BRIDGE_LOG", "info")
             .stdin(Stdio::null())

@@ -125,8 +125,13 @@ impl AwsClients {
             loader = loader.endpoint_url(url);
         }
         if let (Some(id), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
-            let credentials =
-                aws_sdk_sqs::config::Credentials::new(id, secret, None, None, "bridge-routes-file");
+            let credentials = aws_sdk_sqs::config::Credentials::new(
+                id,
+                secret.expose(),
+                None,
+                None,
+                "bridge-routes-file",
+            );
             loader = loader.credentials_provider(credentials);
         }
         let shared = loader.load().await;

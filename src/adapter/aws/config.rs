@@ -22,7 +22,7 @@ pub struct Config {
     #[serde(default)]
     pub access_key_id: Option<String>,
     #[serde(default)]
-    pub secret_access_key: Option<String>,
+    pub secret_access_key: Option<crate::secret::Secret>,
     /// Longest wait for any SQS or SNS call other than a long poll, in milliseconds.
     /// Default 30000.
     #[serde(default = "default_timeout_ms")]

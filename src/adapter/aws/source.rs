@@ -18,7 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
-    MessageSystemAttributeName,
+    MessageSystemAttributeName, QueueAttributeName,
 };
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -30,7 +30,7 @@ use super::attributes::{self, Attribute};
 use super::client::{AwsClients, classify};
 use crate::ack::{AckHandle, Outcome};
 use crate::adapter::ErrorClass;
-use crate::adapter::{AdapterError, Delivery, Source};
+use crate::adapter::{AdapterError, Backlog, Delivery, Source};
 use crate::message::{Message, Origin};
 
 const MAX_RETRY_DELAY_SECONDS: i32 = 300;
@@ -477,8 +477,36 @@ async fn settle_outcomes(shared: Arc<Shared>, mut outcomes: mpsc::UnboundedRecei
     }
 }
 
+/// The queue's approximate visible plus in-flight (not visible) messages.
+struct QueueBacklog {
+    clients: Arc<AwsClients>,
+    queue_url: String,
+}
+
+#[async_trait]
+impl Backlog for QueueBacklog {
+    async fn messages(&self) -> Result<u64, AdapterError> {
+        let attributes = self.clients.queue_attributes(&self.queue_url).await?;
+        let count = |name: QueueAttributeName| {
+            attributes
+                .get(&name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok(count(QueueAttributeName::ApproximateNumberOfMessages)
+            + count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
+    }
+}
+
 #[async_trait]
 impl Source for SqsSource {
+    fn backlog(&self) -> Option<Arc<dyn Backlog>> {
+        Some(Arc::new(QueueBacklog {
+            clients: self.shared.clients.clone(),
+            queue_url: self.shared.spec.queue_url.clone(),
+        }))
+    }
+
     async fn recv(&mut self) -> Result<Option<Delivery>, AdapterError> {
         match self.deliveries.recv().await {
             Some(delivery) => Ok(Some(delivery)),

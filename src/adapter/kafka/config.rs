@@ -34,6 +34,44 @@ pub struct Config {
     /// Topics to create at start-up when missing (brokers without auto-creation).
     #[serde(default)]
     pub declare: Vec<TopicDeclaration>,
+    /// TLS to the brokers (`security.protocol` `ssl`, or `sasl_ssl` with `sasl`): an extra
+    /// CA and a client certificate for mutual TLS. Certificates and host names are verified.
+    #[serde(default)]
+    pub tls: Option<crate::adapter::tls::TlsFiles>,
+    /// SASL authentication (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`). Without `tls` the
+    /// password crosses the network in the clear (PLAIN) or hashed (SCRAM): use both.
+    #[serde(default)]
+    pub sasl: Option<Sasl>,
+}
+
+/// SASL credentials of a Kafka connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sasl {
+    pub mechanism: SaslMechanism,
+    pub username: String,
+    /// Read it from a file or the environment: `${file:/run/secrets/kafka-password}`.
+    pub password: crate::secret::Secret,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum SaslMechanism {
+    #[serde(rename = "PLAIN")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
 }
 
 /// Names of the Kafka headers that hold the correlation id, reply-to, message id and

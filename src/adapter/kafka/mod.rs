@@ -17,6 +17,7 @@
 //!   create topics on first use).
 
 mod config;
+mod lag;
 mod mapping;
 mod offsets;
 mod sink;
@@ -79,12 +80,52 @@ pub(super) fn describe(config: &Config) -> String {
     format!("Kafka at {}", config.brokers)
 }
 
+pub(super) fn check_config(config: &Config) -> Result<(), String> {
+    match &config.tls {
+        Some(tls) => tls.check(),
+        None => Ok(()),
+    }
+}
+
 fn base_config(config: &Config) -> ClientConfig {
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &config.brokers)
         .set("client.id", &config.client_id);
+    apply_security(&mut client, config);
     client
+}
+
+/// `tls` and `sasl` as librdkafka properties; explicit `options` still override them.
+fn apply_security(client: &mut ClientConfig, config: &Config) {
+    let protocol = match (&config.tls, &config.sasl) {
+        (None, None) => return,
+        (Some(_), None) => "ssl",
+        (None, Some(_)) => "sasl_plaintext",
+        (Some(_), Some(_)) => "sasl_ssl",
+    };
+    client.set("security.protocol", protocol);
+    if let Some(tls) = &config.tls {
+        client
+            .set("enable.ssl.certificate.verification", "true")
+            .set("ssl.endpoint.identification.algorithm", "https");
+        let files = [
+            ("ssl.ca.location", &tls.ca_file),
+            ("ssl.certificate.location", &tls.cert_file),
+            ("ssl.key.location", &tls.key_file),
+        ];
+        for (property, file) in files {
+            if let Some(file) = file {
+                client.set(property, file.to_string_lossy());
+            }
+        }
+    }
+    if let Some(sasl) = &config.sasl {
+        client
+            .set("sasl.mechanism", sasl.mechanism.as_str())
+            .set("sasl.username", &sasl.username)
+            .set("sasl.password", sasl.password.expose());
+    }
 }
 
 /// Which kind of client extra properties are for.
@@ -257,14 +298,20 @@ impl Connector for KafkaConnector {
         })?;
         let consumer = Arc::into_inner(consumer).expect("the metadata probe has finished");
         let buffer = settings.max_in_flight.clamp(16, 1024);
-        Ok(Box::new(source::KafkaSource::start(
+        let source = source::KafkaSource::start(
             consumer,
             tracker,
             endpoint.to_string(),
             self.config.header_names.clone(),
             buffer,
             Duration::from_millis(options.commit_interval_ms.max(10)),
-        )))
+        );
+        let lag = lag::probe(
+            source.consumer(),
+            &target.topic,
+            matches!(options.start, Start::Earliest),
+        );
+        Ok(Box::new(source.with_backlog(lag)))
     }
 
     async fn open_sink(&self, endpoint: &Endpoint) -> Result<Arc<dyn Sink>, AdapterError> {
@@ -353,4 +400,48 @@ impl Source for TailReader {
     }
 
     async fn close(self: Box<Self>) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Config, base_config};
+
+    fn config(extra: serde_json::Value) -> Config {
+        let mut value = serde_json::json!({"brokers": "k:9093"});
+        value
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn tls_and_sasl_become_librdkafka_properties() {
+        let client = base_config(&config(serde_json::json!({
+            "tls": {"ca_file": "/ca.pem", "cert_file": "/c.pem", "key_file": "/k.pem"},
+            "sasl": {"mechanism": "SCRAM-SHA-512", "username": "u", "password": "p"},
+        })));
+        assert_eq!(client.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(client.get("ssl.ca.location"), Some("/ca.pem"));
+        assert_eq!(client.get("ssl.certificate.location"), Some("/c.pem"));
+        assert_eq!(client.get("ssl.key.location"), Some("/k.pem"));
+        assert_eq!(
+            client.get("enable.ssl.certificate.verification"),
+            Some("true")
+        );
+        assert_eq!(client.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(client.get("sasl.password"), Some("p"));
+    }
+
+    #[test]
+    fn sasl_without_tls_is_sasl_plaintext_and_no_security_is_plaintext() {
+        let plain = base_config(&config(serde_json::json!({
+            "sasl": {"mechanism": "PLAIN", "username": "u", "password": "p"},
+        })));
+        assert_eq!(plain.get("security.protocol"), Some("sasl_plaintext"));
+        assert_eq!(
+            base_config(&config(serde_json::json!({}))).get("security.protocol"),
+            None
+        );
+    }
 }

@@ -26,7 +26,7 @@ use super::config::HeaderNames;
 use super::mapping;
 use super::offsets::{OffsetTracker, TopicPartition};
 use crate::ack::{AckHandle, Outcome};
-use crate::adapter::{AdapterError, Delivery, Source};
+use crate::adapter::{AdapterError, Backlog, Delivery, Source};
 use crate::message::Message;
 
 /// Consumer context that keeps the offset tracker in step with rebalances.
@@ -166,9 +166,21 @@ pub struct KafkaSource {
     tracker: Arc<Mutex<OffsetTracker>>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    backlog: Option<Arc<dyn Backlog>>,
 }
 
 impl KafkaSource {
+    pub fn consumer(&self) -> &Arc<GroupConsumer> {
+        &self.consumer
+    }
+
+    pub fn with_backlog(self, backlog: Arc<dyn Backlog>) -> KafkaSource {
+        KafkaSource {
+            backlog: Some(backlog),
+            ..self
+        }
+    }
+
     /// Starts reading `consumer` (already subscribed) for `endpoint`.
     pub fn start(
         consumer: GroupConsumer,
@@ -210,6 +222,7 @@ impl KafkaSource {
             tracker,
             stop,
             tasks: vec![reader, committer],
+            backlog: None,
         }
     }
 }
@@ -323,6 +336,10 @@ impl Source for KafkaSource {
         }
     }
 
+    fn backlog(&self) -> Option<Arc<dyn Backlog>> {
+        self.backlog.clone()
+    }
+
     async fn close(self: Box<Self>) {
         let KafkaSource {
             consumer,
@@ -331,6 +348,7 @@ impl Source for KafkaSource {
             tasks,
             deliveries,
             retries,
+            backlog: _,
         } = *self;
         stop.cancel();
         for task in tasks {

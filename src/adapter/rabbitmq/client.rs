@@ -12,12 +12,14 @@ use std::time::Duration;
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties, ErrorKind, ExchangeKind};
 use tokio::sync::Mutex;
 
 use super::config::{Config, Declarations, ExchangeType};
+use crate::adapter::tls::TlsFiles;
 use crate::adapter::{AdapterError, redact_url};
 
 /// Default heartbeat, in seconds, when the URI has none.
@@ -53,15 +55,43 @@ pub fn is_refusal(error: &lapin::Error) -> bool {
 pub struct AmqpClient {
     config: Config,
     uri: AMQPUri,
+    tls: OwnedTLSConfig,
     connection: Mutex<Option<Arc<Connection>>>,
+}
+
+/// The CA and client certificate of `tls`, read once at start-up.
+fn tls_config(tls: Option<&TlsFiles>) -> Result<OwnedTLSConfig, String> {
+    let Some(tls) = tls else {
+        return Ok(OwnedTLSConfig::default());
+    };
+    let cert_chain = match &tls.ca_file {
+        Some(file) => Some(
+            String::from_utf8(TlsFiles::read(file)?)
+                .map_err(|_| format!("`{}` is not a PEM file", file.display()))?,
+        ),
+        None => None,
+    };
+    let identity = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => Some(OwnedIdentity::PKCS8 {
+            pem: TlsFiles::read(cert)?,
+            key: TlsFiles::read(key)?,
+        }),
+        _ => None,
+    };
+    Ok(OwnedTLSConfig {
+        identity,
+        cert_chain,
+    })
 }
 
 impl AmqpClient {
     pub fn new(config: Config) -> Result<AmqpClient, AdapterError> {
         let uri = parse_uri(&config.url).map_err(AdapterError::Invalid)?;
+        let tls = tls_config(config.tls.as_ref()).map_err(AdapterError::Invalid)?;
         Ok(AmqpClient {
             config,
             uri,
+            tls,
             connection: Mutex::new(None),
         })
     }
@@ -97,7 +127,14 @@ impl AmqpClient {
             return Ok(connection.clone());
         }
         let properties = ConnectionProperties::default().with_connection_name("bridge".into());
-        let connecting = Connection::connect_uri(self.uri.clone(), properties);
+        let runtime = lapin::runtime::default_runtime()
+            .map_err(|e| AdapterError::Invalid(format!("no async runtime for AMQP: {e}")))?;
+        let connecting = Connection::connect_uri_with_config(
+            self.uri.clone(),
+            properties,
+            self.tls.clone(),
+            runtime,
+        );
         let connection = match tokio::time::timeout(self.timeout(), connecting).await {
             Ok(Ok(connection)) => Arc::new(connection),
             Ok(Err(error)) if is_refusal(&error) => {

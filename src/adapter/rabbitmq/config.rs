@@ -24,6 +24,10 @@ pub struct Config {
     /// Exchanges and queues to declare at start-up (idempotent).
     #[serde(default)]
     pub declare: Declarations,
+    /// For `amqps://`: an extra CA to trust and a client certificate (mutual TLS). The
+    /// server certificate is always verified (system trust store plus `ca_file`).
+    #[serde(default)]
+    pub tls: Option<crate::adapter::tls::TlsFiles>,
 }
 
 fn default_connect_timeout_ms() -> u64 {

@@ -40,7 +40,14 @@ use crate::ack::AckHandle;
 use crate::address::Endpoint;
 
 pub(super) fn check_config(config: &Config) -> Result<(), String> {
-    client::parse_uri(&config.url).map(|_| ())
+    let uri = client::parse_uri(&config.url)?;
+    if let Some(tls) = &config.tls {
+        tls.check()?;
+        if uri.scheme != lapin::uri::AMQPScheme::AMQPS {
+            return Err("`tls` needs an `amqps://` url".into());
+        }
+    }
+    Ok(())
 }
 
 /// A queue may reject only into a dead-letter exchange bridge knows of: one declared with

@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{Acker, Channel};
@@ -23,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::client::AmqpClient;
 use super::mapping;
 use crate::ack::{AckHandle, Outcome};
-use crate::adapter::{AdapterError, Delivery, Source};
+use crate::adapter::{AdapterError, Backlog, Delivery, Source};
 
 use std::sync::Arc;
 
@@ -33,6 +34,7 @@ pub struct RabbitSource {
     stop: CancellationToken,
     consumer: JoinHandle<()>,
     acker: JoinHandle<()>,
+    depth: Arc<QueueDepth>,
 }
 
 /// What to consume and how.
@@ -45,6 +47,10 @@ pub struct ConsumeSpec {
 
 impl RabbitSource {
     pub fn start(client: Arc<AmqpClient>, spec: ConsumeSpec) -> RabbitSource {
+        let depth = Arc::new(QueueDepth {
+            client: client.clone(),
+            queue: spec.queue.clone(),
+        });
         let (deliveries_tx, deliveries) = mpsc::channel(usize::from(spec.prefetch.max(1)));
         let (acks_tx, acks_rx) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
@@ -55,7 +61,36 @@ impl RabbitSource {
             stop,
             consumer,
             acker,
+            depth,
         }
+    }
+}
+
+/// The ready messages of the source's queue (`queue.declare` passive, as `rabbitmqctl
+/// list_queues messages_ready` reports it); unacknowledged ones held by consumers are not
+/// counted (bridge's own are `bridge_messages_in_flight`).
+struct QueueDepth {
+    client: Arc<AmqpClient>,
+    queue: String,
+}
+
+#[async_trait::async_trait]
+impl Backlog for QueueDepth {
+    async fn messages(&self) -> Result<u64, AdapterError> {
+        let channel = self.client.channel().await?;
+        let options = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let declared = self
+            .client
+            .bounded(
+                "counting the queue's messages",
+                channel.queue_declare(self.queue.as_str().into(), options, FieldTable::default()),
+            )
+            .await;
+        let _ = channel.close(200, "done".into()).await;
+        Ok(u64::from(declared?.message_count()))
     }
 }
 
@@ -193,12 +228,17 @@ impl Source for RabbitSource {
         }
     }
 
+    fn backlog(&self) -> Option<Arc<dyn Backlog>> {
+        Some(self.depth.clone())
+    }
+
     async fn close(self: Box<Self>) {
         let RabbitSource {
             mut deliveries,
             stop,
             consumer,
             acker,
+            depth: _,
         } = *self;
         stop.cancel();
         let _ = consumer.await;

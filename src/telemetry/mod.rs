@@ -1,8 +1,13 @@
-//! Logging set-up: `tracing` to standard error, as text or JSON lines.
+//! Logging, metrics and the HTTP port for health and Prometheus.
+//!
+//! Logging: `tracing` to standard error, as text or JSON lines.
 //!
 //! The level comes from `--log-level`, else `BRIDGE_LOG` (an `EnvFilter` directive such as
 //! `info,bridge::router=debug`), else the command's default. Message bodies are never
 //! logged above `trace`.
+
+pub mod http;
+pub mod metrics;
 
 use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;
