@@ -20,7 +20,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(execute(cli.command)) {
+    let outcome = runtime.block_on(execute(cli.command));
+    // Everything that matters has been drained and flushed by now. What may remain is a
+    // blocking read of stdin that nothing can cancel: waiting for it would keep a
+    // `bridge run` reading an open pipe alive after SIGTERM until its writer closes.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             match &error {

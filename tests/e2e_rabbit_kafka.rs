@@ -56,15 +56,23 @@ async fn preload(connector: &Arc<dyn Connector>, endpoint: &str) {
     }
 }
 
-async fn wait_until(what: &str, timeout: Duration, condition: impl Fn() -> bool) {
+/// Waits until `condition` holds; false when `timeout` passed first.
+async fn wait_until(timeout: Duration, condition: impl Fn() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;
     while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    true
+}
+
+/// The last `lines` lines of a bridge log, for a failure message.
+fn log_tail(log: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,8 +92,11 @@ async fn ten_thousand_each_way_survive_a_sigkill_intact() {
     let expires = json!({"x-expires": 900_000});
     let rabbit = json!({"type": "rabbitmq", "url": RABBIT, "declare": {"queues": [
         {"name": q_in, "arguments": expires}, {"name": q_out, "arguments": expires}, {"name": q_dlq, "arguments": expires}]}});
+    // tansu evicts the killed member only once the group's session timeout has passed,
+    // and counts a newcomer's join and sync (3 s pause each) against that same timeout:
+    // 6 s lets the newcomer evict itself over and over on a busy machine, 15 s does not.
     let kafka = json!({"type": "kafka", "brokers": KAFKA, "group_id": format!("{name}-bridge"),
-        "consumer_options": {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"},
+        "consumer_options": {"session.timeout.ms": "15000", "heartbeat.interval.ms": "1000"},
         "declare": [{"name": t_in, "partitions": 3}, {"name": t_out, "partitions": 3}, {"name": t_dlq}]});
     let routes = format!(
         "connections:\n  rabbit: {rabbit}\n  kafka: {kafka}\nroutes:\n  - name: rabbit-to-kafka\n    from: rabbit:queue/{q_in}\n    to: kafka:{t_out}\n    dead_letter: rabbit:queue/{q_dlq}\n    max_in_flight: {MAX_IN_FLIGHT}\n  - name: kafka-to-rabbit\n    from: kafka:{t_in}\n    to: rabbit:queue/{q_out}\n    dead_letter: kafka:{t_dlq}\n    max_in_flight: {MAX_IN_FLIGHT}\n"
@@ -125,17 +136,28 @@ async fn ten_thousand_each_way_survive_a_sigkill_intact() {
     let log = dir.path().join("bridge.log");
     let first = Running::start(&file, &log);
     let total = || to_kafka.lock().unwrap().distinct() + to_rabbit.lock().unwrap().distinct();
-    wait_until("half of the messages", Duration::from_secs(120), || {
-        total() >= COUNT as usize
-    })
-    .await;
+    let counts = || {
+        format!(
+            "rabbit->kafka {} and kafka->rabbit {} of {COUNT} each",
+            to_kafka.lock().unwrap().distinct(),
+            to_rabbit.lock().unwrap().distinct()
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(120), || total() >= COUNT as usize).await,
+        "timed out waiting for half of the messages: {}; bridge log:\n{}",
+        counts(),
+        log_tail(&log, 40)
+    );
     first.kill();
     let at_kill = total();
     let second = Running::start(&file, &log);
-    wait_until("every message", Duration::from_secs(240), || {
-        total() >= 2 * COUNT as usize
-    })
-    .await;
+    assert!(
+        wait_until(Duration::from_secs(240), || total() >= 2 * COUNT as usize).await,
+        "timed out waiting for every message: {}; bridge log:\n{}",
+        counts(),
+        log_tail(&log, 60)
+    );
     second.signal("TERM");
     let code = second.wait(Duration::from_secs(60));
     for reader in readers {
@@ -302,27 +324,31 @@ async fn kafka_partitions_move_between_two_bridges_without_loss() {
     );
     let count = || arrived.lock().unwrap().distinct();
     let first = Running::start(&file, &dir.path().join("first.log"));
-    wait_until("a third of the messages", Duration::from_secs(120), || {
-        count() >= COUNT as usize / 3
-    })
-    .await;
+    assert!(
+        wait_until(Duration::from_secs(120), || count() >= COUNT as usize / 3).await,
+        "timed out waiting for a third of the messages: {}",
+        count()
+    );
     let second = Running::start(&file, &dir.path().join("second.log"));
-    wait_until(
-        "two thirds of the messages",
-        Duration::from_secs(120),
-        || count() >= 2 * COUNT as usize / 3,
-    )
-    .await;
+    assert!(
+        wait_until(Duration::from_secs(120), || count()
+            >= 2 * COUNT as usize / 3)
+        .await,
+        "timed out waiting for two thirds of the messages: {}",
+        count()
+    );
     first.signal("TERM");
     assert_eq!(
         first.wait(Duration::from_secs(60)),
         Some(0),
         "the first bridge drains and exits 0"
     );
-    wait_until("every message", Duration::from_secs(180), || {
-        count() >= COUNT as usize
-    })
-    .await;
+    assert!(
+        wait_until(Duration::from_secs(180), || count() >= COUNT as usize).await,
+        "timed out waiting for every message: {}; second bridge log:\n{}",
+        count(),
+        log_tail(&dir.path().join("second.log"), 60)
+    );
     second.signal("TERM");
     assert_eq!(second.wait(Duration::from_secs(60)), Some(0));
     reader.abort();

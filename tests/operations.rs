@@ -19,6 +19,20 @@ fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool
     }
 }
 
+/// The exit code once the child has exited, or None (and the child killed) after `timeout`.
+fn wait_for_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
 fn log_of(path: &std::path::Path) -> impl Fn() -> String + '_ {
     move || std::fs::read_to_string(path).unwrap_or_default()
 }
@@ -187,4 +201,46 @@ fn http_listen_off_serves_nothing_and_a_bad_address_exits_2() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not `HOST:PORT` or `off`"));
+}
+
+#[test]
+fn sighup_is_logged_and_ignored_instead_of_killing_the_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes = dir.path().join("routes.yaml");
+    std::fs::write(
+        &routes,
+        "connections:\n  io: {type: stdio}\nroutes:\n  - name: echo\n    from: io:stdin\n    to: io:stdout\n",
+    )
+    .unwrap();
+    let log = dir.path().join("bridge.log");
+    let mut child = spawn_run(&routes, &log);
+    let address = wait_for_address(log_of(&log), Duration::from_secs(20));
+    wait_until("ready", Duration::from_secs(20), || {
+        matches!(get(&address, "/readyz"), Ok((200, _)))
+    });
+    let pid = child.id().to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("HUP");
+    wait_until("the SIGHUP warning", Duration::from_secs(10), || {
+        log_of(&log)().contains("does not reload its routes file")
+    });
+    let mut input = child.stdin.take().unwrap();
+    writeln!(input, "still running").unwrap();
+    input.flush().unwrap();
+    let mut output = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    output.read_line(&mut line).unwrap();
+    assert!(line.contains("still running"), "{line}");
+    assert_eq!(get(&address, "/readyz").unwrap().0, 200);
+    // stdin stays open: SIGTERM alone must end the process (a pipe's writer may never close).
+    signal("TERM");
+    let status = wait_for_exit(&mut child, Duration::from_secs(30));
+    drop(input);
+    assert_eq!(status, Some(0), "{}", log_of(&log)());
 }

@@ -18,6 +18,7 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
     config::check_listen(&listen)
         .map_err(|message| CliError::Usage(anyhow!("--http-listen: {message}")))?;
     let shutdown = crate::shutdown::on_signals()
+        .and_then(|token| crate::shutdown::ignore_hangup().map(|()| token))
         .map_err(|e| CliError::Runtime(anyhow!("cannot install signal handlers: {e}")))?;
     let readiness = Readiness::default();
     if listen != "off" {

@@ -266,6 +266,12 @@ impl Builder<'_> {
         if let Err(message) = check_listen(&settings.http.listen) {
             self.error("settings.http.listen", message);
         }
+        if settings.http.backlog_interval.is_zero() {
+            self.error(
+                "settings.http.backlog_interval",
+                "backlog_interval must be longer than zero",
+            );
+        }
         settings
     }
 

@@ -46,6 +46,9 @@ pub struct RouteContext {
 /// One enqueued (or failed-to-enqueue) send to one sink.
 struct Attempt {
     label: String,
+    /// The sink as configured (`CONNECTION:TEMPLATE`): the metrics label, so rendered
+    /// paths and reply addresses do not multiply series.
+    metric: String,
     endpoint: Option<Endpoint>,
     message: Message,
     optional: bool,
@@ -145,6 +148,7 @@ async fn attempt_for(
     };
     Ok(Some(Attempt {
         label,
+        metric: plan.label(),
         endpoint: Some(endpoint),
         message,
         optional: plan.optional,
@@ -219,6 +223,7 @@ async fn start_state(context: &RouteContext, message: &Message) -> StartState {
                 // Already-enqueued attempts still complete; the failure is dead-lettered.
                 attempts.push(Attempt {
                     label: failure.sink.clone(),
+                    metric: plan.label(),
                     endpoint: None,
                     message: message.without_origin(),
                     optional: false,
@@ -239,6 +244,7 @@ async fn start_state(context: &RouteContext, message: &Message) -> StartState {
 async fn complete(context: &RouteContext, attempt: Attempt) -> (Attempt, Result<Receipt, Failure>) {
     let Attempt {
         label,
+        metric,
         endpoint,
         message,
         optional,
@@ -255,12 +261,12 @@ async fn complete(context: &RouteContext, attempt: Attempt) -> (Attempt, Result<
     let outcome = loop {
         let error = match result {
             Ok(receipt) => {
-                context.metrics.sent(&label);
+                context.metrics.sent(&metric);
                 break Ok(receipt);
             }
             Err(error) => error,
         };
-        context.metrics.failed(&label, error.class.as_str());
+        context.metrics.failed(&metric, error.class.as_str());
         let first = *first_failure_at.get_or_insert_with(SystemTime::now);
         let failure = |error: SendError, attempts| Failure {
             sink: label.clone(),
@@ -281,7 +287,7 @@ async fn complete(context: &RouteContext, attempt: Attempt) -> (Attempt, Result<
         tracing::debug!(route = %context.name, sink = %label, attempt = attempts, error = %error, ?wait, "send failed; retrying");
         tokio::time::sleep(wait).await;
         attempts += 1;
-        context.metrics.retried(&label);
+        context.metrics.retried(&metric);
         result = match (&sink, &endpoint) {
             (Some(open), _) => enqueue_and_confirm(open, &message).await,
             (None, Some(endpoint)) => match context.cache.get_for_send(endpoint).await {
@@ -297,6 +303,7 @@ async fn complete(context: &RouteContext, attempt: Attempt) -> (Attempt, Result<
     };
     let attempt = Attempt {
         label,
+        metric,
         endpoint,
         message,
         optional,
@@ -376,6 +383,7 @@ async fn dead_letter_or_reject(
             .map(|f| format!("{}: {}", f.sink, f.error))
             .collect::<Vec<_>>()
             .join("; ");
+        context.metrics.rejected.increment(1);
         return ack.reject(reason);
     };
     let letters = failures.iter().map(|failure| {
@@ -396,6 +404,7 @@ async fn dead_letter_or_reject(
             };
             let attempt = Attempt {
                 label: endpoint.to_string(),
+                metric: plan.label(),
                 endpoint: Some(endpoint),
                 message: letter,
                 optional: false,

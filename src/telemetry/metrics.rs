@@ -1,6 +1,7 @@
 //! The metrics bridge exports, in one place: names, labels and the handles a route keeps.
 //!
-//! Per route (`route` label) and, where it applies, per sink endpoint (`sink`) or source
+//! Per route (`route` label) and, where it applies, per sink (`sink`, as configured:
+//! `CONNECTION:PATH-TEMPLATE`, so rendered paths do not multiply series) or source
 //! endpoint (`endpoint`):
 //!
 //! | metric | type | meaning |
@@ -11,6 +12,7 @@
 //! | `bridge_send_failures_total{route,sink,class}` | counter | attempts that failed (`transient`/`permanent`) |
 //! | `bridge_retries_total{route,sink}` | counter | attempts after the first |
 //! | `bridge_dead_letters_total{route}` | counter | dead letters confirmed |
+//! | `bridge_messages_rejected_total{route}` | counter | handed to the source broker's own reject (route without `dead_letter`) |
 //! | `bridge_source_retries_total{route}` | counter | deliveries handed back to the source (dead letter failed) |
 //! | `bridge_messages_in_flight{route}` | gauge | deliveries not settled yet |
 //! | `bridge_processing_seconds{route}` | histogram | from receipt to settlement |
@@ -30,6 +32,7 @@ pub const SENT: &str = "bridge_messages_sent_total";
 pub const SEND_FAILURES: &str = "bridge_send_failures_total";
 pub const RETRIES: &str = "bridge_retries_total";
 pub const DEAD_LETTERS: &str = "bridge_dead_letters_total";
+pub const REJECTED: &str = "bridge_messages_rejected_total";
 pub const SOURCE_RETRIES: &str = "bridge_source_retries_total";
 pub const IN_FLIGHT: &str = "bridge_messages_in_flight";
 pub const PROCESSING: &str = "bridge_processing_seconds";
@@ -49,6 +52,7 @@ pub struct RouteMetrics {
     pub received: Counter,
     pub filtered: Counter,
     pub dead_letters: Counter,
+    pub rejected: Counter,
     pub source_retries: Counter,
     pub in_flight: Gauge,
     pub processing: Histogram,
@@ -63,6 +67,7 @@ impl RouteMetrics {
             received: counter!(RECEIVED, "route" => route_label.clone(), "endpoint" => source.to_owned()),
             filtered: counter!(FILTERED, "route" => route_label.clone()),
             dead_letters: counter!(DEAD_LETTERS, "route" => route_label.clone()),
+            rejected: counter!(REJECTED, "route" => route_label.clone()),
             source_retries: counter!(SOURCE_RETRIES, "route" => route_label.clone()),
             in_flight: gauge!(IN_FLIGHT, "route" => route_label.clone()),
             processing: histogram!(PROCESSING, "route" => route_label.clone()),
