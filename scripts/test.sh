@@ -29,3 +29,6 @@ fi
 "${runner[@]}" -E 'not test(/broker_restart/)'
 # Tests that stop and start a broker would disturb the others: run them alone.
 "${runner[@]}" -E 'test(/broker_restart/)' --test-threads 1
+# The benchmark's quick mode: a smoke run that keeps the harness working (its figures come
+# from an unoptimized build; docs/performance.md has the real ones and their command).
+time scripts/bench.sh --quick

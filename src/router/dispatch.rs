@@ -41,6 +41,30 @@ pub struct RouteContext {
     /// Reply half: replies are checked and sent back to their requester.
     pub replies: Option<crate::relay::ReplyRelay>,
     pub metrics: crate::telemetry::metrics::RouteMetrics,
+    /// One per entry of `sinks`, in the same order.
+    pub sink_metrics: Vec<crate::telemetry::metrics::SinkMetrics>,
+    /// For `dead_letter`, when there is one.
+    pub dead_letter_metrics: Option<crate::telemetry::metrics::SinkMetrics>,
+}
+
+impl RouteContext {
+    /// Registers the per-sink metrics of `sinks` and `dead_letter`.
+    pub fn with_sink_metrics(self) -> RouteContext {
+        let sink_metrics = self
+            .sinks
+            .iter()
+            .map(|plan| self.metrics.sink(&plan.label()))
+            .collect();
+        let dead_letter_metrics = self
+            .dead_letter
+            .as_ref()
+            .map(|plan| self.metrics.sink(&plan.label()));
+        RouteContext {
+            sink_metrics,
+            dead_letter_metrics,
+            ..self
+        }
+    }
 }
 
 /// One enqueued (or failed-to-enqueue) send to one sink.
@@ -48,7 +72,7 @@ struct Attempt {
     label: String,
     /// The sink as configured (`CONNECTION:TEMPLATE`): the metrics label, so rendered
     /// paths and reply addresses do not multiply series.
-    metric: String,
+    metric: crate::telemetry::metrics::SinkMetrics,
     endpoint: Option<Endpoint>,
     message: Message,
     optional: bool,
@@ -110,28 +134,29 @@ async fn attempt_for(
     context: &RouteContext,
     original: &Message,
     plan: &SinkPlan,
+    metric: &crate::telemetry::metrics::SinkMetrics,
 ) -> Result<Option<Attempt>, Failure> {
     if let Some(when) = &plan.when {
         match when.matches(original) {
             Ok(true) => {}
             Ok(false) => return Ok(None),
-            Err(error) => return Err(eval_failure(&plan.label(), error)),
+            Err(error) => return Err(eval_failure(&metric.label, error)),
         }
     }
-    let label = plan.label();
+    let label = &metric.label;
     let path = if plan.to_reply_address {
         let address = original.reply_to.as_deref().unwrap_or_default();
         context
             .cache
             .reply_path(&plan.connection, address)
             .map_err(|reason| Failure {
-                sink: label.clone(),
+                sink: label.to_string(),
                 ..Failure::of_route(format!("cannot reach reply address `{address}`: {reason}"))
             })?
     } else {
         plan.path
             .render(original)
-            .map_err(|e| eval_failure(&label, e))?
+            .map_err(|e| eval_failure(label, e))?
     };
     let endpoint = Endpoint {
         connection: plan.connection.clone(),
@@ -148,7 +173,7 @@ async fn attempt_for(
     };
     Ok(Some(Attempt {
         label,
-        metric: plan.label(),
+        metric: metric.clone(),
         endpoint: Some(endpoint),
         message,
         optional: plan.optional,
@@ -212,8 +237,8 @@ async fn start_state(context: &RouteContext, message: &Message) -> StartState {
         }
     }
     let mut attempts = Vec::with_capacity(context.sinks.len());
-    for plan in &context.sinks {
-        match attempt_for(context, message, plan).await {
+    for (plan, metric) in context.sinks.iter().zip(&context.sink_metrics) {
+        match attempt_for(context, message, plan, metric).await {
             Ok(Some(attempt)) => attempts.push(attempt),
             Ok(None) => {}
             Err(failure) if plan.optional => {
@@ -223,7 +248,7 @@ async fn start_state(context: &RouteContext, message: &Message) -> StartState {
                 // Already-enqueued attempts still complete; the failure is dead-lettered.
                 attempts.push(Attempt {
                     label: failure.sink.clone(),
-                    metric: plan.label(),
+                    metric: metric.clone(),
                     endpoint: None,
                     message: message.without_origin(),
                     optional: false,
@@ -261,12 +286,12 @@ async fn complete(context: &RouteContext, attempt: Attempt) -> (Attempt, Result<
     let outcome = loop {
         let error = match result {
             Ok(receipt) => {
-                context.metrics.sent(&metric);
+                metric.sent.increment(1);
                 break Ok(receipt);
             }
             Err(error) => error,
         };
-        context.metrics.failed(&metric, error.class.as_str());
+        context.metrics.failed(&metric.label, error.class.as_str());
         let first = *first_failure_at.get_or_insert_with(SystemTime::now);
         let failure = |error: SendError, attempts| Failure {
             sink: label.clone(),
@@ -287,7 +312,7 @@ async fn complete(context: &RouteContext, attempt: Attempt) -> (Attempt, Result<
         tracing::debug!(route = %context.name, sink = %label, attempt = attempts, error = %error, ?wait, "send failed; retrying");
         tokio::time::sleep(wait).await;
         attempts += 1;
-        context.metrics.retried(&metric);
+        metric.retried.increment(1);
         result = match (&sink, &endpoint) {
             (Some(open), _) => enqueue_and_confirm(open, &message).await,
             (None, Some(endpoint)) => match context.cache.get_for_send(endpoint).await {
@@ -404,7 +429,10 @@ async fn dead_letter_or_reject(
             };
             let attempt = Attempt {
                 label: endpoint.to_string(),
-                metric: plan.label(),
+                metric: context
+                    .dead_letter_metrics
+                    .clone()
+                    .unwrap_or_else(|| context.metrics.sink(&plan.label())),
                 endpoint: Some(endpoint),
                 message: letter,
                 optional: false,

@@ -139,7 +139,10 @@ fn route_context(plan: &Plan, route: &RoutePlan, cache: &Arc<SinkCache>) -> Rout
             &route.name,
             &route.source.endpoint.to_string(),
         ),
+        sink_metrics: Vec::new(),
+        dead_letter_metrics: None,
     }
+    .with_sink_metrics()
 }
 
 /// The context of the loop that relays a route's replies back to the requesters, on the
@@ -154,24 +157,29 @@ fn reply_context(plan: &Plan, route: &RoutePlan, cache: &Arc<SinkCache>) -> Opti
         optional: false,
         to_reply_address: true,
     };
-    Some(RouteContext {
-        name: format!("{}/replies", route.name),
-        when: None,
-        sinks: vec![back],
-        dead_letter: route.dead_letter.clone(),
-        retry: route.retry.clone(),
-        max_hops: plan.settings.max_hops,
-        cache: cache.clone(),
-        requests: None,
-        replies: Some(crate::relay::ReplyRelay {
-            signer: signer.clone(),
-            unmatched: reply.unmatched,
-        }),
-        metrics: crate::telemetry::metrics::RouteMetrics::new(
-            &format!("{}/replies", route.name),
-            &reply.source.endpoint.to_string(),
-        ),
-    })
+    Some(
+        RouteContext {
+            name: format!("{}/replies", route.name),
+            when: None,
+            sinks: vec![back],
+            dead_letter: route.dead_letter.clone(),
+            retry: route.retry.clone(),
+            max_hops: plan.settings.max_hops,
+            cache: cache.clone(),
+            requests: None,
+            replies: Some(crate::relay::ReplyRelay {
+                signer: signer.clone(),
+                unmatched: reply.unmatched,
+            }),
+            metrics: crate::telemetry::metrics::RouteMetrics::new(
+                &format!("{}/replies", route.name),
+                &reply.source.endpoint.to_string(),
+            ),
+            sink_metrics: Vec::new(),
+            dead_letter_metrics: None,
+        }
+        .with_sink_metrics(),
+    )
 }
 
 /// Opens a source of `route`, waiting for its broker.

@@ -22,6 +22,7 @@
 //!
 //! Without an installed recorder (library use, tests) every call is a no-op.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
@@ -75,16 +76,18 @@ impl RouteMetrics {
         }
     }
 
-    pub fn sent(&self, sink: &str) {
-        counter!(SENT, "route" => self.route.clone(), "sink" => sink.to_owned()).increment(1);
+    /// The handles of one sink, registered once when the route starts: the hot path then
+    /// neither formats the label nor looks the series up for every message.
+    pub fn sink(&self, label: &str) -> SinkMetrics {
+        SinkMetrics {
+            label: label.into(),
+            sent: counter!(SENT, "route" => self.route.clone(), "sink" => label.to_owned()),
+            retried: counter!(RETRIES, "route" => self.route.clone(), "sink" => label.to_owned()),
+        }
     }
 
     pub fn failed(&self, sink: &str, class: &'static str) {
         counter!(SEND_FAILURES, "route" => self.route.clone(), "sink" => sink.to_owned(), "class" => class).increment(1);
-    }
-
-    pub fn retried(&self, sink: &str) {
-        counter!(RETRIES, "route" => self.route.clone(), "sink" => sink.to_owned()).increment(1);
     }
 
     pub fn reply_refused(&self, reason: &'static str) {
@@ -100,6 +103,15 @@ impl RouteMetrics {
             since: Instant::now(),
         }
     }
+}
+
+/// The counters of one configured sink of a route (see [`RouteMetrics::sink`]).
+#[derive(Clone)]
+pub struct SinkMetrics {
+    /// The sink as configured: `CONNECTION:PATH-TEMPLATE`.
+    pub label: Arc<str>,
+    pub sent: Counter,
+    pub retried: Counter,
 }
 
 /// One delivery being processed; dropping it records its settlement.

@@ -1,0 +1,207 @@
+//! The side-by-side pipeline benchmark: `cargo bench --bench pipeline` (or `bench/run.sh`).
+//!
+//! For each scenario it creates fresh places on the local brokers, preloads the source, and
+//! drains it twice in the same run: first through a **raw pipe** (this binary re-executed as
+//! `raw-pipe`: the same client crates, consume -> produce -> commit/ack after the broker's
+//! confirmation, no router), then through `bridge run` with the equivalent route. Both are
+//! child processes measured the same way from outside: throughput from the sink's own counts,
+//! CPU from `/proc/PID/stat`, resident memory from `/proc/PID/status`, latency from a send
+//! timestamp carried in the body to its arrival at the sink, at half the raw pipe's peak rate.
+//! It is a measurement, not a test: it fails only when a message does not arrive.
+
+mod latency;
+mod places;
+mod procfs;
+mod proxy;
+mod raw;
+mod report;
+mod run;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub const KAFKA: &str = "127.0.0.1:9092";
+pub const RABBIT: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const AWS: &str = "http://127.0.0.1:4566";
+pub const PUBSUB: &str = "http://127.0.0.1:8085";
+pub const PROJECT: &str = "bridge-bench";
+
+/// A broker system at one end of a scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Sys {
+    Kafka,
+    Rabbit,
+    Sqs,
+    PubSub,
+}
+
+impl Sys {
+    pub fn label(self) -> &'static str {
+        match self {
+            Sys::Kafka => "Kafka",
+            Sys::Rabbit => "RabbitMQ",
+            Sys::Sqs => "SQS",
+            Sys::PubSub => "Pub/Sub",
+        }
+    }
+}
+
+/// One benchmark scenario: `routes` routes, each from a `from` place to `fan_out` `to` places.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub from: Sys,
+    pub to: Sys,
+    pub fan_out: usize,
+    pub routes: usize,
+    pub size: usize,
+    /// Source messages in the backlog drained (spread over the routes).
+    pub count: usize,
+    /// Whether to stall the sink (a paused TCP proxy in front of RabbitMQ) and watch memory.
+    pub stall: bool,
+}
+
+impl Scenario {
+    pub fn name(&self) -> String {
+        let mut name = format!("{} -> {}", self.from.label(), self.to.label());
+        if self.fan_out > 1 {
+            name = format!(
+                "{} -> {} x{}",
+                self.from.label(),
+                self.to.label(),
+                self.fan_out
+            );
+        }
+        if self.routes > 1 {
+            name = format!("{name}, {} routes", self.routes);
+        }
+        format!("{name}, {}", size_label(self.size))
+    }
+}
+
+pub fn size_label(size: usize) -> String {
+    if size >= 1024 && size.is_multiple_of(1024) {
+        format!("{} KiB", size / 1024)
+    } else {
+        format!("{size} B")
+    }
+}
+
+/// Command-line options (after cargo's own `--bench`).
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub quick: bool,
+    pub only: Option<String>,
+    pub latency_for: Duration,
+    pub stall_for: Duration,
+    /// The in-flight window of both pipes (the route's `max_in_flight`).
+    pub window: usize,
+}
+
+fn options() -> Options {
+    let mut args = std::env::args().skip(1);
+    let mut quick = false;
+    let mut only = None;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--only" => only = args.next(),
+            "--bench" => {}
+            other => {
+                eprintln!("usage: pipeline [--quick] [--only TEXT]  (unknown argument `{other}`)");
+                std::process::exit(2);
+            }
+        }
+    }
+    Options {
+        quick,
+        only,
+        latency_for: Duration::from_secs(if quick { 2 } else { 10 }),
+        stall_for: Duration::from_secs(if quick { 3 } else { 30 }),
+        window: 256,
+    }
+}
+
+fn scenarios(options: &Options) -> Vec<Scenario> {
+    let one = |from, to, size, count| Scenario {
+        from,
+        to,
+        fan_out: 1,
+        routes: 1,
+        size,
+        count,
+        stall: false,
+    };
+    let all = if options.quick {
+        vec![
+            one(Sys::Kafka, Sys::Kafka, 1024, 5_000),
+            one(Sys::Rabbit, Sys::Kafka, 1024, 5_000),
+            Scenario {
+                stall: true,
+                ..one(Sys::Kafka, Sys::Rabbit, 1024, 5_000)
+            },
+        ]
+    } else {
+        let mut all = Vec::new();
+        for size in [1024, 100] {
+            all.push(one(Sys::Kafka, Sys::Kafka, size, 50_000));
+            all.push(one(Sys::Rabbit, Sys::Kafka, size, 50_000));
+            all.push(Scenario {
+                stall: size == 1024,
+                ..one(Sys::Kafka, Sys::Rabbit, size, 50_000)
+            });
+        }
+        all.push(one(Sys::Sqs, Sys::Kafka, 1024, 2_000));
+        all.push(one(Sys::PubSub, Sys::Kafka, 1024, 20_000));
+        all.push(Scenario {
+            fan_out: 4,
+            ..one(Sys::Kafka, Sys::Kafka, 1024, 20_000)
+        });
+        for routes in [10, 100] {
+            all.push(Scenario {
+                routes,
+                ..one(Sys::Kafka, Sys::Kafka, 1024, 20_000)
+            });
+        }
+        all
+    };
+    all.into_iter()
+        .filter(|s| {
+            options
+                .only
+                .as_ref()
+                .is_none_or(|o| s.name().contains(o.as_str()))
+        })
+        .collect()
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some("raw-pipe") {
+        let spec = args.next().expect("raw-pipe needs its spec");
+        raw::main(&spec);
+        return;
+    }
+    let options = options();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let scenarios = scenarios(&options);
+    println!(
+        "pipeline benchmark: {} scenario(s){}, window {} in flight\n",
+        scenarios.len(),
+        if options.quick { " (quick mode)" } else { "" },
+        options.window
+    );
+    let mut rows = Vec::new();
+    for scenario in &scenarios {
+        println!("== {}", scenario.name());
+        let row = runtime.block_on(run::compare(scenario, &options));
+        report::print_row(&row);
+        rows.push(row);
+    }
+    println!();
+    report::print_table(&rows);
+}

@@ -1,0 +1,80 @@
+//! CPU time and resident memory of a child process, read from `/proc` (Linux only), with
+//! librdkafka's own threads (named `rdk:*`) counted apart so that the cost of the code
+//! around the client can be compared on its own.
+
+use std::time::Duration;
+
+/// CPU time used so far by a process.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    /// All threads, including those already gone.
+    pub total: Duration,
+    /// Live threads whose name starts with `rdk:` (librdkafka's).
+    pub librdkafka: Duration,
+}
+
+impl Usage {
+    pub fn since(self, earlier: Usage) -> Usage {
+        Usage {
+            total: self.total.saturating_sub(earlier.total),
+            librdkafka: self.librdkafka.saturating_sub(earlier.librdkafka),
+        }
+    }
+
+    pub fn outside_librdkafka(self) -> Duration {
+        self.total.saturating_sub(self.librdkafka)
+    }
+}
+
+fn ticks_per_second() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+            .unwrap_or(100)
+    })
+}
+
+/// The name and utime + stime of a `/proc/.../stat` line (the name may hold spaces).
+fn parse_stat(stat: &str) -> Option<(&str, Duration)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = &stat[open + 1..close];
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    // Fields after the name start at field 3 (state); utime and stime are fields 14 and 15.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some((
+        name,
+        Duration::from_millis(ticks * 1000 / ticks_per_second()),
+    ))
+}
+
+pub fn usage(pid: u32) -> Option<Usage> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, total) = parse_stat(&stat)?;
+    let mut librdkafka = Duration::ZERO;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        if let Ok(stat) = std::fs::read_to_string(task.path().join("stat"))
+            && let Some((name, used)) = parse_stat(&stat)
+            && name.starts_with("rdk:")
+        {
+            librdkafka += used;
+        }
+    }
+    Some(Usage { total, librdkafka })
+}
+
+/// Resident set size in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}

@@ -1,0 +1,314 @@
+//! The baseline: a raw consumer -> producer pipe built directly on the same client crates
+//! as bridge (rdkafka, lapin, aws-sdk-sqs, google-cloud-pubsub), with no router.
+//!
+//! It is at-least-once like bridge: a source message is committed (Kafka: offset stored in
+//! order, committed by librdkafka's auto-commit), acked (RabbitMQ, Pub/Sub) or deleted (SQS)
+//! only after every sink confirmed it, with the same in-flight window. It carries the key,
+//! headers and body, and nothing else: no conditions, templates, retries or dead letters.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesOrdered, FuturesUnordered, SelectAll};
+use futures::{FutureExt, StreamExt};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::producer::FutureProducer;
+use serde::{Deserialize, Serialize};
+
+use crate::{AWS, KAFKA, PUBSUB, Sys};
+
+/// What the parent tells the raw pipe to do (passed as one JSON argument).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PipeSpec {
+    pub from: Sys,
+    pub to: Sys,
+    /// Source place -> sink places.
+    pub routes: Vec<(String, Vec<String>)>,
+    pub window: usize,
+    pub group: String,
+    pub rabbit_url: String,
+}
+
+pub fn main(spec: &str) {
+    let spec: PipeSpec = serde_json::from_str(spec).expect("raw pipe spec");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async move {
+        let sink = Arc::new(RawSink::connect(&spec).await);
+        let routes: HashMap<String, Vec<String>> = spec.routes.iter().cloned().collect();
+        match spec.from {
+            Sys::Kafka => from_kafka(&spec, routes, sink).await,
+            Sys::Rabbit => from_rabbit(&spec, sink).await,
+            Sys::Sqs => from_sqs(&spec, routes, sink).await,
+            Sys::PubSub => from_pubsub(&spec, routes, sink).await,
+        }
+    });
+}
+
+type Confirmation = BoxFuture<'static, ()>;
+
+enum RawSink {
+    Kafka(FutureProducer),
+    /// The connection is kept so that it stays open as long as the channel is used.
+    Rabbit {
+        channel: Channel,
+        _connection: Box<Connection>,
+    },
+}
+
+impl RawSink {
+    async fn connect(spec: &PipeSpec) -> RawSink {
+        match spec.to {
+            // The same producer settings as bridge's Kafka sink.
+            Sys::Kafka => RawSink::Kafka(
+                ClientConfig::new()
+                    .set("bootstrap.servers", KAFKA)
+                    .set("enable.idempotence", "true")
+                    .set("acks", "all")
+                    .set("linger.ms", "5")
+                    .set("partitioner", "murmur2_random")
+                    .create()
+                    .expect("Kafka producer"),
+            ),
+            Sys::Rabbit => {
+                let connection =
+                    Connection::connect(&spec.rabbit_url, ConnectionProperties::default())
+                        .await
+                        .expect("RabbitMQ");
+                let channel = connection.create_channel().await.expect("channel");
+                channel
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await
+                    .expect("confirm mode");
+                RawSink::Rabbit {
+                    channel,
+                    _connection: Box::new(connection),
+                }
+            }
+            other => unreachable!("{other:?} is never a sink here"),
+        }
+    }
+
+    /// Hands a message to the sink; the future resolves when the broker confirmed it.
+    async fn send(
+        &self,
+        place: &str,
+        key: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
+        body: &[u8],
+    ) -> Confirmation {
+        match self {
+            RawSink::Kafka(producer) => {
+                crate::places::produce(producer, place, key, headers, body).await
+            }
+            RawSink::Rabbit { channel, .. } => {
+                let confirm = channel
+                    .basic_publish(
+                        "".into(),
+                        place.into(),
+                        BasicPublishOptions::default(),
+                        body,
+                        BasicProperties::default().with_delivery_mode(2),
+                    )
+                    .await
+                    .expect("basic.publish");
+                Box::pin(async move {
+                    assert!(confirm.await.expect("confirm").is_ack(), "nacked");
+                })
+            }
+        }
+    }
+
+    async fn send_all(
+        &self,
+        places: &[String],
+        key: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
+        body: &[u8],
+    ) -> Confirmation {
+        let mut confirmations = Vec::with_capacity(places.len());
+        for place in places {
+            confirmations.push(self.send(place, key, headers.clone(), body).await);
+        }
+        if confirmations.len() == 1 {
+            return confirmations.pop().expect("one");
+        }
+        Box::pin(futures::future::join_all(confirmations).map(|_| ()))
+    }
+}
+
+async fn from_kafka(spec: &PipeSpec, routes: HashMap<String, Vec<String>>, sink: Arc<RawSink>) {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", KAFKA)
+        .set("group.id", &spec.group)
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("Kafka consumer");
+    let topics: Vec<&str> = routes.keys().map(String::as_str).collect();
+    consumer.subscribe(&topics).expect("subscribe");
+    // Settled in the order read, so a stored offset never passes an unconfirmed message.
+    let mut pending = FuturesOrdered::new();
+    loop {
+        tokio::select! {
+            Some((topic, partition, offset)) = pending.next(), if !pending.is_empty() => {
+                let topic: String = topic;
+                consumer
+                    .store_offset(&topic, partition, offset)
+                    .expect("store offset");
+            }
+            received = consumer.recv(), if pending.len() < spec.window => {
+                let message = received.expect("Kafka consumer");
+                let headers = message.headers().map(|h| h.detach());
+                let confirmation = sink
+                    .send_all(
+                        &routes[message.topic()],
+                        message.key(),
+                        headers,
+                        message.payload().unwrap_or_default(),
+                    )
+                    .await;
+                let coordinates = (message.topic().to_owned(), message.partition(), message.offset());
+                pending.push_back(confirmation.map(move |()| coordinates));
+            }
+        }
+    }
+}
+
+async fn from_rabbit(spec: &PipeSpec, sink: Arc<RawSink>) {
+    let connection = Connection::connect(&spec.rabbit_url, ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .basic_qos(
+            u16::try_from(spec.window).unwrap_or(u16::MAX),
+            BasicQosOptions::default(),
+        )
+        .await
+        .expect("basic.qos");
+    let mut consumers = SelectAll::new();
+    for (route, (queue, sinks)) in spec.routes.iter().enumerate() {
+        let consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                format!("raw-{route}").into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("basic.consume");
+        let sinks = sinks.clone();
+        consumers.push(
+            consumer
+                .map(move |delivery| (sinks.clone(), delivery))
+                .boxed(),
+        );
+    }
+    let mut pending = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            Some(acker) = pending.next(), if !pending.is_empty() => {
+                let acker: lapin::Acker = acker;
+                acker.ack(BasicAckOptions::default()).await.expect("basic.ack");
+            }
+            Some((sinks, delivery)) = consumers.next(), if pending.len() < spec.window => {
+                let delivery = delivery.expect("RabbitMQ consumer");
+                let confirmation = sink.send_all(&sinks, None, None, &delivery.data).await;
+                let acker = delivery.acker;
+                pending.push(confirmation.map(move |()| acker));
+            }
+        }
+    }
+}
+
+async fn from_sqs(spec: &PipeSpec, routes: HashMap<String, Vec<String>>, sink: Arc<RawSink>) {
+    use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(AWS)
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "bench",
+        ))
+        .load()
+        .await;
+    let sqs = aws_sdk_sqs::Client::new(&shared);
+    let (queue, sinks) = routes.into_iter().next().expect("one route");
+    let url = sqs
+        .get_queue_url()
+        .queue_name(&queue)
+        .send()
+        .await
+        .expect("queue URL")
+        .queue_url
+        .expect("queue URL");
+    let window = Arc::new(tokio::sync::Semaphore::new(spec.window.max(10)));
+    loop {
+        let permits = window.clone().acquire_many_owned(10).await.expect("window");
+        let received = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive");
+        let messages = received.messages.unwrap_or_default();
+        if messages.is_empty() {
+            continue;
+        }
+        let mut confirmations = Vec::with_capacity(messages.len());
+        let mut delete = sqs.delete_message_batch().queue_url(&url);
+        for (index, message) in messages.iter().enumerate() {
+            let body = message.body.as_deref().unwrap_or_default().as_bytes();
+            confirmations.push(sink.send_all(&sinks, None, None, body).await);
+            delete = delete.entries(
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(index.to_string())
+                    .receipt_handle(message.receipt_handle.clone().unwrap_or_default())
+                    .build()
+                    .expect("entry"),
+            );
+        }
+        tokio::spawn(async move {
+            futures::future::join_all(confirmations).await;
+            let deleted = delete.send().await.expect("delete batch");
+            assert!(deleted.failed.is_empty(), "{:?}", deleted.failed);
+            drop(permits);
+        });
+    }
+}
+
+async fn from_pubsub(spec: &PipeSpec, routes: HashMap<String, Vec<String>>, sink: Arc<RawSink>) {
+    let (name, sinks) = routes.into_iter().next().expect("one route");
+    let subscriber = google_cloud_pubsub::client::Subscriber::builder()
+        .with_endpoint(PUBSUB)
+        .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
+        .build()
+        .await
+        .expect("Pub/Sub subscriber");
+    let mut stream = subscriber
+        .subscribe(crate::places::pubsub_subscription(&name))
+        .set_max_outstanding_messages(i64::try_from(spec.window).unwrap_or(i64::MAX))
+        .build();
+    while let Some(received) = stream.next().await {
+        let (message, handler) = received.expect("Pub/Sub stream");
+        let confirmation = sink.send_all(&sinks, None, None, &message.data).await;
+        tokio::spawn(async move {
+            confirmation.await;
+            handler.ack();
+        });
+    }
+}

@@ -1,0 +1,403 @@
+//! One scenario, measured twice in the same run: the raw pipe first (its peak rate sets the
+//! rate of the latency phase for both), then `bridge run` with the equivalent routes file.
+//! Each run gets fresh places, a preloaded backlog, and the same phases: drain (throughput,
+//! CPU, memory), steady-rate latency, an optional stalled sink, and idle memory.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::latency::{self, Latency};
+use crate::places::{Clients, Places};
+use crate::procfs::{self, Usage};
+use crate::proxy::Proxy;
+use crate::raw::PipeSpec;
+use crate::{AWS, KAFKA, Options, PROJECT, PUBSUB, RABBIT, Scenario, Sys};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pipe {
+    Raw,
+    Bridge,
+}
+
+/// Memory while the sink stops answering for a while with a backlog waiting at the source.
+#[derive(Clone, Debug)]
+pub struct Stall {
+    pub backlog: usize,
+    pub before_kib: u64,
+    pub max_kib: u64,
+    pub end_kib: u64,
+    /// From the sink answering again to the whole backlog delivered.
+    pub recovered_in: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct Measured {
+    /// Source messages counted in the measured window (first arrival to last).
+    pub messages: usize,
+    pub size: usize,
+    pub elapsed: Duration,
+    pub cpu: Usage,
+    pub rss_peak_kib: u64,
+    pub rss_idle_kib: u64,
+    pub latency: Option<Latency>,
+    pub stall: Option<Stall>,
+}
+
+impl Measured {
+    pub fn per_second(&self) -> f64 {
+        self.messages as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn mb_per_second(&self) -> f64 {
+        self.per_second() * self.size as f64 / 1_000_000.0
+    }
+
+    pub fn cpu_us_per_message(&self, cpu: Duration) -> f64 {
+        cpu.as_secs_f64() * 1e6 / self.messages as f64
+    }
+}
+
+pub struct Row {
+    pub name: String,
+    pub raw: Measured,
+    pub bridge: Measured,
+}
+
+pub async fn compare(scenario: &Scenario, options: &Options) -> Row {
+    let clients = Clients::connect().await;
+    let raw = measure(&clients, scenario, options, Pipe::Raw, None).await;
+    let rate = raw.per_second() / 2.0;
+    let bridge = measure(&clients, scenario, options, Pipe::Bridge, Some(rate)).await;
+    Row {
+        name: scenario.name(),
+        raw,
+        bridge,
+    }
+}
+
+fn nonce() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    format!("{:x}", nanos % 0xffff_ffff)
+}
+
+async fn measure(
+    clients: &Clients,
+    scenario: &Scenario,
+    options: &Options,
+    pipe: Pipe,
+    rate: Option<f64>,
+) -> Measured {
+    let tag = match pipe {
+        Pipe::Raw => "raw",
+        Pipe::Bridge => "bridge",
+    };
+    let prefix = format!("bench-{tag}-{}", nonce());
+    let places = Places::create(clients, scenario, &prefix).await;
+    let per_route = scenario.count / scenario.routes;
+    let started = Instant::now();
+    places.preload(clients, per_route, scenario.size).await;
+    println!(
+        "   {tag}: preloaded {} messages in {:.1?}",
+        per_route * scenario.routes,
+        started.elapsed()
+    );
+    let proxy = if scenario.stall {
+        Some(Proxy::start("127.0.0.1:5672").await)
+    } else {
+        None
+    };
+    let rabbit_url = match &proxy {
+        Some(proxy) => format!("amqp://guest:guest@{}/%2f", proxy.addr),
+        None => RABBIT.to_owned(),
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let child = match pipe {
+        Pipe::Raw => start_raw(&places, options, &prefix, &rabbit_url, &dir),
+        Pipe::Bridge => start_bridge(&places, options, &prefix, &rabbit_url, &dir),
+    };
+    let expected = per_route * scenario.routes * scenario.fan_out;
+
+    // Drain: from the first message at the sinks to the last.
+    let mut first: Option<(Instant, usize, Usage)> = None;
+    let mut rss_peak = 0;
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let (end, end_usage) = loop {
+        let arrived = places.arrived(clients).await;
+        let now = Instant::now();
+        let usage = child.usage();
+        rss_peak = rss_peak.max(child.rss_kib());
+        if first.is_none() && arrived > 0 {
+            first = Some((now, arrived, usage));
+        }
+        if arrived >= expected {
+            break (now, usage);
+        }
+        child.check_alive();
+        assert!(
+            now < deadline,
+            "{tag}: only {arrived} of {expected} arrived; log:\n{}",
+            child.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (start, at_start, start_usage) = first.expect("something arrived");
+    let measured_messages = (expected - at_start) / scenario.fan_out;
+
+    let latency = if scenario.routes == 1 {
+        let rate = rate.unwrap_or_else(|| {
+            measured_messages as f64 / end.duration_since(start).as_secs_f64() / 2.0
+        });
+        places.purge_sinks(clients).await;
+        Some(latency::measure(clients, &places, rate, options.latency_for, scenario.size).await)
+    } else {
+        None
+    };
+
+    let stall = match &proxy {
+        Some(proxy) => Some(stall(clients, &places, proxy, &child, options, scenario.size).await),
+        None => None,
+    };
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_idle = child.rss_kib();
+    child.stop();
+    places.remove(clients).await;
+    Measured {
+        messages: measured_messages,
+        size: scenario.size,
+        elapsed: end.duration_since(start),
+        cpu: end_usage.since(start_usage),
+        rss_peak_kib: rss_peak,
+        rss_idle_kib: rss_idle,
+        latency,
+        stall,
+    }
+}
+
+/// Pauses the proxy in front of RabbitMQ, loads a backlog at the source, samples memory
+/// every second while the sink is stalled, then lets it answer again and waits for all.
+async fn stall(
+    clients: &Clients,
+    places: &Places,
+    proxy: &Proxy,
+    child: &Running,
+    options: &Options,
+    size: usize,
+) -> Stall {
+    places.purge_sinks(clients).await;
+    let backlog = 10_000;
+    let before_kib = child.rss_kib();
+    proxy.pause();
+    places.preload(clients, backlog, size).await;
+    let mut max_kib = before_kib;
+    let stalled = Instant::now();
+    while stalled.elapsed() < options.stall_for {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        max_kib = max_kib.max(child.rss_kib());
+        child.check_alive();
+    }
+    let end_kib = child.rss_kib();
+    proxy.resume();
+    let resumed = Instant::now();
+    let deadline = resumed + Duration::from_secs(300);
+    while places.arrived(clients).await < backlog {
+        child.check_alive();
+        assert!(
+            Instant::now() < deadline,
+            "the stalled backlog was not delivered; log:\n{}",
+            child.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Stall {
+        backlog,
+        before_kib,
+        max_kib,
+        end_kib,
+        recovered_in: resumed.elapsed(),
+    }
+}
+
+/// A measured child process and its log.
+struct Running {
+    child: Child,
+    log: PathBuf,
+    what: &'static str,
+}
+
+impl Running {
+    fn start(mut command: Command, log: PathBuf, what: &'static str) -> Running {
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start the {what}: {e}"));
+        Running { child, log, what }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn usage(&self) -> Usage {
+        procfs::usage(self.pid()).unwrap_or_default()
+    }
+
+    fn rss_kib(&self) -> u64 {
+        procfs::rss_kib(self.pid()).unwrap_or_default()
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    fn check_alive(&self) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // A zombie (state Z) has exited but not been waited for.
+        let exited = status.is_empty()
+            || status
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+        assert!(
+            !exited,
+            "the {} exited early; log:\n{}",
+            self.what,
+            self.log_tail()
+        );
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited after 30 s.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("the {} did not stop on SIGTERM; killing it", self.what);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_raw(
+    places: &Places,
+    options: &Options,
+    prefix: &str,
+    rabbit_url: &str,
+    dir: &tempfile::TempDir,
+) -> Running {
+    let spec = PipeSpec {
+        from: places.from,
+        to: places.to,
+        routes: places
+            .routes
+            .iter()
+            .map(|r| (r.source.clone(), r.sinks.clone()))
+            .collect(),
+        window: options.window,
+        group: format!("{prefix}-group"),
+        rabbit_url: rabbit_url.to_owned(),
+    };
+    let mut command = Command::new(std::env::current_exe().expect("this benchmark"));
+    command
+        .arg("raw-pipe")
+        .arg(serde_json::to_string(&spec).expect("spec"));
+    Running::start(command, dir.path().join("raw.log"), "raw pipe")
+}
+
+/// The routes file equivalent to the raw pipe: one route per source, fan-out to its sinks.
+fn routes_file(places: &Places, options: &Options, prefix: &str, rabbit_url: &str) -> String {
+    let endpoint = |sys: Sys, name: &str, as_source: bool| match sys {
+        Sys::Kafka => format!("kafka:{name}"),
+        Sys::Rabbit => format!("rabbit:queue/{name}"),
+        Sys::Sqs => format!("aws:queue/{name}"),
+        Sys::PubSub if as_source => format!("pubsub:subscription/{name}-sub"),
+        Sys::PubSub => format!("pubsub:topic/{name}"),
+    };
+    let mut connections = serde_json::Map::new();
+    for sys in [places.from, places.to, Sys::Kafka] {
+        let (name, connection) = match sys {
+            Sys::Kafka => ("kafka", {
+                let mut kafka = json!({"type": "kafka", "brokers": KAFKA, "group_id": format!("{prefix}-group")});
+                // BENCH_KAFKA_PRODUCER_OPTIONS (JSON) tries librdkafka settings on bridge.
+                if let Ok(extra) = std::env::var("BENCH_KAFKA_PRODUCER_OPTIONS") {
+                    kafka["producer_options"] =
+                        serde_json::from_str(&extra).expect("BENCH_KAFKA_PRODUCER_OPTIONS is JSON");
+                }
+                kafka
+            }),
+            Sys::Rabbit => ("rabbit", json!({"type": "rabbitmq", "url": rabbit_url})),
+            Sys::Sqs => (
+                "aws",
+                json!({"type": "aws", "region": "us-east-1", "endpoint_url": AWS,
+                    "access_key_id": "test", "secret_access_key": "test"}),
+            ),
+            Sys::PubSub => (
+                "pubsub",
+                json!({"type": "pubsub", "project": PROJECT, "endpoint": PUBSUB}),
+            ),
+        };
+        connections.insert(name.into(), connection);
+    }
+    let routes: Vec<serde_json::Value> = places
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(index, route)| {
+            json!({
+                "name": format!("route-{index}"),
+                "from": endpoint(places.from, &route.source, true),
+                "to": route.sinks.iter().map(|s| endpoint(places.to, s, false)).collect::<Vec<_>>(),
+                "max_in_flight": options.window,
+                "dead_letter": format!("kafka:{}", places.dead_letter),
+            })
+        })
+        .collect();
+    // JSON is YAML: the routes file is written in its flow form.
+    serde_json::to_string_pretty(&json!({"connections": connections, "routes": routes}))
+        .expect("routes file")
+}
+
+fn start_bridge(
+    places: &Places,
+    options: &Options,
+    prefix: &str,
+    rabbit_url: &str,
+    dir: &tempfile::TempDir,
+) -> Running {
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(&file, routes_file(places, options, prefix, rabbit_url)).expect("routes file");
+    // BENCH_BRIDGE_WRAPPER (e.g. `perf record -g -o bridge.perf --`) profiles bridge; the
+    // figures are then those of the wrapper's process and only the profile is of use.
+    let mut command = match std::env::var("BENCH_BRIDGE_WRAPPER") {
+        Ok(wrapper) if !wrapper.trim().is_empty() => {
+            let mut words = wrapper.split_whitespace();
+            let mut command = Command::new(words.next().expect("a wrapper command"));
+            command.args(words).arg(env!("CARGO_BIN_EXE_bridge"));
+            command
+        }
+        _ => Command::new(env!("CARGO_BIN_EXE_bridge")),
+    };
+    command
+        .arg("run")
+        .arg(&file)
+        .env("BRIDGE_HTTP_LISTEN", "127.0.0.1:0")
+        .env("BRIDGE_LOG", "warn");
+    Running::start(command, dir.path().join("bridge.log"), "bridge")
+}
