@@ -9,9 +9,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bridge::adapter::{Connector, Source, SourceSettings};
+use bridge::adapter::SourceSettings;
 use bridge::message::{Message, reserved};
 use serde_json::{Value, json};
+use support::flow::{collect, publish, wait_until};
 use support::process::Running;
 use support::tally::{Tally, numbered};
 use support::{connector, init_logs, unique};
@@ -31,47 +32,6 @@ fn settings(options: Value) -> SourceSettings {
         options,
         max_in_flight: 256,
         dead_letter: true,
-    }
-}
-
-fn collect(mut source: Box<dyn Source>, tally: Arc<Mutex<Tally>>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        while let Ok(Some(delivery)) = source.recv().await {
-            tally.lock().unwrap().record(&delivery.message);
-            delivery.ack.ack();
-        }
-    })
-}
-
-async fn publish(
-    connector: &Arc<dyn Connector>,
-    endpoint: &str,
-    messages: impl Iterator<Item = Message>,
-) {
-    let sink = connector
-        .open_sink(&endpoint.parse().unwrap())
-        .await
-        .unwrap();
-    let mut pending = std::collections::VecDeque::new();
-    for message in messages {
-        pending.push_back(sink.send(&message).await.unwrap());
-        if pending.len() > 200 {
-            pending.pop_front().unwrap().await.unwrap();
-        }
-    }
-    for confirmation in pending {
-        confirmation.await.unwrap();
-    }
-}
-
-async fn wait_until(what: &str, timeout: Duration, condition: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -146,8 +106,8 @@ async fn two_thousand_each_way_between_sqs_sns_and_kafka_arrive_intact() {
     for step in 0..COUNT / 200 {
         let range = step * 200..(step + 1) * 200;
         tokio::join!(
-            publish(&aws_client, &sqs_in, range.clone().map(numbered)),
-            publish(&kafka_client, &kafka_in, range.map(numbered)),
+            publish(&aws_client, &sqs_in, range.clone().map(numbered), 200),
+            publish(&kafka_client, &kafka_in, range.map(numbered), 200),
         );
         let published = ((step + 1) * 200) as usize;
         wait_until("the bridge to catch up", Duration::from_secs(120), || {
@@ -211,7 +171,7 @@ async fn fifo_route_keeps_order_within_each_of_four_groups() {
         message.key = Some(format!("group-{}", n % 4).into());
         message
     });
-    publish(&aws_client, &format!("test:sqs/{queue}"), messages).await;
+    publish(&aws_client, &format!("test:sqs/{queue}"), messages, 200).await;
     let running = Running::start(&routes, &dir.path().join("bridge.log"));
     let mut out = kafka_client
         .open_source(
@@ -270,6 +230,7 @@ async fn message_over_the_size_limit_is_dead_lettered_with_its_reason() {
         &rabbit_client,
         &format!("test:queue/{q_in}"),
         [big, small].into_iter(),
+        200,
     )
     .await;
     let running = Running::start(&routes, &dir.path().join("bridge.log"));
@@ -335,6 +296,7 @@ async fn sinks_slower_than_the_visibility_timeout_cause_no_redelivery() {
         &aws_client,
         &format!("test:sqs/{queue}"),
         (0..20).map(|n| Message::new(format!("{n}"))),
+        200,
     )
     .await;
     let harness = support::start(&yaml).await;

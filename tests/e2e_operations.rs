@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bridge::adapter::{Connector, SourceSettings};
+use bridge::adapter::SourceSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::json;
+use support::flow::publish;
 use support::http::{get, sample, wait_for_address};
 use support::process::bridge;
 use support::systems::{KAFKA, RABBIT};
@@ -33,20 +34,6 @@ fn spawn_run(routes: &Path, log: &Path, level: &str) -> Child {
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap()
-}
-
-async fn publish(connector: &Arc<dyn Connector>, endpoint: &str, range: std::ops::Range<u32>) {
-    let sink = connector
-        .open_sink(&endpoint.parse().unwrap())
-        .await
-        .unwrap();
-    let mut pending = Vec::new();
-    for n in range {
-        pending.push(sink.send(&numbered(n)).await.unwrap());
-    }
-    for confirmation in pending {
-        confirmation.await.unwrap();
-    }
 }
 
 async fn eventually<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
@@ -159,13 +146,25 @@ async fn metrics_follow_a_rabbitmq_to_kafka_run_and_backlogs_match_the_brokers()
     let received =
         |metrics: &str| sample(metrics, "bridge_messages_received_total", &to_kafka).unwrap_or(0.0);
 
-    publish(&rabbit_client, &format!("test:queue/{q_in}"), 0..1000).await;
+    publish(
+        &rabbit_client,
+        &format!("test:queue/{q_in}"),
+        (0..1000).map(numbered),
+        usize::MAX,
+    )
+    .await;
     let first = eventually("the first batch", Duration::from_secs(60), || {
         let metrics = scrape();
         (received(&metrics) >= 1000.0).then_some(metrics)
     })
     .await;
-    publish(&rabbit_client, &format!("test:queue/{q_in}"), 1000..2000).await;
+    publish(
+        &rabbit_client,
+        &format!("test:queue/{q_in}"),
+        (1000..2000).map(numbered),
+        usize::MAX,
+    )
+    .await;
     let sink = format!("kafka:{topic}");
     let second = eventually(
         "every message sent to Kafka",
@@ -196,7 +195,13 @@ async fn metrics_follow_a_rabbitmq_to_kafka_run_and_backlogs_match_the_brokers()
     );
 
     // `lagging` has filled standard output by now; `deep` gets stuck behind it.
-    publish(&rabbit_client, &format!("test:queue/{q_deep}"), 0..500).await;
+    publish(
+        &rabbit_client,
+        &format!("test:queue/{q_deep}"),
+        (0..500).map(numbered),
+        usize::MAX,
+    )
+    .await;
     // Kafka lag and RabbitMQ depth, as bridge reports them and as the brokers do.
     let (lag, depth) = eventually(
         "backlog gauges equal to the brokers' numbers",
@@ -548,7 +553,13 @@ async fn rabbitmq_over_mutual_tls_with_verified_certificates() {
     wait_ready(&address, &log).await;
 
     let plain = connector(&json!({"type": "rabbitmq", "url": RABBIT})).await;
-    publish(&plain, &format!("test:queue/{q_in}"), 0..20).await;
+    publish(
+        &plain,
+        &format!("test:queue/{q_in}"),
+        (0..20).map(numbered),
+        usize::MAX,
+    )
+    .await;
     let mut out = plain
         .open_source(
             &format!("test:queue/{q_out}").parse().unwrap(),

@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use bridge::adapter::{Connector, Source, SourceSettings};
+use bridge::adapter::{Source, SourceSettings};
 use bridge::message::{Message, reserved};
 use serde_json::{Value, json};
+use support::flow::{publish, wait_until};
 use support::process::Running;
 use support::tally::{Tally, numbered};
 use support::{connector, init_logs, unique};
@@ -66,38 +67,6 @@ fn collect(mut source: Box<dyn Source>, seen: Arc<Mutex<Ordered>>) -> tokio::tas
             delivery.ack.ack();
         }
     })
-}
-
-async fn publish(
-    connector: &Arc<dyn Connector>,
-    endpoint: &str,
-    messages: impl Iterator<Item = Message>,
-) {
-    let sink = connector
-        .open_sink(&endpoint.parse().unwrap())
-        .await
-        .unwrap();
-    let mut pending = std::collections::VecDeque::new();
-    for message in messages {
-        pending.push_back(sink.send(&message).await.unwrap());
-        if pending.len() > 500 {
-            pending.pop_front().unwrap().await.unwrap();
-        }
-    }
-    for confirmation in pending {
-        confirmation.await.unwrap();
-    }
-}
-
-async fn wait_until(what: &str, timeout: Duration, condition: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,8 +133,8 @@ async fn two_thousand_each_way_keep_body_key_headers_and_order_per_key() {
         format!("test:queue/{q_in}"),
     );
     tokio::join!(
-        publish(&gcp_client, &gcp_in, (0..COUNT).map(numbered)),
-        publish(&rabbit_client, &rabbit_in, (0..COUNT).map(numbered)),
+        publish(&gcp_client, &gcp_in, (0..COUNT).map(numbered), 500),
+        publish(&rabbit_client, &rabbit_in, (0..COUNT).map(numbered), 500),
     );
     let total =
         || to_kafka.lock().unwrap().tally.distinct() + to_pubsub.lock().unwrap().tally.distinct();
@@ -232,6 +201,7 @@ async fn googles_python_client_and_bridge_understand_each_other() {
         &gcp_client,
         &format!("test:topic/{direct}"),
         std::iter::once(rich),
+        500,
     )
     .await;
 

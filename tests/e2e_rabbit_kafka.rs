@@ -7,10 +7,11 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bridge::adapter::{Connector, Source, SourceSettings};
+use bridge::adapter::SourceSettings;
 use bridge::address::Endpoint;
 use bridge::message::{Message, reserved};
 use serde_json::json;
+use support::flow::{collect, publish, waited};
 use support::process::Running;
 use support::tally::{Tally, numbered as expected};
 use support::{connector, init_logs, unique};
@@ -27,45 +28,6 @@ fn settings() -> SourceSettings {
         max_in_flight: 512,
         dead_letter: true,
     }
-}
-
-/// Reads `endpoint` until the test ends, recording every message.
-fn collect(mut source: Box<dyn Source>, tally: Arc<Mutex<Tally>>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        while let Ok(Some(delivery)) = source.recv().await {
-            tally.lock().unwrap().record(&delivery.message);
-            delivery.ack.ack();
-        }
-    })
-}
-
-async fn preload(connector: &Arc<dyn Connector>, endpoint: &str) {
-    let sink = connector
-        .open_sink(&endpoint.parse().unwrap())
-        .await
-        .unwrap();
-    let mut pending = std::collections::VecDeque::new();
-    for n in 0..COUNT {
-        pending.push_back(sink.send(&expected(n)).await.unwrap());
-        if pending.len() > 1000 {
-            pending.pop_front().unwrap().await.unwrap();
-        }
-    }
-    for confirmation in pending {
-        confirmation.await.unwrap();
-    }
-}
-
-/// Waits until `condition` holds; false when `timeout` passed first.
-async fn wait_until(timeout: Duration, condition: impl Fn() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !condition() {
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    true
 }
 
 /// The last `lines` lines of a bridge log, for a failure message.
@@ -109,8 +71,20 @@ async fn ten_thousand_each_way_survive_a_sigkill_intact() {
     let mut kafka_checker = kafka.clone();
     kafka_checker["group_id"] = json!(format!("{name}-checker"));
     let kafka_client = connector(&kafka_checker).await;
-    preload(&rabbit_client, &format!("test:queue/{q_in}")).await;
-    preload(&kafka_client, &format!("test:{t_in}")).await;
+    publish(
+        &rabbit_client,
+        &format!("test:queue/{q_in}"),
+        (0..COUNT).map(expected),
+        1000,
+    )
+    .await;
+    publish(
+        &kafka_client,
+        &format!("test:{t_in}"),
+        (0..COUNT).map(expected),
+        1000,
+    )
+    .await;
 
     let to_kafka = Arc::new(Mutex::new(Tally::default()));
     let to_rabbit = Arc::new(Mutex::new(Tally::default()));
@@ -144,7 +118,7 @@ async fn ten_thousand_each_way_survive_a_sigkill_intact() {
         )
     };
     assert!(
-        wait_until(Duration::from_secs(120), || total() >= COUNT as usize).await,
+        waited(Duration::from_secs(120), || total() >= COUNT as usize).await,
         "timed out waiting for half of the messages: {}; bridge log:\n{}",
         counts(),
         log_tail(&log, 40)
@@ -153,7 +127,7 @@ async fn ten_thousand_each_way_survive_a_sigkill_intact() {
     let at_kill = total();
     let second = Running::start(&file, &log);
     assert!(
-        wait_until(Duration::from_secs(240), || total() >= 2 * COUNT as usize).await,
+        waited(Duration::from_secs(240), || total() >= 2 * COUNT as usize).await,
         "timed out waiting for every message: {}; bridge log:\n{}",
         counts(),
         log_tail(&log, 60)
@@ -313,7 +287,13 @@ async fn kafka_partitions_move_between_two_bridges_without_loss() {
     checker["group_id"] = json!(format!("{name}-checker"));
     let kafka_client = connector(&checker).await;
     let rabbit_client = connector(&rabbit).await;
-    preload(&kafka_client, &format!("test:{t_in}")).await;
+    publish(
+        &kafka_client,
+        &format!("test:{t_in}"),
+        (0..COUNT).map(expected),
+        1000,
+    )
+    .await;
     let arrived = Arc::new(Mutex::new(Tally::default()));
     let reader = collect(
         rabbit_client
@@ -325,13 +305,13 @@ async fn kafka_partitions_move_between_two_bridges_without_loss() {
     let count = || arrived.lock().unwrap().distinct();
     let first = Running::start(&file, &dir.path().join("first.log"));
     assert!(
-        wait_until(Duration::from_secs(120), || count() >= COUNT as usize / 3).await,
+        waited(Duration::from_secs(120), || count() >= COUNT as usize / 3).await,
         "timed out waiting for a third of the messages: {}",
         count()
     );
     let second = Running::start(&file, &dir.path().join("second.log"));
     assert!(
-        wait_until(Duration::from_secs(120), || count()
+        waited(Duration::from_secs(120), || count()
             >= 2 * COUNT as usize / 3)
         .await,
         "timed out waiting for two thirds of the messages: {}",
@@ -344,7 +324,7 @@ async fn kafka_partitions_move_between_two_bridges_without_loss() {
         "the first bridge drains and exits 0"
     );
     assert!(
-        wait_until(Duration::from_secs(180), || count() >= COUNT as usize).await,
+        waited(Duration::from_secs(180), || count() >= COUNT as usize).await,
         "timed out waiting for every message: {}; second bridge log:\n{}",
         count(),
         log_tail(&dir.path().join("second.log"), 60)

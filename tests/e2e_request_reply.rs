@@ -19,6 +19,7 @@ use bridge::adapter::{Connector, Sink, SourceSettings};
 use bridge::address::Endpoint;
 use bridge::message::Message;
 use serde_json::Value;
+use support::flow::wait_until;
 use support::process::Running;
 use support::systems::{Place, Resources, Sys, source_yaml};
 use support::{connector, init_logs, unique};
@@ -155,17 +156,6 @@ async fn send_requests(
     }
     for confirmation in pending {
         confirmation.await.unwrap();
-    }
-}
-
-async fn wait_until(what: &str, timeout: Duration, condition: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

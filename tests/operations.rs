@@ -37,30 +37,48 @@ fn log_of(path: &std::path::Path) -> impl Fn() -> String + '_ {
     move || std::fs::read_to_string(path).unwrap_or_default()
 }
 
-fn spawn_run(routes: &std::path::Path, log: &std::path::Path) -> Child {
-    bridge()
+/// A `bridge run` of a routes file, its directory, log and HTTP address.
+struct Launched {
+    _dir: tempfile::TempDir,
+    log: std::path::PathBuf,
+    child: Child,
+    address: String,
+}
+
+/// Starts `bridge run` on `yaml` (stdin and stdout piped) and waits for its HTTP address.
+fn launch(yaml: &str) -> Launched {
+    let dir = tempfile::tempdir().unwrap();
+    let routes = dir.path().join("routes.yaml");
+    std::fs::write(&routes, yaml).unwrap();
+    let log = dir.path().join("bridge.log");
+    let child = bridge()
         .args(["run", routes.to_str().unwrap()])
         .env("BRIDGE_LOG", "info")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
-        .unwrap()
+        .unwrap();
+    let address = wait_for_address(log_of(&log), Duration::from_secs(20));
+    Launched {
+        _dir: dir,
+        log,
+        child,
+        address,
+    }
 }
 
 #[test]
 fn readyz_turns_503_on_sigterm_before_the_drain_ends_and_nothing_is_lost() {
     const LINES: usize = 1000;
-    let dir = tempfile::tempdir().unwrap();
-    let routes = dir.path().join("routes.yaml");
-    std::fs::write(
-        &routes,
+    let Launched {
+        _dir,
+        log,
+        mut child,
+        address,
+    } = launch(
         "settings: {drain_timeout: 60s}\nconnections:\n  io: {type: stdio}\nroutes:\n  - name: echo\n    from: io:stdin\n    to: io:stdout\n    max_in_flight: 2000\n",
-    )
-    .unwrap();
-    let log = dir.path().join("bridge.log");
-    let mut child = spawn_run(&routes, &log);
-    let address = wait_for_address(log_of(&log), Duration::from_secs(20));
+    );
     wait_until("/readyz 200", Duration::from_secs(20), || {
         matches!(get(&address, "/readyz"), Ok((200, _)))
     });
@@ -143,17 +161,15 @@ fn readyz_turns_503_on_sigterm_before_the_drain_ends_and_nothing_is_lost() {
 #[cfg(feature = "rabbitmq")]
 #[test]
 fn readyz_is_503_until_every_endpoint_is_connected_and_healthz_is_200() {
-    let dir = tempfile::tempdir().unwrap();
-    let routes = dir.path().join("routes.yaml");
     // Nothing listens on port 1: bridge keeps waiting for the broker.
-    std::fs::write(
-        &routes,
+    let Launched {
+        _dir,
+        log,
+        mut child,
+        address,
+    } = launch(
         "connections:\n  rabbit: {type: rabbitmq, url: 'amqp://guest:guest@127.0.0.1:1/%2f', connect_timeout_ms: 500}\n  io: {type: stdio}\nroutes:\n  - name: waiting\n    from: io:stdin\n    to: rabbit:queue/nowhere\n",
-    )
-    .unwrap();
-    let log = dir.path().join("bridge.log");
-    let mut child = spawn_run(&routes, &log);
-    let address = wait_for_address(log_of(&log), Duration::from_secs(20));
+    );
     wait_until(
         "a failed connection attempt",
         Duration::from_secs(20),
@@ -205,16 +221,14 @@ fn http_listen_off_serves_nothing_and_a_bad_address_exits_2() {
 
 #[test]
 fn sighup_is_logged_and_ignored_instead_of_killing_the_process() {
-    let dir = tempfile::tempdir().unwrap();
-    let routes = dir.path().join("routes.yaml");
-    std::fs::write(
-        &routes,
+    let Launched {
+        _dir,
+        log,
+        mut child,
+        address,
+    } = launch(
         "connections:\n  io: {type: stdio}\nroutes:\n  - name: echo\n    from: io:stdin\n    to: io:stdout\n",
-    )
-    .unwrap();
-    let log = dir.path().join("bridge.log");
-    let mut child = spawn_run(&routes, &log);
-    let address = wait_for_address(log_of(&log), Duration::from_secs(20));
+    );
     wait_until("ready", Duration::from_secs(20), || {
         matches!(get(&address, "/readyz"), Ok((200, _)))
     });

@@ -63,6 +63,19 @@ pub async fn produce(
     }
 }
 
+/// An SQS client for moto (fixed test credentials, region us-east-1).
+pub async fn sqs_client() -> aws_sdk_sqs::Client {
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(AWS)
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "bench",
+        ))
+        .load()
+        .await;
+    aws_sdk_sqs::Client::new(&shared)
+}
+
 /// Clients of every broker, shared by all runs of a scenario.
 pub struct Clients {
     pub producer: FutureProducer,
@@ -101,14 +114,6 @@ impl Clients {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .expect("confirm mode");
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(AWS)
-            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-                "test", "test", None, None, "bench",
-            ))
-            .load()
-            .await;
         let credentials = google_cloud_auth::credentials::anonymous::Builder::new().build();
         Clients {
             producer,
@@ -116,7 +121,7 @@ impl Clients {
             watermarks: std::sync::Arc::new(watermarks),
             rabbit,
             channel,
-            sqs: aws_sdk_sqs::Client::new(&shared),
+            sqs: sqs_client().await,
             pubsub_publisher: BasePublisher::builder()
                 .with_endpoint(PUBSUB)
                 .with_credentials(credentials.clone())

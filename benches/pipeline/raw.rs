@@ -24,7 +24,7 @@ use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
 
-use crate::{AWS, KAFKA, PUBSUB, Sys};
+use crate::{KAFKA, PUBSUB, Sys};
 
 /// What the parent tells the raw pipe to do (passed as one JSON argument).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -236,15 +236,7 @@ async fn from_rabbit(spec: &PipeSpec, sink: Arc<RawSink>) {
 
 async fn from_sqs(spec: &PipeSpec, routes: HashMap<String, Vec<String>>, sink: Arc<RawSink>) {
     use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(AWS)
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "test", "test", None, None, "bench",
-        ))
-        .load()
-        .await;
-    let sqs = aws_sdk_sqs::Client::new(&shared);
+    let sqs = crate::places::sqs_client().await;
     let (queue, sinks) = routes.into_iter().next().expect("one route");
     let url = sqs
         .get_queue_url()

@@ -3,7 +3,6 @@
 //! prints it. The reply endpoint is read without a consumer group on Kafka (from the end),
 //! and consumed elsewhere; replies meant for others are handed back untouched (retried).
 
-use std::io::Read;
 use std::time::SystemTime;
 
 use anyhow::anyhow;
@@ -12,7 +11,7 @@ use bytes::Bytes;
 use super::connections::resolve;
 use super::{CliError, RequestArgs, output};
 use crate::adapter::{AdapterError, ConnectContext, SourceSettings, System, TailSettings};
-use crate::message::{HeaderValue, Message, json};
+use crate::message::json;
 
 fn usage_or_runtime(what: String, error: AdapterError) -> CliError {
     match error {
@@ -36,26 +35,8 @@ pub async fn request(args: RequestArgs) -> Result<(), CliError> {
             )));
         }
     };
-    let body = match args.body.as_deref() {
-        Some("-") => {
-            let mut buffer = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buffer)
-                .map_err(|e| CliError::Runtime(anyhow!("cannot read standard input: {e}")))?;
-            buffer
-        }
-        Some(text) => text.as_bytes().to_vec(),
-        None => Vec::new(),
-    };
-    let mut message = Message::new(body);
-    for header in &args.headers {
-        let (name, value) = header
-            .split_once('=')
-            .ok_or_else(|| CliError::Usage(anyhow!("--header `{header}` is not NAME=VALUE")))?;
-        message
-            .headers
-            .push(name, HeaderValue::Text(value.to_owned()));
-    }
+    let body = super::send::body_argument(args.body.as_deref())?;
+    let mut message = super::send::with_headers(body, &args.headers)?;
     let correlation_id = args
         .correlation_id
         .clone()

@@ -22,7 +22,12 @@ fn body(args: &SendArgs) -> Result<Vec<u8>, CliError> {
             .with_context(|| format!("cannot read {}", file.display()))
             .map_err(CliError::Usage);
     }
-    match args.body.as_deref() {
+    body_argument(args.body.as_deref())
+}
+
+/// The body given on the command line: the text itself, `-` for standard input, or empty.
+pub(super) fn body_argument(body: Option<&str>) -> Result<Vec<u8>, CliError> {
+    match body {
         Some("-") => {
             let mut buffer = Vec::new();
             std::io::stdin()
@@ -36,9 +41,10 @@ fn body(args: &SendArgs) -> Result<Vec<u8>, CliError> {
     }
 }
 
-fn template(args: &SendArgs, body: Vec<u8>) -> Result<Message, CliError> {
+/// A message with `body` and the `--header NAME=VALUE` arguments as text headers, in order.
+pub(super) fn with_headers(body: Vec<u8>, headers: &[String]) -> Result<Message, CliError> {
     let mut message = Message::new(body);
-    for header in &args.headers {
+    for header in headers {
         let (name, value) = header
             .split_once('=')
             .ok_or_else(|| CliError::Usage(anyhow!("--header `{header}` is not NAME=VALUE")))?;
@@ -46,6 +52,11 @@ fn template(args: &SendArgs, body: Vec<u8>) -> Result<Message, CliError> {
             .headers
             .push(name, HeaderValue::Text(value.to_owned()));
     }
+    Ok(message)
+}
+
+fn template(args: &SendArgs, body: Vec<u8>) -> Result<Message, CliError> {
+    let mut message = with_headers(body, &args.headers)?;
     message.key = args.key.clone().map(Bytes::from);
     message.correlation_id = args.correlation_id.clone();
     message.reply_to = args.reply_to.clone();

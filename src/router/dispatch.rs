@@ -22,6 +22,7 @@ use crate::address::Endpoint;
 use crate::config::{RetryPolicy, SinkPlan};
 use crate::expr::{Condition, EvalError};
 use crate::message::Message;
+use crate::telemetry::metrics::{RouteMetrics, SinkMetrics};
 
 use super::dead_letter::{self, Failure};
 use super::retry;
@@ -31,8 +32,8 @@ use super::sinks::SinkCache;
 pub struct RouteContext {
     pub name: String,
     pub when: Option<Condition>,
-    pub sinks: Vec<SinkPlan>,
-    pub dead_letter: Option<SinkPlan>,
+    pub sinks: Vec<RouteSink>,
+    pub dead_letter: Option<RouteSink>,
     pub retry: RetryPolicy,
     pub max_hops: u32,
     pub cache: Arc<SinkCache>,
@@ -40,40 +41,49 @@ pub struct RouteContext {
     pub requests: Option<crate::relay::RequestRelay>,
     /// Reply half: replies are checked and sent back to their requester.
     pub replies: Option<crate::relay::ReplyRelay>,
-    pub metrics: crate::telemetry::metrics::RouteMetrics,
-    /// One per entry of `sinks`, in the same order.
-    pub sink_metrics: Vec<crate::telemetry::metrics::SinkMetrics>,
-    /// For `dead_letter`, when there is one.
-    pub dead_letter_metrics: Option<crate::telemetry::metrics::SinkMetrics>,
+    pub metrics: RouteMetrics,
 }
 
-impl RouteContext {
-    /// Registers the per-sink metrics of `sinks` and `dead_letter`.
-    pub fn with_sink_metrics(self) -> RouteContext {
-        let sink_metrics = self
-            .sinks
-            .iter()
-            .map(|plan| self.metrics.sink(&plan.label()))
-            .collect();
-        let dead_letter_metrics = self
-            .dead_letter
-            .as_ref()
-            .map(|plan| self.metrics.sink(&plan.label()));
-        RouteContext {
-            sink_metrics,
-            dead_letter_metrics,
-            ..self
+/// A sink of a route with its metric handles, registered once when the route starts so
+/// the hot path neither formats the label nor looks the series up.
+#[derive(Clone)]
+pub struct RouteSink {
+    pub plan: SinkPlan,
+    pub metrics: SinkMetrics,
+}
+
+impl RouteSink {
+    pub fn new(plan: &SinkPlan, route: &RouteMetrics) -> RouteSink {
+        RouteSink {
+            plan: plan.clone(),
+            metrics: route.sink(&plan.label()),
+        }
+    }
+}
+
+/// Where an attempt goes: a rendered endpoint, or, when none could be made, the name of
+/// the sink for the failure to carry.
+enum Target {
+    Endpoint(Endpoint),
+    Unresolved(String),
+}
+
+impl Target {
+    /// Only formatted on failure: a successful send never builds it.
+    fn label(&self) -> String {
+        match self {
+            Target::Endpoint(endpoint) => endpoint.to_string(),
+            Target::Unresolved(label) => label.clone(),
         }
     }
 }
 
 /// One enqueued (or failed-to-enqueue) send to one sink.
 struct Attempt {
-    label: String,
-    /// The sink as configured (`CONNECTION:TEMPLATE`): the metrics label, so rendered
-    /// paths and reply addresses do not multiply series.
-    metric: crate::telemetry::metrics::SinkMetrics,
-    endpoint: Option<Endpoint>,
+    target: Target,
+    /// Labelled with the sink as configured (`CONNECTION:TEMPLATE`), so rendered paths and
+    /// reply addresses do not multiply series.
+    metric: SinkMetrics,
     message: Message,
     optional: bool,
     sink: Option<Arc<dyn Sink>>,
@@ -130,20 +140,44 @@ async fn enqueue(sink: &Arc<dyn Sink>, message: &Message) -> Result<Confirmation
     sink.send(message).await
 }
 
+/// Opens (or reuses) the sink of `endpoint` and enqueues the first attempt on it.
+async fn first_attempt(
+    context: &RouteContext,
+    endpoint: Endpoint,
+    message: Message,
+    metric: &SinkMetrics,
+    optional: bool,
+) -> Attempt {
+    let (sink, first) = match context.cache.get_for_send(&endpoint).await {
+        Ok(sink) => {
+            let first = enqueue(&sink, &message).await;
+            (Some(sink), first)
+        }
+        Err(error) => (None, Err(error)),
+    };
+    Attempt {
+        target: Target::Endpoint(endpoint),
+        metric: metric.clone(),
+        message,
+        optional,
+        sink,
+        first,
+    }
+}
+
 async fn attempt_for(
     context: &RouteContext,
     original: &Message,
-    plan: &SinkPlan,
-    metric: &crate::telemetry::metrics::SinkMetrics,
+    RouteSink { plan, metrics }: &RouteSink,
 ) -> Result<Option<Attempt>, Failure> {
     if let Some(when) = &plan.when {
         match when.matches(original) {
             Ok(true) => {}
             Ok(false) => return Ok(None),
-            Err(error) => return Err(eval_failure(&metric.label, error)),
+            Err(error) => return Err(eval_failure(&metrics.label, error)),
         }
     }
-    let label = &metric.label;
+    let label = &metrics.label;
     let path = if plan.to_reply_address {
         let address = original.reply_to.as_deref().unwrap_or_default();
         context
@@ -162,24 +196,11 @@ async fn attempt_for(
         connection: plan.connection.clone(),
         path,
     };
-    let label = endpoint.to_string();
-    let message = outgoing(context, original, plan).map_err(|e| eval_failure(&label, e))?;
-    let (sink, first) = match context.cache.get_for_send(&endpoint).await {
-        Ok(sink) => {
-            let first = enqueue(&sink, &message).await;
-            (Some(sink), first)
-        }
-        Err(error) => (None, Err(error)),
-    };
-    Ok(Some(Attempt {
-        label,
-        metric: metric.clone(),
-        endpoint: Some(endpoint),
-        message,
-        optional: plan.optional,
-        sink,
-        first,
-    }))
+    let message =
+        outgoing(context, original, plan).map_err(|e| eval_failure(&endpoint.to_string(), e))?;
+    Ok(Some(
+        first_attempt(context, endpoint, message, metrics, plan.optional).await,
+    ))
 }
 
 /// Checks, filters and enqueues the first attempt on every matching sink, in call order.
@@ -237,19 +258,18 @@ async fn start_state(context: &RouteContext, message: &Message) -> StartState {
         }
     }
     let mut attempts = Vec::with_capacity(context.sinks.len());
-    for (plan, metric) in context.sinks.iter().zip(&context.sink_metrics) {
-        match attempt_for(context, message, plan, metric).await {
+    for sink in &context.sinks {
+        match attempt_for(context, message, sink).await {
             Ok(Some(attempt)) => attempts.push(attempt),
             Ok(None) => {}
-            Err(failure) if plan.optional => {
+            Err(failure) if sink.plan.optional => {
                 tracing::warn!(route = %context.name, sink = %failure.sink, error = %failure.error, "optional sink skipped");
             }
             Err(failure) => {
                 // Already-enqueued attempts still complete; the failure is dead-lettered.
                 attempts.push(Attempt {
-                    label: failure.sink.clone(),
-                    metric: metric.clone(),
-                    endpoint: None,
+                    target: Target::Unresolved(failure.sink.clone()),
+                    metric: sink.metrics.clone(),
                     message: message.without_origin(),
                     optional: false,
                     sink: None,
@@ -268,9 +288,8 @@ async fn start_state(context: &RouteContext, message: &Message) -> StartState {
 /// Awaits one attempt's confirmation and retries it per the policy.
 async fn complete(context: &RouteContext, attempt: Attempt) -> (Attempt, Result<Receipt, Failure>) {
     let Attempt {
-        label,
+        target,
         metric,
-        endpoint,
         message,
         optional,
         mut sink,
@@ -294,7 +313,7 @@ async fn complete(context: &RouteContext, attempt: Attempt) -> (Attempt, Result<
         context.metrics.failed(&metric.label, error.class.as_str());
         let first = *first_failure_at.get_or_insert_with(SystemTime::now);
         let failure = |error: SendError, attempts| Failure {
-            sink: label.clone(),
+            sink: target.label(),
             error: error.message,
             class: error.class,
             attempts,
@@ -309,27 +328,28 @@ async fn complete(context: &RouteContext, attempt: Attempt) -> (Attempt, Result<
             failure.error = format!("{} (gave up after {attempts} attempts)", failure.error);
             break Err(failure);
         };
-        tracing::debug!(route = %context.name, sink = %label, attempt = attempts, error = %error, ?wait, "send failed; retrying");
+        tracing::debug!(route = %context.name, sink = %target.label(), attempt = attempts, error = %error, ?wait, "send failed; retrying");
         tokio::time::sleep(wait).await;
         attempts += 1;
         metric.retried.increment(1);
-        result = match (&sink, &endpoint) {
+        result = match (&sink, &target) {
             (Some(open), _) => enqueue_and_confirm(open, &message).await,
-            (None, Some(endpoint)) => match context.cache.get_for_send(endpoint).await {
-                Ok(open) => {
-                    let result = enqueue_and_confirm(&open, &message).await;
-                    sink = Some(open);
-                    result
+            (None, Target::Endpoint(endpoint)) => {
+                match context.cache.get_for_send(endpoint).await {
+                    Ok(open) => {
+                        let result = enqueue_and_confirm(&open, &message).await;
+                        sink = Some(open);
+                        result
+                    }
+                    Err(error) => Err(error),
                 }
-                Err(error) => Err(error),
-            },
-            (None, None) => Err(SendError::permanent("no sink to retry")),
+            }
+            (None, Target::Unresolved(_)) => Err(SendError::permanent("no sink to retry")),
         };
     };
     let attempt = Attempt {
-        label,
+        target,
         metric,
-        endpoint,
         message,
         optional,
         sink,
@@ -402,7 +422,7 @@ async fn dead_letter_or_reject(
             "message cannot be delivered"
         );
     }
-    let Some(plan) = &context.dead_letter else {
+    let Some(RouteSink { plan, metrics }) = &context.dead_letter else {
         let reason = failures
             .iter()
             .map(|f| format!("{}: {}", f.sink, f.error))
@@ -420,25 +440,7 @@ async fn dead_letter_or_reject(
                 connection: plan.connection.clone(),
                 path,
             };
-            let (sink, first) = match context.cache.get_for_send(&endpoint).await {
-                Ok(sink) => {
-                    let first = enqueue(&sink, &letter).await;
-                    (Some(sink), first)
-                }
-                Err(error) => (None, Err(error)),
-            };
-            let attempt = Attempt {
-                label: endpoint.to_string(),
-                metric: context
-                    .dead_letter_metrics
-                    .clone()
-                    .unwrap_or_else(|| context.metrics.sink(&plan.label())),
-                endpoint: Some(endpoint),
-                message: letter,
-                optional: false,
-                sink,
-                first,
-            };
+            let attempt = first_attempt(context, endpoint, letter, metrics, false).await;
             complete(context, attempt)
                 .await
                 .1

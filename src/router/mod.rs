@@ -30,7 +30,7 @@ use crate::config::{Plan, RoutePlan};
 pub use dead_letter::Failure;
 pub use route::RouteEnd;
 
-use dispatch::RouteContext;
+use dispatch::{RouteContext, RouteSink};
 use sinks::SinkCache;
 
 /// A failure that stops `bridge run`.
@@ -117,11 +117,22 @@ struct Loop {
 
 /// The context of a route's forward loop.
 fn route_context(plan: &Plan, route: &RoutePlan, cache: &Arc<SinkCache>) -> RouteContext {
+    let metrics = crate::telemetry::metrics::RouteMetrics::new(
+        &route.name,
+        &route.source.endpoint.to_string(),
+    );
     RouteContext {
         name: route.name.clone(),
         when: route.when.clone(),
-        sinks: route.sinks.clone(),
-        dead_letter: route.dead_letter.clone(),
+        sinks: route
+            .sinks
+            .iter()
+            .map(|sink| RouteSink::new(sink, &metrics))
+            .collect(),
+        dead_letter: route
+            .dead_letter
+            .as_ref()
+            .map(|sink| RouteSink::new(sink, &metrics)),
         retry: route.retry.clone(),
         max_hops: plan.settings.max_hops,
         cache: cache.clone(),
@@ -135,14 +146,8 @@ fn route_context(plan: &Plan, route: &RoutePlan, cache: &Arc<SinkCache>) -> Rout
                 timeout: reply.timeout,
             }),
         replies: None,
-        metrics: crate::telemetry::metrics::RouteMetrics::new(
-            &route.name,
-            &route.source.endpoint.to_string(),
-        ),
-        sink_metrics: Vec::new(),
-        dead_letter_metrics: None,
+        metrics,
     }
-    .with_sink_metrics()
 }
 
 /// The context of the loop that relays a route's replies back to the requesters, on the
@@ -157,29 +162,28 @@ fn reply_context(plan: &Plan, route: &RoutePlan, cache: &Arc<SinkCache>) -> Opti
         optional: false,
         to_reply_address: true,
     };
-    Some(
-        RouteContext {
-            name: format!("{}/replies", route.name),
-            when: None,
-            sinks: vec![back],
-            dead_letter: route.dead_letter.clone(),
-            retry: route.retry.clone(),
-            max_hops: plan.settings.max_hops,
-            cache: cache.clone(),
-            requests: None,
-            replies: Some(crate::relay::ReplyRelay {
-                signer: signer.clone(),
-                unmatched: reply.unmatched,
-            }),
-            metrics: crate::telemetry::metrics::RouteMetrics::new(
-                &format!("{}/replies", route.name),
-                &reply.source.endpoint.to_string(),
-            ),
-            sink_metrics: Vec::new(),
-            dead_letter_metrics: None,
-        }
-        .with_sink_metrics(),
-    )
+    let metrics = crate::telemetry::metrics::RouteMetrics::new(
+        &format!("{}/replies", route.name),
+        &reply.source.endpoint.to_string(),
+    );
+    Some(RouteContext {
+        name: format!("{}/replies", route.name),
+        when: None,
+        sinks: vec![RouteSink::new(&back, &metrics)],
+        dead_letter: route
+            .dead_letter
+            .as_ref()
+            .map(|sink| RouteSink::new(sink, &metrics)),
+        retry: route.retry.clone(),
+        max_hops: plan.settings.max_hops,
+        cache: cache.clone(),
+        requests: None,
+        replies: Some(crate::relay::ReplyRelay {
+            signer: signer.clone(),
+            unmatched: reply.unmatched,
+        }),
+        metrics,
+    })
 }
 
 /// Opens a source of `route`, waiting for its broker.
