@@ -7,9 +7,10 @@
 //! an earlier assignment (before a rebalance took the partition away) are ignored.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
-/// A topic and partition.
-pub type TopicPartition = (String, i32);
+/// A topic and partition. The topic is shared so that keying a record costs no allocation.
+pub type TopicPartition = (Arc<str>, i32);
 
 #[derive(Debug, Default)]
 struct PartitionState {

@@ -39,7 +39,7 @@ impl ClientContext for RebalanceContext {}
 fn partitions_of(list: &TopicPartitionList) -> Vec<TopicPartition> {
     list.elements()
         .iter()
-        .map(|e| (e.topic().to_owned(), e.partition()))
+        .map(|e| (e.topic().into(), e.partition()))
         .collect()
 }
 
@@ -236,6 +236,8 @@ async fn read(
     stop: CancellationToken,
 ) {
     let mut last_error_log = None::<tokio::time::Instant>;
+    // A source reads one topic: its name is allocated once, not for every record.
+    let mut topic: Arc<str> = Arc::from("");
     loop {
         let record = tokio::select! {
             _ = stop.cancelled() => return,
@@ -243,7 +245,10 @@ async fn read(
         };
         let next = match record {
             Ok(record) => {
-                let partition = (record.topic().to_owned(), record.partition());
+                if *topic != *record.topic() {
+                    topic = record.topic().into();
+                }
+                let partition = (topic.clone(), record.partition());
                 let offset = record.offset();
                 let generation = {
                     let mut tracker = shared.tracker.lock().expect("offset tracker lock");
