@@ -37,10 +37,20 @@ use crate::message::Message;
 
 pub use spec::{ConnectContext, ConnectionSpec, Role, SourceSettings, System, TailSettings};
 
-/// `url` with any password replaced by `***`, safe to print.
+/// `url` with any password replaced by `***`, safe to print. Text that is not a URL but
+/// has a `USER:PASSWORD@` part (a mistyped scheme, `amqps//user:secret@host`) is redacted
+/// too: it is shown in the error that says it is not a URL.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+        return match url.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user_start = userinfo.rfind('/').map_or(0, |slash| slash + 1);
+                let (before, user) = userinfo.split_at(user_start);
+                let user = user.split(':').next().unwrap_or_default();
+                format!("{before}{user}:***@{host}")
+            }
+            None => url.to_owned(),
+        };
     };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
@@ -56,8 +66,12 @@ pub fn redact_url(url: &str) -> String {
 /// Whether retrying can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorClass {
-    /// A later attempt may succeed (timeouts, connection loss, throttling, broker restart).
+    /// A later attempt may succeed (a nack, throttling, a server error, a confirm timeout).
     Transient,
+    /// The broker cannot be reached (connection refused or lost, no answer at all): the
+    /// message waits for it, retried without using up its attempts, so that an outage
+    /// causes backpressure rather than dead letters.
+    Unavailable,
     /// The same message will fail the same way (too large, unroutable, invalid).
     Permanent,
 }
@@ -66,6 +80,7 @@ impl ErrorClass {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorClass::Transient => "transient",
+            ErrorClass::Unavailable => "unavailable",
             ErrorClass::Permanent => "permanent",
         }
     }
@@ -89,6 +104,13 @@ impl SendError {
     pub fn transient(message: impl Into<String>) -> Self {
         SendError {
             class: ErrorClass::Transient,
+            message: message.into(),
+        }
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        SendError {
+            class: ErrorClass::Unavailable,
             message: message.into(),
         }
     }

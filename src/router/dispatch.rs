@@ -41,6 +41,8 @@ pub struct RouteContext {
     pub requests: Option<crate::relay::RequestRelay>,
     /// Reply half: replies are checked and sent back to their requester.
     pub replies: Option<crate::relay::ReplyRelay>,
+    /// Skips messages whose identity was already delivered.
+    pub dedup: Option<super::dedup::Dedup>,
     pub metrics: RouteMetrics,
 }
 
@@ -95,6 +97,8 @@ pub struct Started {
     original: Message,
     ack: AckHandle,
     state: StartState,
+    /// Remembered by the route's deduplication once the delivery is acknowledged.
+    identity: Option<String>,
     /// Counts the delivery in flight until it is settled.
     _in_flight: crate::telemetry::metrics::InFlight,
 }
@@ -227,6 +231,20 @@ pub async fn start(context: &RouteContext, delivery: Delivery) -> Started {
             original: message,
             ack,
             state,
+            identity: None,
+            _in_flight: in_flight,
+        };
+    }
+    let identity = context.dedup.as_ref().and_then(|d| d.identity(&message));
+    if let (Some(dedup), Some(identity)) = (&context.dedup, &identity)
+        && dedup.seen(&context.name, identity).await
+    {
+        context.metrics.deduplicated.increment(1);
+        return Started {
+            original: message,
+            ack,
+            state: StartState::Done,
+            identity: None,
             _in_flight: in_flight,
         };
     }
@@ -235,8 +253,17 @@ pub async fn start(context: &RouteContext, delivery: Delivery) -> Started {
         original: message,
         ack,
         state,
+        identity,
         _in_flight: in_flight,
     }
+}
+
+/// Remembers a delivered message's identity, then acknowledges it.
+async fn remember_and_ack(context: &RouteContext, identity: Option<&str>, ack: AckHandle) {
+    if let (Some(dedup), Some(identity)) = (&context.dedup, identity) {
+        dedup.remember(&context.name, identity).await;
+    }
+    ack.ack();
 }
 
 async fn start_state(context: &RouteContext, message: &Message) -> StartState {
@@ -302,6 +329,7 @@ async fn complete(context: &RouteContext, attempt: Attempt) -> (Attempt, Result<
         Err(error) => Err(error),
     };
     let mut waits = retry::schedule(&context.retry);
+    let mut unavailable_waits = retry::unavailable_schedule(&context.retry);
     let outcome = loop {
         let error = match result {
             Ok(receipt) => {
@@ -320,17 +348,28 @@ async fn complete(context: &RouteContext, attempt: Attempt) -> (Attempt, Result<
             first,
             last: SystemTime::now(),
         };
-        if error.class == ErrorClass::Permanent {
-            break Err(failure(error, attempts));
-        }
-        let Some(wait) = waits.next() else {
-            let mut failure = failure(error, attempts);
-            failure.error = format!("{} (gave up after {attempts} attempts)", failure.error);
-            break Err(failure);
+        let wait = match error.class {
+            ErrorClass::Permanent => break Err(failure(error, attempts)),
+            // An outage does not use up attempts: the message waits for the broker (an
+            // optional sink must not hold the route up, so it keeps its budget).
+            ErrorClass::Unavailable if !optional => unavailable_waits
+                .next()
+                .unwrap_or(context.retry.max_backoff),
+            ErrorClass::Transient | ErrorClass::Unavailable => match waits.next() {
+                Some(wait) => {
+                    attempts += 1;
+                    wait
+                }
+                None => {
+                    let mut failure = failure(error, attempts);
+                    failure.error =
+                        format!("{} (gave up after {attempts} attempts)", failure.error);
+                    break Err(failure);
+                }
+            },
         };
         tracing::debug!(route = %context.name, sink = %target.label(), attempt = attempts, error = %error, ?wait, "send failed; retrying");
         tokio::time::sleep(wait).await;
-        attempts += 1;
         metric.retried.increment(1);
         result = match (&sink, &target) {
             (Some(open), _) => enqueue_and_confirm(open, &message).await,
@@ -371,12 +410,20 @@ pub async fn finish(context: &RouteContext, started: Started) {
         original,
         ack,
         state,
+        identity,
         _in_flight,
     } = started;
     let attempts = match state {
         StartState::Done => return ack.ack(),
         StartState::Refused(failure) => {
-            return dead_letter_or_reject(context, &original, vec![failure], ack).await;
+            return dead_letter_or_reject(
+                context,
+                &original,
+                identity.as_deref(),
+                vec![failure],
+                ack,
+            )
+            .await;
         }
         StartState::Sending(attempts) => attempts,
     };
@@ -396,9 +443,9 @@ pub async fn finish(context: &RouteContext, started: Started) {
         if context.replies.is_some() {
             context.metrics.replies_relayed.increment(1);
         }
-        ack.ack();
+        remember_and_ack(context, identity.as_deref(), ack).await;
     } else {
-        dead_letter_or_reject(context, &original, failures, ack).await;
+        dead_letter_or_reject(context, &original, identity.as_deref(), failures, ack).await;
     }
 }
 
@@ -407,6 +454,7 @@ pub async fn finish(context: &RouteContext, started: Started) {
 async fn dead_letter_or_reject(
     context: &RouteContext,
     original: &Message,
+    identity: Option<&str>,
     failures: Vec<Failure>,
     ack: AckHandle,
 ) {
@@ -454,7 +502,7 @@ async fn dead_letter_or_reject(
             .metrics
             .dead_letters
             .increment(failures.len() as u64);
-        ack.ack();
+        remember_and_ack(context, identity, ack).await;
     } else {
         context.metrics.source_retries.increment(1);
         // Never acknowledged; handed back after a pause so a dead letter that keeps

@@ -7,6 +7,18 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 
 use crate::config::RetryPolicy;
 
+/// The waits between attempts while a sink's broker is unavailable: the same growth and
+/// cap as [`schedule`], without an end (an outage is waited out, not dead-lettered).
+pub fn unavailable_schedule(policy: &RetryPolicy) -> impl Iterator<Item = Duration> + Send + use<> {
+    ExponentialBuilder::new()
+        .with_min_delay(policy.initial_backoff)
+        .with_max_delay(policy.max_backoff)
+        .with_factor(policy.multiplier)
+        .with_max_times(usize::MAX)
+        .with_jitter()
+        .build()
+}
+
 /// The waits before the second, third, ... attempt; ends when attempts or time run out.
 pub fn schedule(policy: &RetryPolicy) -> impl Iterator<Item = Duration> + Send + use<> {
     let retries = policy.max_attempts.saturating_sub(1) as usize;

@@ -40,7 +40,7 @@ impl SinkCache {
     pub async fn get_for_send(&self, endpoint: &Endpoint) -> Result<Arc<dyn Sink>, SendError> {
         self.get(endpoint).await.map_err(|error| match error {
             AdapterError::Unavailable(message) => {
-                SendError::transient(format!("cannot open {endpoint}: {message}"))
+                SendError::unavailable(format!("cannot open {endpoint}: {message}"))
             }
             AdapterError::Invalid(message) => {
                 SendError::permanent(format!("cannot open {endpoint}: {message}"))

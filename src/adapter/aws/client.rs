@@ -37,18 +37,17 @@ const CREDENTIAL_CODES: [&str; 5] = [
     "ExpiredToken",
 ];
 
-/// Classifies any SQS or SNS call error: transport problems, timeouts, throttling and 5xx
-/// are transient; other service errors (invalid input, missing queue, access denied) are
-/// permanent.
+/// Classifies any SQS or SNS call error: no connection or no answer in time is the service
+/// being unavailable; a broken response, throttling and 5xx are transient; other service
+/// errors (invalid input, missing queue, access denied) are permanent.
 pub fn classify<E>(error: &SdkError<E, HttpResponse>) -> (ErrorClass, String)
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     let text = DisplayErrorContext(error).to_string();
     let class = match error {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            ErrorClass::Transient
-        }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => ErrorClass::Unavailable,
+        SdkError::ResponseError(_) => ErrorClass::Transient,
         SdkError::ServiceError(service) => {
             let code = service.err().code().unwrap_or_default();
             if TRANSIENT_CODES.contains(&code) || service.raw().status().as_u16() >= 500 {
@@ -93,7 +92,9 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     match classify(error) {
-        (ErrorClass::Transient, text) => AdapterError::Unavailable(format!("{what}: {text}")),
+        (ErrorClass::Transient | ErrorClass::Unavailable, text) => {
+            AdapterError::Unavailable(format!("{what}: {text}"))
+        }
         (ErrorClass::Permanent, text) => AdapterError::Invalid(format!("{what}: {text}")),
     }
 }
@@ -164,10 +165,12 @@ impl AwsClients {
                 classify(&error).1
             ))),
             Err(error) => match classify(&error) {
-                (ErrorClass::Transient, text) => Err(AdapterError::Unavailable(format!(
-                    "cannot reach {}: {text} (is it running? is `endpoint_url` right?)",
-                    self.describe()
-                ))),
+                (ErrorClass::Transient | ErrorClass::Unavailable, text) => {
+                    Err(AdapterError::Unavailable(format!(
+                        "cannot reach {}: {text} (is it running? is `endpoint_url` right?)",
+                        self.describe()
+                    )))
+                }
                 // Reachable, but this identity may not list queues: that is fine.
                 (ErrorClass::Permanent, _) => Ok(()),
             },
@@ -189,10 +192,12 @@ impl AwsClients {
                     (ErrorClass::Permanent, text) => AdapterError::Invalid(format!(
                         "SQS queue `{name}` does not exist or is not accessible ({text}); create it or list it under `declare`"
                     )),
-                    (ErrorClass::Transient, text) => AdapterError::Unavailable(format!(
-                        "cannot reach {}: {text}",
-                        self.describe()
-                    )),
+                    (ErrorClass::Transient | ErrorClass::Unavailable, text) => {
+                        AdapterError::Unavailable(format!(
+                            "cannot reach {}: {text}",
+                            self.describe()
+                        ))
+                    }
                 });
             }
         };

@@ -5,8 +5,13 @@
 //! one past the highest delivered offset when nothing is pending; it never moves back.
 //! Each assignment of a partition gets a new generation, so settlements of messages from
 //! an earlier assignment (before a rebalance took the partition away) are ignored.
+//!
+//! It also counts the records a crash would make the group read again: every record
+//! handed out at or past the partition's last commit point the broker confirmed (or,
+//! before the first commit, the offset the assignment resumed from). The source stops
+//! reading while that count is at its limit, which is what bounds duplicates.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 /// A topic and partition. The topic is shared so that keying a record costs no allocation.
@@ -17,7 +22,10 @@ struct PartitionState {
     generation: u64,
     pending: BTreeSet<i64>,
     next_after_delivered: Option<i64>,
-    committed: Option<i64>,
+    /// The last commit point the broker confirmed, or where the assignment resumed.
+    confirmed: Option<i64>,
+    /// Offsets handed out at or past `confirmed`, in order: read again after a crash.
+    unconfirmed: VecDeque<i64>,
 }
 
 /// Delivered and settled offsets of every assigned partition.
@@ -66,6 +74,8 @@ impl OffsetTracker {
     pub fn delivered(&mut self, partition: &TopicPartition, offset: i64) {
         if let Some(state) = self.partitions.get_mut(partition) {
             state.pending.insert(offset);
+            state.confirmed.get_or_insert(offset);
+            state.unconfirmed.push_back(offset);
             state.next_after_delivered = Some(
                 state
                     .next_after_delivered
@@ -83,33 +93,51 @@ impl OffsetTracker {
         }
     }
 
-    /// Offsets to commit now (next offset to read per partition) that moved since the last
-    /// call, marked as committed.
-    pub fn take_commits(&mut self) -> Vec<(TopicPartition, i64)> {
+    /// Commit points (next offset to read per partition) past what the broker confirmed.
+    /// A commit that failed is simply offered again.
+    pub fn take_commits(&self) -> Vec<(TopicPartition, i64)> {
         self.commits_where(|_| true, false)
     }
 
-    /// Every partition's commit point, moved or not: committing them again repairs a
-    /// commit that failed on the way.
-    pub fn all_commits(&mut self) -> Vec<(TopicPartition, i64)> {
+    /// Every partition's commit point, moved or not (the last commit before closing).
+    pub fn all_commits(&self) -> Vec<(TopicPartition, i64)> {
         self.commits_where(|_| true, true)
     }
 
-    /// Offsets to commit for some partitions only (before they are revoked).
-    pub fn take_commits_for(
-        &mut self,
-        partitions: &[TopicPartition],
-    ) -> Vec<(TopicPartition, i64)> {
+    /// Commit points of some partitions only (before they are revoked), moved or not.
+    pub fn commits_for(&self, partitions: &[TopicPartition]) -> Vec<(TopicPartition, i64)> {
         self.commits_where(|partition| partitions.contains(partition), true)
     }
 
+    /// Records that the broker accepted `commits`: the records before each point will not
+    /// be read again after a crash.
+    pub fn confirm(&mut self, commits: &[(TopicPartition, i64)]) {
+        for (partition, point) in commits {
+            if let Some(state) = self.partitions.get_mut(partition) {
+                state.confirmed = Some(state.confirmed.map_or(*point, |c| c.max(*point)));
+                while state
+                    .unconfirmed
+                    .front()
+                    .is_some_and(|offset| offset < point)
+                {
+                    state.unconfirmed.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Records handed out that a crash now would make the group read again.
+    pub fn unconfirmed(&self) -> usize {
+        self.partitions.values().map(|s| s.unconfirmed.len()).sum()
+    }
+
     fn commits_where(
-        &mut self,
+        &self,
         wanted: impl Fn(&TopicPartition) -> bool,
         unchanged_too: bool,
     ) -> Vec<(TopicPartition, i64)> {
         let mut commits = Vec::new();
-        for (partition, state) in &mut self.partitions {
+        for (partition, state) in &self.partitions {
             if !wanted(partition) {
                 continue;
             }
@@ -118,9 +146,8 @@ impl OffsetTracker {
                 None => state.next_after_delivered,
             };
             if let Some(point) = point
-                && (unchanged_too || state.committed.is_none_or(|c| point > c))
+                && (unchanged_too || state.confirmed.is_none_or(|c| point > c))
             {
-                state.committed = Some(point);
                 commits.push((partition.clone(), point));
             }
         }
@@ -142,6 +169,13 @@ mod tests {
         ("t".into(), 0)
     }
 
+    /// Takes the commits and confirms them, as a successful commit does.
+    fn commit(tracker: &mut OffsetTracker) -> Vec<(TopicPartition, i64)> {
+        let commits = tracker.take_commits();
+        tracker.confirm(&commits);
+        commits
+    }
+
     #[test]
     fn commits_only_the_contiguous_settled_prefix() {
         let mut tracker = OffsetTracker::default();
@@ -151,12 +185,28 @@ mod tests {
         }
         tracker.settled(&p(), generation, 10);
         tracker.settled(&p(), generation, 12);
-        assert_eq!(tracker.take_commits(), vec![(p(), 11)]);
+        assert_eq!(commit(&mut tracker), vec![(p(), 11)]);
         tracker.settled(&p(), generation, 11);
         tracker.settled(&p(), generation, 13);
         tracker.settled(&p(), generation, 14);
-        assert_eq!(tracker.take_commits(), vec![(p(), 15)]);
+        assert_eq!(commit(&mut tracker), vec![(p(), 15)]);
         assert!(tracker.take_commits().is_empty(), "nothing new to commit");
+    }
+
+    #[test]
+    fn a_commit_not_confirmed_is_offered_again() {
+        let mut tracker = OffsetTracker::default();
+        let generation = tracker.assign(p());
+        tracker.delivered(&p(), 0);
+        tracker.settled(&p(), generation, 0);
+        assert_eq!(tracker.take_commits(), vec![(p(), 1)]);
+        assert_eq!(
+            tracker.take_commits(),
+            vec![(p(), 1)],
+            "the first one failed"
+        );
+        tracker.confirm(&[(p(), 1)]);
+        assert!(tracker.take_commits().is_empty());
     }
 
     #[test]
@@ -168,7 +218,9 @@ mod tests {
         tracker.delivered(&q, 0);
         tracker.settled(&p(), gp, 0);
         tracker.settled(&q, gq, 0);
-        assert_eq!(tracker.take_commits_for(&[p()]), vec![(p(), 1)]);
+        let before_revoke = tracker.commits_for(&[p()]);
+        assert_eq!(before_revoke, vec![(p(), 1)]);
+        tracker.confirm(&before_revoke);
         assert_eq!(tracker.take_commits(), vec![(q, 1)]);
     }
 
@@ -187,11 +239,37 @@ mod tests {
     }
 
     #[test]
-    fn commit_point_stays_at_the_first_unsettled_offset() {
+    fn nothing_to_commit_while_the_resume_point_is_unsettled() {
         let mut tracker = OffsetTracker::default();
         tracker.assign(p());
         tracker.delivered(&p(), 0);
-        assert_eq!(tracker.take_commits(), vec![(p(), 0)]);
         assert!(tracker.take_commits().is_empty());
+        assert_eq!(tracker.all_commits(), vec![(p(), 0)]);
+    }
+
+    #[test]
+    fn unconfirmed_counts_what_a_crash_would_read_again() {
+        let mut tracker = OffsetTracker::default();
+        let q: TopicPartition = ("t".into(), 1);
+        let (gp, gq) = (tracker.assign(p()), tracker.assign(q.clone()));
+        // Offsets may have gaps (compaction, transaction markers): records are counted.
+        for offset in [100, 101, 105, 110] {
+            tracker.delivered(&p(), offset);
+        }
+        tracker.delivered(&q, 7);
+        assert_eq!(tracker.unconfirmed(), 5);
+        tracker.settled(&p(), gp, 100);
+        tracker.settled(&p(), gp, 105);
+        assert_eq!(tracker.unconfirmed(), 5, "settled is not yet committed");
+        assert_eq!(commit(&mut tracker), vec![(p(), 101)]);
+        assert_eq!(tracker.unconfirmed(), 4);
+        tracker.settled(&p(), gp, 101);
+        tracker.settled(&p(), gp, 110);
+        tracker.settled(&q, gq, 7);
+        commit(&mut tracker);
+        assert_eq!(tracker.unconfirmed(), 0);
+        tracker.revoke(&q);
+        tracker.delivered(&p(), 111);
+        assert_eq!(tracker.unconfirmed(), 1);
     }
 }

@@ -35,9 +35,17 @@ pub fn classify(error: &KafkaError) -> SendError {
                 | TopicAuthorizationFailed
         )
     );
+    // librdkafka keeps a record queued while no broker answers, up to
+    // `message.timeout.ms`; these say that time ran out or that no broker is reachable.
+    let unreachable = matches!(
+        error.rdkafka_error_code(),
+        Some(AllBrokersDown | BrokerTransportFailure | MessageTimedOut | RequestTimedOut)
+    );
     let message = format!("Kafka refused the record: {error}");
     if permanent {
         SendError::permanent(message)
+    } else if unreachable {
+        SendError::unavailable(format!("no Kafka broker took the record: {error}"))
     } else {
         SendError::transient(message)
     }

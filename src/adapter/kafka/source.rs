@@ -2,14 +2,20 @@
 //!
 //! A reader task polls the consumer and hands records to the router through a bounded
 //! channel (backpressure: when the router is full, polling waits). Offsets are committed
-//! by a committer task every `commit_interval_ms`, only up to the lowest unsettled offset
-//! of each partition ([`super::offsets`]); on a rebalance the settled offsets of revoked
+//! by a committer task every `commit_interval_ms`, or as soon as half a window was settled,
+//! only up to the lowest unsettled offset of each partition ([`super::offsets`]). Commits
+//! are synchronous, one at a time, so the source knows what the broker has; once
+//! `max_in_flight` records are past the confirmed commit points the reader pauses its
+//! partitions until commits catch up, so a crash makes the group read again at most that
+//! many records (the duplicates of at-least-once are bounded by the window). Pausing
+//! rather than not polling keeps rebalances served. On a rebalance the settled offsets of revoked
 //! partitions are committed synchronously before they are given up, and settlements that
 //! arrive for them afterwards are ignored (the new owner redelivers them: at-least-once).
 //! Retry hands the same record out again from memory, the offset held back meanwhile.
 //! Kafka has no reject of its own, so routes from Kafka must have a dead letter; a reject
 //! that arrives anyway is logged and treated as a retry.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,7 +24,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -56,11 +62,14 @@ impl ConsumerContext for RebalanceContext {
         if let Rebalance::Revoke(list) = rebalance {
             let revoked = partitions_of(list);
             let mut tracker = self.tracker.lock().expect("offset tracker lock");
-            let commits = tracker.take_commits_for(&revoked);
-            if !commits.is_empty()
-                && let Err(error) = consumer.commit(&commit_list(&commits), CommitMode::Sync)
-            {
-                tracing::warn!(%error, "commit before giving up partitions failed; they will be redelivered");
+            let commits = tracker.commits_for(&revoked);
+            if !commits.is_empty() {
+                match consumer.commit(&commit_list(&commits), CommitMode::Sync) {
+                    Ok(()) => tracker.confirm(&commits),
+                    Err(error) => {
+                        tracing::warn!(%error, "commit before giving up partitions failed; they will be redelivered")
+                    }
+                }
             }
             for partition in &revoked {
                 tracker.revoke(partition);
@@ -69,8 +78,13 @@ impl ConsumerContext for RebalanceContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
+            // A partition paused before it was revoked would stay paused when it comes
+            // back; the reader pauses again if the limit still holds.
+            if let Err(error) = consumer.resume(list) {
+                tracing::debug!(%error, "resuming newly assigned partitions");
+            }
             let assigned = partitions_of(list);
             let mut tracker = self.tracker.lock().expect("offset tracker lock");
             for partition in &assigned {
@@ -91,11 +105,16 @@ pub fn context(tracker: Arc<Mutex<OffsetTracker>>) -> RebalanceContext {
 struct Shared {
     tracker: Arc<Mutex<OffsetTracker>>,
     retries: mpsc::UnboundedSender<Delivery>,
-    /// Settlements since the last commit; past `commit_batch` the committer runs early,
-    /// which bounds the records redelivered after a crash.
-    settled_since_commit: std::sync::atomic::AtomicUsize,
+    /// Settlements since the last commit; past `commit_batch` the committer runs early.
+    settled_since_commit: AtomicUsize,
     commit_batch: usize,
-    commit_now: tokio::sync::Notify,
+    commit_now: Notify,
+    /// Records past the confirmed commit points at which the reader pauses its partitions.
+    unconfirmed_limit: usize,
+    /// Set while the partitions are paused: then every settlement asks for a commit.
+    reader_waiting: AtomicBool,
+    /// Signalled after each confirmed commit.
+    committed: Notify,
 }
 
 /// Where a delivery came from, for settling it.
@@ -120,11 +139,8 @@ fn delivery(
                 position.generation,
                 position.offset,
             );
-            let settled = shared
-                .settled_since_commit
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                + 1;
-            if settled == shared.commit_batch {
+            let settled = shared.settled_since_commit.fetch_add(1, Ordering::Relaxed) + 1;
+            if settled == shared.commit_batch || shared.reader_waiting.load(Ordering::Relaxed) {
                 shared.commit_now.notify_one();
             }
         }
@@ -156,9 +172,8 @@ fn delivery(
     Delivery { message, ack }
 }
 
-/// A running consumer-group source. After a crash, at most `max_in_flight` (held by the
-/// router) + `buffer` (read ahead) + `buffer` (settled since the last commit) records are
-/// read again.
+/// A running consumer-group source. After a crash, at most `buffer` records (handed out
+/// past the last confirmed commit) are read again.
 pub struct KafkaSource {
     deliveries: mpsc::Receiver<Delivery>,
     retries: mpsc::UnboundedReceiver<Delivery>,
@@ -181,7 +196,8 @@ impl KafkaSource {
         }
     }
 
-    /// Starts reading `consumer` (already subscribed) for `endpoint`.
+    /// Starts reading `consumer` (already subscribed) for `endpoint`, with at most `buffer`
+    /// records handed out past the confirmed commit points.
     pub fn start(
         consumer: GroupConsumer,
         tracker: Arc<Mutex<OffsetTracker>>,
@@ -196,9 +212,13 @@ impl KafkaSource {
         let shared = Arc::new(Shared {
             tracker: tracker.clone(),
             retries: retries_tx,
-            settled_since_commit: std::sync::atomic::AtomicUsize::new(0),
-            commit_batch: buffer.max(1),
-            commit_now: tokio::sync::Notify::new(),
+            settled_since_commit: AtomicUsize::new(0),
+            // Committing at half the limit lets the reader go on while a commit travels.
+            commit_batch: (buffer / 2).max(1),
+            commit_now: Notify::new(),
+            unconfirmed_limit: buffer.max(1),
+            reader_waiting: AtomicBool::new(false),
+            committed: Notify::new(),
         });
         let stop = CancellationToken::new();
         let reader = tokio::spawn(read(
@@ -238,9 +258,14 @@ async fn read(
     let mut last_error_log = None::<tokio::time::Instant>;
     // A source reads one topic: its name is allocated once, not for every record.
     let mut topic: Arc<str> = Arc::from("");
+    let mut paused = false;
     loop {
         let record = tokio::select! {
             _ = stop.cancelled() => return,
+            _ = room_or_tick(&shared), if paused => {
+                paused = !resume_if_room(&consumer, &shared);
+                continue;
+            }
             record = consumer.recv() => record,
         };
         let next = match record {
@@ -250,12 +275,15 @@ async fn read(
                 }
                 let partition = (topic.clone(), record.partition());
                 let offset = record.offset();
-                let generation = {
+                let (generation, unconfirmed) = {
                     let mut tracker = shared.tracker.lock().expect("offset tracker lock");
                     let generation = tracker.generation(&partition);
                     tracker.delivered(&partition, offset);
-                    generation
+                    (generation, tracker.unconfirmed())
                 };
+                if unconfirmed >= shared.unconfirmed_limit && !paused {
+                    paused = pause(&consumer, &shared);
+                }
                 let message = mapping::incoming(&record, &endpoint, &names);
                 let position = Position {
                     partition,
@@ -280,51 +308,106 @@ async fn read(
     }
 }
 
-fn commit_now(
-    consumer: &GroupConsumer,
-    tracker: &Mutex<OffsetTracker>,
-    mode: CommitMode,
-    everything: bool,
-) {
-    let commits = {
-        let mut tracker = tracker.lock().expect("offset tracker lock");
-        if everything {
-            tracker.all_commits()
-        } else {
-            tracker.take_commits()
-        }
-    };
-    if commits.is_empty() {
-        return;
+/// Stops fetching every assigned partition because `unconfirmed_limit` records are past
+/// the confirmed commit points, and asks for a commit. Pausing (rather than not polling)
+/// keeps rebalances served; librdkafka drops what it had fetched ahead and fetches again
+/// from the next record on resume. Returns whether the partitions are paused.
+fn pause(consumer: &GroupConsumer, shared: &Shared) -> bool {
+    let paused = consumer
+        .assignment()
+        .and_then(|assigned| consumer.pause(&assigned));
+    if let Err(error) = paused {
+        tracing::warn!(%error, "cannot pause Kafka partitions; reading on");
+        return false;
     }
-    if let Err(error) = consumer.commit(&commit_list(&commits), mode) {
-        tracing::warn!(%error, "Kafka offset commit failed; it is retried with the next commit");
+    shared.reader_waiting.store(true, Ordering::Relaxed);
+    shared.commit_now.notify_one();
+    true
+}
+
+/// Resumes every assigned partition once fewer than `unconfirmed_limit` records are past
+/// the confirmed commit points; returns whether it did.
+fn resume_if_room(consumer: &GroupConsumer, shared: &Shared) -> bool {
+    let unconfirmed = shared
+        .tracker
+        .lock()
+        .expect("offset tracker lock")
+        .unconfirmed();
+    if unconfirmed >= shared.unconfirmed_limit {
+        shared.commit_now.notify_one();
+        return false;
+    }
+    if let Err(error) = consumer
+        .assignment()
+        .and_then(|assigned| consumer.resume(&assigned))
+    {
+        tracing::warn!(%error, "cannot resume Kafka partitions; trying again");
+        return false;
+    }
+    shared.reader_waiting.store(false, Ordering::Relaxed);
+    true
+}
+
+/// Returns after the next confirmed commit, or after a short tick (a rebalance can also
+/// make room, by taking partitions away).
+async fn room_or_tick(shared: &Shared) {
+    tokio::select! {
+        _ = shared.committed.notified() => {}
+        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
     }
 }
 
-/// Commits every `interval`, or sooner once `commit_batch` deliveries were settled.
+/// Commits `commits` and waits for the broker's answer; true when it accepted them.
+async fn commit_sync(consumer: &Arc<GroupConsumer>, commits: &[(TopicPartition, i64)]) -> bool {
+    let list = commit_list(commits);
+    let consumer = consumer.clone();
+    match tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "Kafka offset commit failed; it is retried with the next commit");
+            false
+        }
+        Err(_) => false,
+    }
+}
+
+/// Commits every `interval`, or sooner once `commit_batch` deliveries were settled or the
+/// reader waits for room; one commit at a time, so a later one never overtakes an earlier.
 async fn commit_periodically(
     consumer: Arc<GroupConsumer>,
     shared: Arc<Shared>,
     interval: Duration,
     stop: CancellationToken,
 ) {
-    // Every tenth tick commits every partition again, so an asynchronous commit that
-    // failed is repaired even when its partition has not moved since.
     let mut ticks = tokio::time::interval(interval);
-    let mut count = 0u32;
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let ticked = tokio::select! {
+        tokio::select! {
             _ = stop.cancelled() => return,
-            _ = ticks.tick() => true,
-            _ = shared.commit_now.notified() => false,
+            _ = ticks.tick() => {}
+            _ = shared.commit_now.notified() => {}
+        }
+        shared.settled_since_commit.store(0, Ordering::Relaxed);
+        let commits = shared
+            .tracker
+            .lock()
+            .expect("offset tracker lock")
+            .take_commits();
+        if commits.is_empty() {
+            continue;
+        }
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = commit_sync(&consumer, &commits) => accepted,
         };
-        shared
-            .settled_since_commit
-            .store(0, std::sync::atomic::Ordering::Relaxed);
-        count += u32::from(ticked);
-        let everything = ticked && count.is_multiple_of(10);
-        commit_now(&consumer, &shared.tracker, CommitMode::Async, everything);
+        if accepted {
+            shared
+                .tracker
+                .lock()
+                .expect("offset tracker lock")
+                .confirm(&commits);
+            shared.committed.notify_one();
+        }
     }
 }
 
@@ -368,11 +451,10 @@ impl Source for KafkaSource {
         while let Ok(delivery) = retries.try_recv() {
             delivery.ack.abandon();
         }
-        let consumer_for_commit = consumer.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            commit_now(&consumer_for_commit, &tracker, CommitMode::Sync, true);
-            consumer_for_commit.unsubscribe();
-        })
-        .await;
+        let commits = tracker.lock().expect("offset tracker lock").all_commits();
+        if !commits.is_empty() {
+            commit_sync(&consumer, &commits).await;
+        }
+        let _ = tokio::task::spawn_blocking(move || consumer.unsubscribe()).await;
     }
 }

@@ -22,22 +22,23 @@ const TRANSIENT: [Code; 6] = [
     Code::Unknown,
 ];
 
-/// Classifies a Pub/Sub error: transport problems, timeouts and the codes above are
-/// transient; NOT_FOUND, INVALID_ARGUMENT, PERMISSION_DENIED and the like are permanent.
+/// Classifies a Pub/Sub error: no connection, no answer in time or UNAVAILABLE is the
+/// service being unavailable; the other codes above, 429 and 5xx are transient;
+/// NOT_FOUND, INVALID_ARGUMENT, PERMISSION_DENIED and the like are permanent.
 pub fn classify(error: &google_cloud_pubsub::Error) -> ErrorClass {
-    let by_code = error.status().is_some_and(|s| TRANSIENT.contains(&s.code));
+    let code = error.status().map(|s| s.code);
+    let by_code = code.is_some_and(|code| TRANSIENT.contains(&code));
     let by_http = error
         .http_status_code()
         .is_some_and(|c| c == 429 || c >= 500);
     if error.is_timeout()
         || error.is_connect()
-        || error.is_transient_and_before_rpc()
-        || error.is_exhausted()
         || error.is_io()
         || error.is_transport()
-        || by_code
-        || by_http
+        || code == Some(Code::Unavailable)
     {
+        ErrorClass::Unavailable
+    } else if error.is_transient_and_before_rpc() || error.is_exhausted() || by_code || by_http {
         ErrorClass::Transient
     } else {
         ErrorClass::Permanent
@@ -61,7 +62,9 @@ pub fn not_found(error: &google_cloud_pubsub::Error) -> bool {
 /// An error while opening things, as an [`AdapterError`].
 pub fn adapter_error(what: &str, error: &google_cloud_pubsub::Error) -> AdapterError {
     match classify(error) {
-        ErrorClass::Transient => AdapterError::Unavailable(format!("{what}: {error}")),
+        ErrorClass::Transient | ErrorClass::Unavailable => {
+            AdapterError::Unavailable(format!("{what}: {error}"))
+        }
         ErrorClass::Permanent => AdapterError::Invalid(format!("{what}: {error}")),
     }
 }

@@ -152,7 +152,7 @@ async fn read(
             };
             let (raw, handler) = match next {
                 Some(Ok(received)) => received,
-                Some(Err(error)) if classify(&error) == ErrorClass::Transient => {
+                Some(Err(error)) if classify(&error) != ErrorClass::Permanent => {
                     tracing::warn!(%error, endpoint = %spec.endpoint, retry_in = ?wait, "Pub/Sub stream failed; opening it again");
                     break;
                 }

@@ -3,7 +3,8 @@
 //! Publishes happen in call order on that channel with `mandatory` set; a send is confirmed
 //! by the broker's basic.ack. A message returned as unroutable (no queue bound for its
 //! routing key) is a permanent error; a basic.nack, a confirm timeout or a lost channel is
-//! transient (the channel is reopened on the next send). A missing exchange or refused
+//! transient (the channel is reopened on the next send), and a connection that is down or
+//! cannot be opened makes the broker unavailable (the router waits for it). A missing exchange or refused
 //! access is permanent. At most `max_unconfirmed` publishes wait for confirms at once.
 
 use std::sync::Arc;
@@ -65,8 +66,16 @@ impl Publisher {
 }
 
 fn send_error(what: &str, error: &lapin::Error) -> SendError {
+    use lapin::ErrorKind;
     if is_refusal(error) {
         SendError::permanent(format!("RabbitMQ refused {what}: {error}"))
+    } else if matches!(
+        error.kind(),
+        ErrorKind::IOError(_)
+            | ErrorKind::InvalidConnectionState(_)
+            | ErrorKind::MissingHeartbeatError
+    ) {
+        SendError::unavailable(format!("{what} failed, the connection is down: {error}"))
     } else {
         SendError::transient(format!("{what} failed: {error}"))
     }
@@ -96,7 +105,7 @@ impl Sink for RabbitSink {
             None => {
                 let channel = publisher.open_channel().await.map_err(|e| match e {
                     AdapterError::Invalid(m) => SendError::permanent(m),
-                    AdapterError::Unavailable(m) => SendError::transient(m),
+                    AdapterError::Unavailable(m) => SendError::unavailable(m),
                 })?;
                 let generation = publisher
                     .generations

@@ -100,31 +100,49 @@ impl Backlog for QueueDepth {
 type Settlement = (Acker, Outcome, Channel);
 
 async fn settle(mut outcomes: mpsc::UnboundedReceiver<Settlement>) {
-    while let Some((acker, outcome, _channel)) = outcomes.recv().await {
-        let result = match outcome {
-            Outcome::Ack => acker.ack(BasicAckOptions::default()).await,
-            Outcome::Retry(_) => {
-                acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    })
-                    .await
-            }
-            Outcome::Reject(_) => {
-                acker
-                    .nack(BasicNackOptions {
-                        requeue: false,
-                        ..BasicNackOptions::default()
-                    })
-                    .await
+    while let Some((acker, outcome, channel)) = outcomes.recv().await {
+        // The outcome of a delivery from a channel lost since is void (the broker has
+        // requeued the delivery); sending it could wait forever and hold up the outcomes
+        // of the channel that replaced it.
+        if !channel.status().connected() {
+            tracing::debug!("a delivery's channel is gone; the broker redelivers it");
+            continue;
+        }
+        let settling = async {
+            match outcome {
+                Outcome::Ack => acker.ack(BasicAckOptions::default()).await,
+                Outcome::Retry(_) => {
+                    acker
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..BasicNackOptions::default()
+                        })
+                        .await
+                }
+                Outcome::Reject(_) => {
+                    acker
+                        .nack(BasicNackOptions {
+                            requeue: false,
+                            ..BasicNackOptions::default()
+                        })
+                        .await
+                }
             }
         };
-        if let Err(error) = result {
-            tracing::debug!(%error, "settling a delivery failed; its channel is gone and the broker redelivers it");
+        match tokio::time::timeout(SETTLE_TIMEOUT, settling).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "settling a delivery failed; its channel is gone and the broker redelivers it");
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?SETTLE_TIMEOUT, "settling a delivery did not finish; the broker redelivers it if its channel is gone");
+            }
         }
     }
 }
+
+/// How long one acknowledgement may take to be written before the next is sent.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 enum Ended {
     Stopped,
