@@ -15,7 +15,7 @@ use std::path::Path;
 
 pub use interpolate::{Environment, ProcessEnvironment};
 pub use model::{Ordering, RetryPolicy, Settings};
-pub use plan::{Plan, ReplyPlan, RoutePlan, SinkPlan, SourcePlan, check_listen};
+pub use plan::{DedupPlan, Plan, ReplyPlan, RoutePlan, SinkPlan, SourcePlan, check_listen};
 
 /// One problem in a routes file.
 #[derive(Debug, Clone, PartialEq, Eq)]

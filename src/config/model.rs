@@ -116,6 +116,43 @@ pub struct RouteModel {
     /// Makes the route a request-reply relay (docs/request-reply.md).
     #[serde(default)]
     pub reply: Option<ReplyModel>,
+    /// Drops messages whose identity was already delivered within a time window
+    /// (docs/reliability.md#deduplication).
+    #[serde(default)]
+    pub dedup: Option<DedupModel>,
+}
+
+/// Deduplication of a route (`routes[].dedup`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupModel {
+    /// A template giving each message's identity, e.g. `{{ headers.order_id }}`. Default:
+    /// the message id. Messages whose identity is empty are not deduplicated.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// How long an identity is remembered after its message was delivered. Default 10m.
+    #[serde(default = "default_dedup_window", deserialize_with = "duration")]
+    pub window: Duration,
+    /// `memory` (default): this process only, forgotten on restart. `redis://HOST:PORT/DB`
+    /// (or `rediss://`): shared by every replica and kept across restarts.
+    #[serde(default = "default_dedup_store")]
+    pub store: String,
+    /// The most identities the memory store keeps; the oldest are forgotten first.
+    /// Default 1000000.
+    #[serde(default = "default_dedup_capacity")]
+    pub capacity: usize,
+}
+
+pub fn default_dedup_window() -> Duration {
+    Duration::from_secs(600)
+}
+
+pub fn default_dedup_store() -> String {
+    "memory".to_owned()
+}
+
+pub fn default_dedup_capacity() -> usize {
+    1_000_000
 }
 
 /// The reply half of a request-reply route (`routes[].reply`).

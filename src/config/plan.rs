@@ -20,13 +20,34 @@ pub fn check_listen(listen: &str) -> Result<(), String> {
     if listen == "off" || listen.parse::<std::net::SocketAddr>().is_ok() {
         return Ok(());
     }
-    // A host name is resolved only when binding; insist on HOST:PORT with a numeric port.
+    // A host name is resolved only when binding; insist on HOST:PORT with a numeric port
+    // and a host that can be a name (not `http://HOST`).
+    let is_host_name = |host: &str| {
+        host.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+    };
     match listen.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        Some((host, port))
+            if !host.is_empty() && is_host_name(host) && port.parse::<u16>().is_ok() =>
+        {
+            Ok(())
+        }
         _ => Err(format!(
             "`{listen}` is not `HOST:PORT` or `off`; write e.g. `127.0.0.1:9464` or `0.0.0.0:9464`"
         )),
     }
+}
+
+/// Whether `url` is a Redis URL this build can use.
+fn check_redis_url(url: &str) -> Result<(), String> {
+    #[cfg(feature = "redis")]
+    return redis::Client::open(url)
+        .map(drop)
+        .map_err(|e| format!("not a usable Redis URL: {e}"));
+    #[cfg(not(feature = "redis"))]
+    return Err(format!(
+        "this build of bridge has no Redis support (cargo feature `redis`) for `{url}`"
+    ));
 }
 
 /// A validated routes file, ready to run.
@@ -51,6 +72,17 @@ pub struct RoutePlan {
     pub ordering: Ordering,
     pub max_in_flight: usize,
     pub reply: Option<ReplyPlan>,
+    pub dedup: Option<DedupPlan>,
+}
+
+/// A route's deduplication step, checked.
+#[derive(Debug, Clone)]
+pub struct DedupPlan {
+    pub key: Option<Template>,
+    pub window: std::time::Duration,
+    /// `None` for memory, else the Redis URL.
+    pub redis: Option<String>,
+    pub capacity: usize,
 }
 
 /// The reply half of a request-reply route.
@@ -222,7 +254,9 @@ impl Builder<'_> {
         let mut removed: Vec<String> = Vec::new();
         for _ in 0..MAX_ERRORS_PER_SECTION {
             let error = match parse(value.clone()) {
-                Ok(parsed) => return removed.is_empty().then_some(parsed),
+                // The section goes on being checked without the removed fields; their errors
+                // are recorded, so the file is refused all the same.
+                Ok(parsed) => return Some(parsed),
                 Err(error) => error,
             };
             let segments: Vec<Segment> = error.path().iter().cloned().collect();
@@ -550,6 +584,14 @@ impl Builder<'_> {
             );
             ok = false;
         }
+        let dedup = match &model.dedup {
+            Some(dedup) => {
+                let plan = self.dedup(&child(path, "dedup"), dedup);
+                ok &= plan.is_some();
+                plan
+            }
+            None => None,
+        };
         let reply = match &model.reply {
             Some(reply) => {
                 let plan = self.reply(
@@ -576,6 +618,60 @@ impl Builder<'_> {
             ordering: model.ordering,
             max_in_flight: model.max_in_flight,
             reply,
+            dedup,
+        })
+    }
+
+    /// Checks a route's `dedup`.
+    fn dedup(&mut self, path: &str, model: &super::model::DedupModel) -> Option<DedupPlan> {
+        let mut ok = true;
+        let key = match &model.key {
+            None => None,
+            Some(source) => match Template::compile(source) {
+                Ok(template) => Some(template),
+                Err(message) => {
+                    self.error(&child(path, "key"), message);
+                    ok = false;
+                    None
+                }
+            },
+        };
+        if model.window.is_zero() {
+            self.error(
+                &child(path, "window"),
+                "the dedup window must be longer than zero",
+            );
+            ok = false;
+        }
+        if model.capacity == 0 {
+            self.error(&child(path, "capacity"), "capacity must be at least 1");
+            ok = false;
+        }
+        let redis = match model.store.as_str() {
+            "memory" => None,
+            url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                if let Err(problem) = check_redis_url(url) {
+                    self.error(&child(path, "store"), problem);
+                    ok = false;
+                }
+                Some(url.to_owned())
+            }
+            other => {
+                self.error(
+                    &child(path, "store"),
+                    format!(
+                        "unknown store `{other}`: write `memory` or a `redis://HOST:PORT/DB` URL"
+                    ),
+                );
+                ok = false;
+                None
+            }
+        };
+        ok.then(|| DedupPlan {
+            key,
+            window: model.window,
+            redis,
+            capacity: model.capacity,
         })
     }
 
@@ -642,6 +738,12 @@ impl Builder<'_> {
             self.error(
                 &child(path, "timeout"),
                 "the reply timeout must be longer than zero",
+            );
+            ok = false;
+        } else if reply.timeout > crate::relay::MAX_REPLY_TIMEOUT {
+            self.error(
+                &child(path, "timeout"),
+                "the reply timeout is at most 30 days (720h)",
             );
             ok = false;
         }

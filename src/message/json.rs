@@ -6,7 +6,7 @@
 //! `key_base64`, `base64`). Decoding accepts exactly what encoding produces, so the form is
 //! reversible; `origin` is informational and ignored on input.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -110,9 +110,12 @@ fn bytes_field(
     }
 }
 
-/// Formats a time as RFC 3339 with milliseconds, in UTC.
+/// Formats a time as RFC 3339 with milliseconds, in UTC. RFC 3339 holds the years 1970 to
+/// 9999 only, so a time outside them (a broker can carry any number) is written as the
+/// nearest of the two bounds rather than failing.
 pub fn format_time(time: SystemTime) -> String {
-    humantime::format_rfc3339_millis(time).to_string()
+    let latest = UNIX_EPOCH + Duration::from_millis(253_402_300_799_999);
+    humantime::format_rfc3339_millis(time.clamp(UNIX_EPOCH, latest)).to_string()
 }
 
 /// Encodes a message as one line of JSON (without the trailing newline).

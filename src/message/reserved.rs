@@ -46,11 +46,21 @@ pub fn is_reserved(name: &str) -> bool {
 /// the type. Comma-separated; `%` and `,` inside names are written `%25` and `%2C`.
 pub const BINARY_HEADERS: &str = "bridge-binary-headers";
 
+/// Set by the Kafka source on a record whose headers could not be read (a header name that
+/// is not UTF-8): the record is forwarded without them rather than left unreadable.
+pub const KAFKA_HEADERS_UNREADABLE: &str = "bridge-kafka-headers-unreadable";
+
+/// How the empty header name is written in [`BINARY_HEADERS`] (an empty entry is skipped).
+const EMPTY_NAME: &str = "%00";
+
 /// Joins header names for [`BINARY_HEADERS`].
 pub fn join_names<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
     names
         .into_iter()
-        .map(|name| name.replace('%', "%25").replace(',', "%2C"))
+        .map(|name| match name {
+            "" => EMPTY_NAME.to_owned(),
+            name => name.replace('%', "%25").replace(',', "%2C"),
+        })
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -60,7 +70,10 @@ pub fn split_names(value: &str) -> Vec<String> {
     value
         .split(',')
         .filter(|name| !name.is_empty())
-        .map(|name| name.replace("%2C", ",").replace("%25", "%"))
+        .map(|name| match name {
+            EMPTY_NAME => String::new(),
+            name => name.replace("%2C", ",").replace("%25", "%"),
+        })
         .collect()
 }
 

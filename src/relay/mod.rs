@@ -42,6 +42,10 @@ pub struct RequestRelay {
     pub timeout: Duration,
 }
 
+/// The longest reply timeout a routes file may set: a deadline must stay a time the token
+/// and the clock can hold.
+pub const MAX_REPLY_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
+
 impl RequestRelay {
     /// Replaces the correlation id and reply-to of a request; leaves other messages alone.
     pub fn apply(&self, message: &mut Message) {
@@ -51,7 +55,7 @@ impl RequestRelay {
         let claims = Claims {
             reply_to,
             correlation_id: message.correlation_id.take(),
-            deadline: SystemTime::now() + self.timeout,
+            deadline: SystemTime::now() + self.timeout.min(MAX_REPLY_TIMEOUT),
         };
         message.correlation_id = Some(self.signer.encode(&claims));
         message.reply_to = Some(self.address.clone());

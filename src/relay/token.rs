@@ -78,7 +78,12 @@ impl Signer {
             .unwrap_or(0);
         let mut payload = millis.to_be_bytes().to_vec();
         let push = |payload: &mut Vec<u8>, text: &str| {
-            let bytes = &text.as_bytes()[..text.len().min(usize::from(NO_CORRELATION) - 1)];
+            // Longer texts are cut, on a character boundary so that they still decode.
+            let mut end = text.len().min(usize::from(NO_CORRELATION) - 1);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            let bytes = &text.as_bytes()[..end];
             payload.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
             payload.extend_from_slice(bytes);
         };
@@ -99,14 +104,17 @@ impl Signer {
         }
         let (signed, tag) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
         let tag = B64.decode(tag).map_err(|_| TokenError::Malformed)?;
+        // A shorter tag would be easier to guess: only the full 16 bytes are accepted.
+        if tag.len() != TAG_BYTES {
+            return Err(TokenError::BadSignature);
+        }
         let mut mac =
             Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
         mac.update(signed.as_bytes());
         mac.verify_truncated_left(&tag)
             .map_err(|_| TokenError::BadSignature)?;
-        let payload = B64
-            .decode(&signed[PREFIX.len()..])
-            .map_err(|_| TokenError::Malformed)?;
+        let encoded = signed.strip_prefix(PREFIX).ok_or(TokenError::Malformed)?;
+        let payload = B64.decode(encoded).map_err(|_| TokenError::Malformed)?;
         let (millis, rest) = payload.split_at_checked(8).ok_or(TokenError::Malformed)?;
         let millis = u64::from_be_bytes(millis.try_into().map_err(|_| TokenError::Malformed)?);
         let (reply_to, rest) = read_text(rest)?.ok_or(TokenError::Malformed)?;

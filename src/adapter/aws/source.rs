@@ -575,3 +575,286 @@ mod tests {
         assert!(unwrap_notification("plain text", "orders").is_none());
     }
 }
+
+/// Bounded property tests of SNS notification unwrapping: any body is unwrapped or left
+/// alone without panicking, and the notification SNS makes of what the SNS sink publishes
+/// reads back as the message sent.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::adapter::aws::attributes::fuzz::{
+        as_read_back, becomes_a_field, bounded, message, packed_before_a_namesake,
+    };
+    use crate::adapter::aws::attributes::{Encoded, Mode};
+    use crate::adapter::aws::sink::fifo_ids;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+    use serde_json::{Map, Value, json};
+
+    /// The JSON body SNS delivers to a subscribed queue without raw message delivery.
+    fn notification(topic_arn: &str, encoded: &Encoded) -> String {
+        let attributes: Map<String, Value> = encoded
+            .attributes
+            .iter()
+            .map(|(name, attribute)| {
+                let value = match attribute {
+                    Attribute::String(text) | Attribute::Number(text) => text.clone(),
+                    Attribute::Binary(bytes) => BASE64.encode(bytes),
+                };
+                let typed = json!({"Type": attribute.data_type(), "Value": value});
+                (name.clone(), typed)
+            })
+            .collect();
+        let mut notification = json!({
+            "Type": "Notification",
+            "MessageId": "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324",
+            "TopicArn": topic_arn,
+            "Message": encoded.body,
+            "Timestamp": "2024-02-29T12:00:00.123Z",
+            "SignatureVersion": "1",
+            "Signature": "EXAMPLE",
+            "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService.pem",
+            "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe",
+        });
+        // SNS leaves the field out when the message has no attributes.
+        if !attributes.is_empty() {
+            notification["MessageAttributes"] = Value::Object(attributes);
+        }
+        notification.to_string()
+    }
+
+    /// SNS topic names, standard and FIFO.
+    fn topic() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9_-]{1,20}(\\.fifo)?"
+    }
+
+    fn topic_arn(topic: &str) -> String {
+        format!("arn:aws:sns:us-east-1:123456789012:{topic}")
+    }
+
+    /// Pieces of notifications, for bodies that are nearly one.
+    const JSON_TOKENS: &[&str] = &[
+        "{",
+        "}",
+        "[",
+        "]",
+        ",",
+        ":",
+        "\"Type\"",
+        "\"Notification\"",
+        "\"TopicArn\"",
+        "\"arn:aws:sns:us-east-1:123456789012:orders\"",
+        "\"Message\"",
+        "\"MessageAttributes\"",
+        "\"Value\"",
+        "\"String\"",
+        "\"Number\"",
+        "\"Binary\"",
+        "\"AAE=\"",
+        "\"x\"",
+        "null",
+        "1",
+        "true",
+        "\"\\u0000\"",
+        "\"\\ud800\"",
+        " ",
+    ];
+
+    /// Attribute types SNS writes, custom ones, and none.
+    const ATTRIBUTE_TYPES: &[&str] = &[
+        "String",
+        "Number",
+        "Binary",
+        "String.Array",
+        "Number.float",
+        "Binary.jpg",
+        "",
+    ];
+
+    fn attribute_type() -> impl Strategy<Value = Value> {
+        prop::sample::select(ATTRIBUTE_TYPES).prop_map(Value::from)
+    }
+
+    fn attribute_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            ".{0,12}".prop_map(Value::from),
+            "[A-Za-z0-9+/]{0,8}={0,2}".prop_map(Value::from),
+            Just(json!(3)),
+            Just(Value::Null),
+        ]
+    }
+
+    /// An entry of `MessageAttributes`: an object with or without `Type` and `Value`, or
+    /// something else.
+    fn attribute_entry() -> impl Strategy<Value = Value> {
+        let typed = (
+            prop::option::of(prop_oneof![4 => attribute_type(), 1 => Just(json!(1))]),
+            prop::option::of(attribute_value()),
+        )
+            .prop_map(|(kind, value)| {
+                let mut entry = Map::new();
+                if let Some(kind) = kind {
+                    entry.insert("Type".to_owned(), kind);
+                }
+                if let Some(value) = value {
+                    entry.insert("Value".to_owned(), value);
+                }
+                Value::Object(entry)
+            });
+        prop_oneof![4 => typed, 1 => Just(json!("x")), 1 => Just(Value::Null)]
+    }
+
+    /// Objects with each field of a notification of topic `orders` present, absent or of
+    /// the wrong kind.
+    fn notification_object() -> impl Strategy<Value = Value> {
+        let kind = prop_oneof![
+            3 => Just(json!("Notification")),
+            1 => Just(json!("SubscriptionConfirmation")),
+            1 => Just(json!(1)),
+        ];
+        let arn = prop_oneof![
+            3 => Just(json!(topic_arn("orders"))),
+            1 => Just(json!(topic_arn("orders-eu"))),
+            1 => Just(json!("orders")),
+            1 => Just(json!(["x"])),
+        ];
+        let message = prop_oneof![
+            3 => ".{0,16}".prop_map(Value::from),
+            1 => Just(json!(7)),
+            1 => Just(Value::Null),
+        ];
+        let attributes = prop_oneof![
+            4 => prop::collection::btree_map("[a-z.-]{0,8}", attribute_entry(), 0..6)
+                .prop_map(|entries| Value::Object(entries.into_iter().collect())),
+            1 => Just(json!([])),
+            1 => Just(Value::Null),
+        ];
+        (
+            prop::option::of(kind),
+            prop::option::of(arn),
+            prop::option::of(message),
+            prop::option::of(attributes),
+        )
+            .prop_map(|(kind, arn, message, attributes)| {
+                let fields = [
+                    ("Type", kind),
+                    ("TopicArn", arn),
+                    ("Message", message),
+                    ("MessageAttributes", attributes),
+                ];
+                let object: Map<String, Value> = fields
+                    .into_iter()
+                    .filter_map(|(name, value)| Some((name.to_owned(), value?)))
+                    .collect();
+                Value::Object(object)
+            })
+    }
+
+    /// Any text, notification tokens, notification-like objects, and such objects with a
+    /// token inserted somewhere.
+    fn body_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            prop::collection::vec(prop::sample::select(JSON_TOKENS), 0..24)
+                .prop_map(|tokens| tokens.concat()),
+            notification_object().prop_map(|object| object.to_string()),
+            (
+                notification_object(),
+                any::<Index>(),
+                prop::sample::select(JSON_TOKENS)
+            )
+                .prop_map(|(object, at, token)| {
+                    let mut text = object.to_string();
+                    let boundaries: Vec<usize> = text
+                        .char_indices()
+                        .map(|(offset, _)| offset)
+                        .chain([text.len()])
+                        .collect();
+                    text.insert_str(boundaries[at.index(boundaries.len())], token);
+                    text
+                }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(bounded(256))]
+
+        /// The notification SNS makes of what an SNS sink publishes unwraps to the
+        /// published body and attributes and reads back as the message sent; another
+        /// topic's notification is left alone.
+        #[test]
+        fn notifications_unwrap_to_the_message_the_sns_sink_sent(
+            message in message(),
+            topic in topic(),
+            fifo in any::<bool>(),
+        ) {
+            let mode = Mode { fifo, sns: true };
+            prop_assume!(!becomes_a_field(&message, mode) && !packed_before_a_namesake(&message));
+            let encoded = attributes::encode(&message, mode);
+            let body = notification(&topic_arn(&topic), &encoded);
+            let (inner, mut unwrapped) = unwrap_notification(&body, &topic)
+                .ok_or_else(|| TestCaseError::fail(format!("not unwrapped: {body}")))?;
+            prop_assert_eq!(&inner, &encoded.body);
+            let mut sent = encoded.attributes.clone();
+            sent.sort_by(|a, b| a.0.cmp(&b.0));
+            unwrapped.sort_by(|a, b| a.0.cmp(&b.0));
+            prop_assert_eq!(&unwrapped, &sent);
+            let group = fifo.then(|| fifo_ids(&message).0);
+            let back = attributes::decode(&inner, unwrapped, group.as_deref());
+            prop_assert_eq!(as_read_back(&back), as_read_back(&message));
+            let other_topic = topic.clone() + "x";
+            prop_assert!(unwrap_notification(&body, &other_topic).is_none());
+        }
+
+        /// Any body is unwrapped or left alone without panicking, and only a JSON
+        /// notification of the topic is unwrapped, to its `Message` and one attribute
+        /// for each of its `MessageAttributes`.
+        #[test]
+        fn only_notifications_of_the_topic_are_unwrapped(body in body_text()) {
+            if let Some((message, attributes)) = unwrap_notification(&body, "orders") {
+                let json: Value = serde_json::from_str(&body)
+                    .map_err(|error| TestCaseError::fail(format!("{error}: {body}")))?;
+                prop_assert_eq!(json["Type"].as_str(), Some("Notification"));
+                let arn = json["TopicArn"].as_str().unwrap_or_default();
+                prop_assert!(arn.ends_with(":orders"), "{arn}");
+                prop_assert_eq!(json["Message"].as_str(), Some(message.as_str()));
+                let declared = json["MessageAttributes"].as_object().map_or(0, Map::len);
+                prop_assert_eq!(attributes.len(), declared);
+            }
+        }
+
+        /// An unwrapped attribute is read by its declared type: `Number` as a number,
+        /// `Binary` as its decoded bytes (text when the base64 is broken), anything else as
+        /// text; a missing or non-text value reads as empty.
+        #[test]
+        fn notification_attributes_are_read_by_their_declared_type(object in notification_object()) {
+            let ours = object["Type"].as_str() == Some("Notification")
+                && object["TopicArn"].as_str().is_some_and(|arn| arn.ends_with(":orders"))
+                && object["Message"].is_string();
+            let unwrapped = unwrap_notification(&object.to_string(), "orders");
+            prop_assert_eq!(unwrapped.is_some(), ours);
+            if let Some((message, attributes)) = unwrapped {
+                prop_assert_eq!(Some(message.as_str()), object["Message"].as_str());
+                let declared = object["MessageAttributes"].as_object().cloned().unwrap_or_default();
+                prop_assert_eq!(attributes.len(), declared.len());
+                for (name, attribute) in attributes {
+                    let entry = declared
+                        .get(&name)
+                        .ok_or_else(|| TestCaseError::fail(format!("{name} was not sent")))?;
+                    let text = entry["Value"].as_str().unwrap_or_default().to_owned();
+                    let expected = match entry["Type"].as_str() {
+                        Some("Number") => Attribute::Number(text),
+                        Some("Binary") => match BASE64.decode(&text) {
+                            Ok(bytes) => Attribute::Binary(bytes.into()),
+                            Err(_) => Attribute::String(text),
+                        },
+                        _ => Attribute::String(text),
+                    };
+                    prop_assert_eq!(attribute, expected, "{}", name);
+                }
+            }
+        }
+    }
+}

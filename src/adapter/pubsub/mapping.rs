@@ -241,3 +241,342 @@ mod tests {
         assert!(encode(&many).is_err());
     }
 }
+
+/// Bounded property tests: every message reads back as published or is refused for a limit
+/// it really breaks, and any attributes decode without panicking, `bridge-timestamp-ms`
+/// with any text included, to a message that is published again unchanged.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::Config;
+    use std::time::SystemTime;
+
+    /// `cases` cases, or `PROPTEST_CASES` for a soak. Nothing is persisted: a failure is
+    /// fixed and pinned as a `#[test]`.
+    fn bounded(cases: u32) -> Config {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(cases);
+        Config {
+            cases,
+            failure_persistence: None,
+            ..Config::default()
+        }
+    }
+
+    fn through_pubsub(message: &Message) -> Result<Message, String> {
+        let out = encode(message)?;
+        let attributes: HashMap<String, String> = out.attributes.into_iter().collect();
+        Ok(decode(out.data, &attributes, &out.ordering_key, None))
+    }
+
+    /// Names the encoder writes itself: a header named like one reads back as the field or
+    /// is lost (docs/mapping.md, "What is lossy").
+    fn is_encoder_name(name: &str) -> bool {
+        [
+            CORRELATION_ID,
+            REPLY_TO,
+            MESSAGE_ID,
+            CONTENT_TYPE,
+            ENCODED_KEY,
+            reserved::TIMESTAMP_MS,
+            reserved::BINARY_HEADERS,
+        ]
+        .contains(&name)
+    }
+
+    /// Ordinary names, the router's, and ones Pub/Sub refuses.
+    const NAMES: &[&str] = &[
+        "type",
+        "tag",
+        "traceparent",
+        "bridge-hops",
+        "a b",
+        "é",
+        "",
+        "goog",
+        "googclient_schemaname",
+        "Correlation-Id",
+    ];
+
+    fn header_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::sample::select(NAMES).prop_map(str::to_owned),
+            2 => ".{0,12}",
+            1 => "[a-z]{255,258}",
+        ]
+        .prop_filter("a name the encoder writes", |name| !is_encoder_name(name))
+    }
+
+    /// Values around the 1024 bytes Pub/Sub allows: text, and binary whose base64 is
+    /// 1024 bytes (768 bytes) or more.
+    fn header_value() -> impl Strategy<Value = HeaderValue> {
+        prop_oneof![
+            6 => ".{0,16}".prop_map(HeaderValue::Text),
+            4 => prop::collection::vec(any::<u8>(), 0..16).prop_map(HeaderValue::from),
+            1 => "[a-z]{1023,1025}".prop_map(HeaderValue::Text),
+            1 => prop::collection::vec(any::<u8>(), 767..770).prop_map(HeaderValue::from),
+        ]
+    }
+
+    /// A few headers, repeats possible, or about the 100 attributes Pub/Sub allows.
+    fn headers() -> impl Strategy<Value = Headers> {
+        prop_oneof![
+            6 => prop::collection::vec((header_name(), header_value()), 0..8)
+                .prop_map(|pairs| pairs.into_iter().collect::<Headers>()),
+            1 => (94..102usize).prop_map(|count| {
+                (0..count).map(|n| (format!("h{n}"), HeaderValue::from("v"))).collect::<Headers>()
+            }),
+        ]
+    }
+
+    fn bytes() -> impl Strategy<Value = Bytes> {
+        prop_oneof![
+            ".{0,16}".prop_map(Bytes::from),
+            prop::collection::vec(any::<u8>(), 0..32).prop_map(Bytes::from),
+        ]
+    }
+
+    /// Ordering keys, keys over their 1024 bytes, empty keys and keys that are not text.
+    fn key() -> impl Strategy<Value = Bytes> {
+        prop_oneof![
+            3 => bytes(),
+            1 => "[a-z]{1024,1025}".prop_map(Bytes::from),
+            1 => prop::collection::vec(any::<u8>(), 767..770).prop_map(Bytes::from),
+        ]
+    }
+
+    fn field() -> impl Strategy<Value = String> {
+        prop_oneof![6 => ".{0,16}", 1 => "[a-z]{1024,1025}"]
+    }
+
+    /// Any time from 1970 on that a u64 of milliseconds holds (some with nanoseconds the
+    /// encoding drops), and times before 1970, which it does not write.
+    fn time() -> impl Strategy<Value = SystemTime> {
+        prop_oneof![
+            3 => any::<u64>().prop_map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
+            1 => (any::<u32>(), 0..1_000_000_000u32)
+                .prop_map(|(seconds, nanos)| UNIX_EPOCH + Duration::new(seconds.into(), nanos)),
+            1 => (1..=u64::from(u32::MAX)).prop_map(|seconds| UNIX_EPOCH - Duration::from_secs(seconds)),
+        ]
+    }
+
+    fn message() -> impl Strategy<Value = Message> {
+        (
+            bytes(),
+            headers(),
+            prop::option::of(key()),
+            prop::option::of(field()),
+            prop::option::of(field()),
+            prop::option::of(field()),
+            prop::option::of(field()),
+            prop::option::of(time()),
+        )
+            .prop_map(
+                |(
+                    body,
+                    headers,
+                    key,
+                    correlation_id,
+                    reply_to,
+                    message_id,
+                    content_type,
+                    timestamp,
+                )| {
+                    let mut message = Message::new(body);
+                    message.headers = headers;
+                    message.key = key;
+                    message.correlation_id = correlation_id;
+                    message.reply_to = reply_to;
+                    message.message_id = message_id;
+                    message.content_type = content_type;
+                    message.timestamp = timestamp;
+                    message
+                },
+            )
+    }
+
+    /// A message as it reads back: headers ordered by name, the timestamp to the
+    /// millisecond (none before 1970), an empty key as no key (docs/mapping.md).
+    fn as_read_back(message: &Message) -> Message {
+        let mut expected = message.clone();
+        let mut headers: Vec<_> = message.headers.clone().into_iter().collect();
+        headers.sort_by(|a, b| a.0.cmp(&b.0));
+        expected.headers = headers.into_iter().collect();
+        expected.timestamp = message.timestamp.and_then(|time| {
+            let ms = u64::try_from(time.duration_since(UNIX_EPOCH).ok()?.as_millis()).ok()?;
+            Some(UNIX_EPOCH + Duration::from_millis(ms))
+        });
+        expected.key = message.key.clone().filter(|key| !key.is_empty());
+        expected
+    }
+
+    /// Whether `message` breaks one of Pub/Sub's limits, worked out from the limits
+    /// alone: the attributes it needs (names and values), their count, names and sizes.
+    fn breaks_a_limit(message: &Message) -> bool {
+        let mut attributes: Vec<(&str, String)> = Vec::new();
+        let fields = [
+            (CORRELATION_ID, &message.correlation_id),
+            (REPLY_TO, &message.reply_to),
+            (MESSAGE_ID, &message.message_id),
+            (CONTENT_TYPE, &message.content_type),
+        ];
+        for (name, value) in fields {
+            if let Some(value) = value {
+                attributes.push((name, value.clone()));
+            }
+        }
+        if let Some(key) = &message.key
+            && (std::str::from_utf8(key).is_err() || key.len() > MAX_ORDERING_KEY)
+        {
+            attributes.push((ENCODED_KEY, BASE64.encode(key)));
+        }
+        if message.timestamp.is_some_and(|time| time >= UNIX_EPOCH) {
+            attributes.push((reserved::TIMESTAMP_MS, "0".to_owned()));
+        }
+        let mut binary = Vec::new();
+        for (name, value) in message.headers.iter() {
+            let value = match value {
+                HeaderValue::Text(text) => text.clone(),
+                HeaderValue::Binary(bytes) => {
+                    binary.push(name);
+                    BASE64.encode(bytes)
+                }
+            };
+            attributes.push((name, value));
+        }
+        if !binary.is_empty() {
+            attributes.push((reserved::BINARY_HEADERS, reserved::join_names(binary)));
+        }
+        let mut names: Vec<&str> = attributes.iter().map(|(name, _)| *name).collect();
+        names.sort_unstable();
+        names.dedup();
+        names.len() < attributes.len()
+            || attributes.len() > MAX_ATTRIBUTES
+            || attributes.iter().any(|(name, value)| {
+                name.is_empty()
+                    || name.len() > MAX_ATTRIBUTE_NAME
+                    || name.starts_with("goog")
+                    || value.len() > MAX_ATTRIBUTE_VALUE
+            })
+    }
+
+    /// Attribute names: the encoder's own, ones a binary list names, and any.
+    const ATTRIBUTE_NAMES: &[&str] = &[
+        CORRELATION_ID,
+        REPLY_TO,
+        MESSAGE_ID,
+        CONTENT_TYPE,
+        ENCODED_KEY,
+        reserved::TIMESTAMP_MS,
+        reserved::BINARY_HEADERS,
+        "a",
+        "b",
+        "googclient_schemaname",
+    ];
+
+    /// Attribute values: numbers good and bad, base64, binary lists, anything.
+    const ATTRIBUTE_TEXT: &[&str] = &[
+        "",
+        "a",
+        "a,b",
+        "%2C",
+        "-1",
+        "1e3",
+        " 7",
+        "18446744073709551615",
+        "18446744073709551616",
+    ];
+
+    fn attributes() -> impl Strategy<Value = HashMap<String, String>> {
+        let name = prop_oneof![
+            3 => prop::sample::select(ATTRIBUTE_NAMES).prop_map(str::to_owned),
+            1 => ".{0,12}",
+        ];
+        let value = prop_oneof![
+            2 => ".{0,16}",
+            1 => any::<u64>().prop_map(|n| n.to_string()),
+            1 => "[A-Za-z0-9+/]{0,8}={0,2}",
+            1 => prop::sample::select(ATTRIBUTE_TEXT).prop_map(str::to_owned),
+        ];
+        prop::collection::hash_map(name, value, 0..10)
+    }
+
+    proptest! {
+        #![proptest_config(bounded(256))]
+
+        /// A message that keeps to Pub/Sub's limits reads back as published, and what is
+        /// published keeps to them; any other is refused with a reason.
+        #[test]
+        fn every_message_reads_back_or_is_refused_for_a_limit_it_breaks(message in message()) {
+            match encode(&message) {
+                Err(reason) => {
+                    prop_assert!(breaks_a_limit(&message), "refused: {reason}");
+                    prop_assert!(!reason.trim().is_empty());
+                }
+                Ok(out) => {
+                    prop_assert!(!breaks_a_limit(&message), "accepted: {:?}", out.attributes);
+                    prop_assert!(out.ordering_key.len() <= MAX_ORDERING_KEY);
+                    let attributes: HashMap<String, String> = out.attributes.iter().cloned().collect();
+                    prop_assert_eq!(attributes.len(), out.attributes.len(), "an attribute name twice");
+                    let back = decode(out.data, &attributes, &out.ordering_key, None);
+                    prop_assert_eq!(back, as_read_back(&message));
+                }
+            }
+        }
+
+        /// Any attributes decode without panicking: the envelope's become its fields, a
+        /// `bridge-timestamp-ms` that is a number of milliseconds the timestamp (else the
+        /// publish time), and every other attribute a header, ordered by name.
+        #[test]
+        fn any_attributes_decode(
+            data in prop::collection::vec(any::<u8>(), 0..16),
+            attributes in attributes(),
+            ordering_key in prop_oneof![Just(String::new()), ".{1,8}"],
+            publish_time in prop::option::of(time()),
+        ) {
+            let message = decode(Bytes::from(data.clone()), &attributes, &ordering_key, publish_time);
+            prop_assert_eq!(&message.body[..], &data[..]);
+            prop_assert_eq!(message.correlation_id.as_ref(), attributes.get(CORRELATION_ID));
+            prop_assert_eq!(message.reply_to.as_ref(), attributes.get(REPLY_TO));
+            prop_assert_eq!(message.message_id.as_ref(), attributes.get(MESSAGE_ID));
+            prop_assert_eq!(message.content_type.as_ref(), attributes.get(CONTENT_TYPE));
+            let ms = attributes.get(reserved::TIMESTAMP_MS).and_then(|ms| ms.parse::<u64>().ok());
+            let timestamp = ms.map(|ms| UNIX_EPOCH + Duration::from_millis(ms)).or(publish_time);
+            prop_assert_eq!(message.timestamp, timestamp);
+            let encoded_key = attributes.get(ENCODED_KEY).and_then(|key| BASE64.decode(key).ok());
+            let key = if ordering_key.is_empty() {
+                encoded_key.clone().map(Bytes::from)
+            } else {
+                Some(Bytes::from(ordering_key.clone()))
+            };
+            prop_assert_eq!(&message.key, &key);
+            let names: Vec<&str> = message.headers.iter().map(|(name, _)| name).collect();
+            prop_assert!(names.is_sorted(), "{names:?}");
+            for name in attributes.keys() {
+                let field = [CORRELATION_ID, REPLY_TO, MESSAGE_ID, CONTENT_TYPE, reserved::BINARY_HEADERS]
+                    .contains(&name.as_str())
+                    || (name == ENCODED_KEY && encoded_key.is_some())
+                    || (name == reserved::TIMESTAMP_MS && ms.is_some());
+                prop_assert_eq!(message.headers.get(name).is_some(), !field, "{}", name);
+            }
+        }
+
+        /// What any attributes decode to is published again unchanged, or refused for a
+        /// limit it breaks (a received `goog` attribute, say).
+        #[test]
+        fn what_any_attributes_decode_to_is_published_again_unchanged(
+            attributes in attributes(),
+            ordering_key in prop_oneof![Just(String::new()), ".{1,8}"],
+            publish_time in prop::option::of(time()),
+        ) {
+            let message = decode(Bytes::from_static(b"x"), &attributes, &ordering_key, publish_time);
+            match through_pubsub(&message) {
+                Ok(back) => prop_assert_eq!(as_read_back(&back), as_read_back(&message)),
+                Err(reason) => prop_assert!(breaks_a_limit(&message), "refused: {reason}"),
+            }
+        }
+    }
+}

@@ -77,8 +77,28 @@ fn typed_to_text(value: &AMQPValue) -> Option<(String, &'static str)> {
     })
 }
 
-/// The AMQP value of text that was recorded with `kind`; `None` when it no longer parses.
+/// The AMQP value of text that was recorded with `kind`; `None` when it no longer parses
+/// or holds something lapin cannot write (the type record comes from whoever sent the
+/// message, so it is not trusted).
 fn text_to_typed(text: &str, kind: &str) -> Option<AMQPValue> {
+    parse_typed(text, kind).filter(writable)
+}
+
+/// Whether lapin writes `value` as valid AMQP: no short string inside a table or array
+/// (lapin's type id for them is not AMQP's) and no table key over 255 bytes.
+fn writable(value: &AMQPValue) -> bool {
+    match value {
+        AMQPValue::ShortString(_) => false,
+        AMQPValue::FieldTable(table) => table
+            .inner()
+            .iter()
+            .all(|(key, value)| key.as_str().len() <= SHORT_STRING_MAX && writable(value)),
+        AMQPValue::FieldArray(array) => array.as_slice().iter().all(writable),
+        _ => true,
+    }
+}
+
+fn parse_typed(text: &str, kind: &str) -> Option<AMQPValue> {
     Some(match kind {
         "Boolean" => AMQPValue::Boolean(text.parse().ok()?),
         "ShortShortInt" => AMQPValue::ShortShortInt(text.parse().ok()?),
@@ -92,7 +112,9 @@ fn text_to_typed(text: &str, kind: &str) -> Option<AMQPValue> {
         "Double" => AMQPValue::Double(text.parse().ok()?),
         "Timestamp" => AMQPValue::Timestamp(text.parse().ok()?),
         "Void" => AMQPValue::Void,
-        "ShortString" => AMQPValue::ShortString(ShortString::from(text)),
+        // Tables carry short strings as long ones (RabbitMQ does too): lapin would write
+        // a short string in a table with a type id that is no AMQP type.
+        "ShortString" => AMQPValue::LongString(LongString::from(text.as_bytes().to_vec())),
         "FieldTable" => AMQPValue::FieldTable(serde_json::from_str::<FieldTable>(text).ok()?),
         "FieldArray" => AMQPValue::FieldArray(serde_json::from_str::<FieldArray>(text).ok()?),
         "DecimalValue" => serde_json::from_str::<AMQPValue>(text).ok()?,
@@ -209,11 +231,12 @@ pub fn incoming(delivery: &Delivery, endpoint: &str) -> Message {
         (Some(seconds), Some(ms)) if ms / 1000 == *seconds => {
             Some(UNIX_EPOCH + Duration::from_millis(ms))
         }
-        (Some(seconds), _) => Some(UNIX_EPOCH + Duration::from_secs(*seconds)),
+        // Any 64-bit number of seconds can arrive; one past what the clock holds is dropped.
+        (Some(seconds), _) => UNIX_EPOCH.checked_add(Duration::from_secs(*seconds)),
         (None, _) => None,
     };
     let receive_count = delivery_count
-        .map(|n| n + 1)
+        .map(|n| n.saturating_add(1))
         .unwrap_or(if delivery.redelivered { 2 } else { 1 });
     message.with_origin(Origin {
         endpoint: endpoint.to_owned(),
@@ -301,11 +324,13 @@ pub fn outgoing(message: &Message) -> BasicProperties {
                 properties = properties.with_priority(v.parse().unwrap_or_default());
                 continue;
             }
-            (EXPIRATION, Some(v)) => {
+            // Only what fits a short string is promoted (check_short_strings refuses the
+            // first one that does not); a longer repeat stays a table header.
+            (EXPIRATION, Some(v)) if v.len() <= SHORT_STRING_MAX => {
                 properties = properties.with_expiration(short(v));
                 continue;
             }
-            (CONTENT_ENCODING, Some(v)) => {
+            (CONTENT_ENCODING, Some(v)) if v.len() <= SHORT_STRING_MAX => {
                 properties = properties.with_content_encoding(short(v));
                 continue;
             }
@@ -313,15 +338,15 @@ pub fn outgoing(message: &Message) -> BasicProperties {
                 properties = properties.with_delivery_mode(v.parse().unwrap_or(PERSISTENT));
                 continue;
             }
-            (TYPE, Some(v)) => {
+            (TYPE, Some(v)) if v.len() <= SHORT_STRING_MAX => {
                 properties = properties.with_type(short(v));
                 continue;
             }
-            (APP_ID, Some(v)) => {
+            (APP_ID, Some(v)) if v.len() <= SHORT_STRING_MAX => {
                 properties = properties.with_app_id(short(v));
                 continue;
             }
-            (CLUSTER_ID, Some(v)) => {
+            (CLUSTER_ID, Some(v)) if v.len() <= SHORT_STRING_MAX => {
                 properties = properties.with_cluster_id(short(v));
                 continue;
             }
@@ -502,5 +527,623 @@ mod short_string_tests {
                 .contains("correlation id")
         );
         assert!(check_short_strings(&Message::new("x")).is_ok());
+    }
+}
+
+/// Bounded property tests: every message that fits AMQP's short strings reads back as
+/// published, the rest is refused with a reason, any delivery is read without panicking,
+/// and a delivery read and published again keeps its headers table and properties.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use lapin::types::DecimalValue;
+    use proptest::num::{f32 as f32s, f64 as f64s};
+    use proptest::prelude::*;
+    use proptest::test_runner::Config;
+    use std::panic::AssertUnwindSafe;
+    use std::time::SystemTime;
+
+    /// `cases` cases, or `PROPTEST_CASES` for a soak. Nothing is persisted: a failure is
+    /// fixed and pinned as a `#[test]`.
+    fn bounded(cases: u32) -> Config {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(cases);
+        Config {
+            cases,
+            failure_persistence: None,
+            ..Config::default()
+        }
+    }
+
+    fn delivery(properties: BasicProperties, redelivered: bool, body: &[u8]) -> Delivery {
+        let mut delivery = Delivery::mock(1, "".into(), "q".into(), redelivered, body.to_vec());
+        delivery.properties = properties;
+        delivery
+    }
+
+    fn through_amqp(message: &Message) -> Message {
+        incoming(
+            &delivery(outgoing(message), false, &message.body),
+            "rabbit:queue/q",
+        )
+    }
+
+    /// Names this mapping gives a meaning of its own (the reserved `bridge-amqp-*`,
+    /// `bridge-key` and `bridge-timestamp-ms`, docs/adapters/rabbitmq.md).
+    fn is_mapping_name(name: &str) -> bool {
+        name.starts_with("bridge-amqp-") || name == reserved::KEY || name == reserved::TIMESTAMP_MS
+    }
+
+    /// Header names: ordinary ones, ones RabbitMQ sets, the router's, any text, and names
+    /// around the 255 bytes of a short string.
+    const NAMES: &[&str] = &[
+        "type",
+        "tag",
+        "x-death",
+        "x-delivery-count",
+        "x-first-death-reason",
+        "traceparent",
+        "bridge-hops",
+        "a b",
+        "",
+        "é",
+    ];
+
+    fn header_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::sample::select(NAMES).prop_map(str::to_owned),
+            2 => ".{0,12}",
+            1 => "[a-z]{254,257}",
+            1 => "é{127,128}",
+        ]
+        .prop_filter("a name of the mapping's own", |name| !is_mapping_name(name))
+    }
+
+    fn header_value() -> impl Strategy<Value = HeaderValue> {
+        prop_oneof![
+            3 => ".{0,16}".prop_map(HeaderValue::Text),
+            2 => prop::collection::vec(any::<u8>(), 0..16).prop_map(HeaderValue::from),
+            1 => ".{0,8}".prop_map(|text| HeaderValue::Binary(Bytes::from(text))),
+        ]
+    }
+
+    /// Property values: mostly short, some around the 255 bytes AMQP allows.
+    fn property_text() -> impl Strategy<Value = String> {
+        prop_oneof![6 => ".{0,16}", 1 => "[a-z]{254,257}", 1 => "é{127,128}"]
+    }
+
+    fn bytes() -> impl Strategy<Value = Bytes> {
+        prop_oneof![
+            ".{0,16}".prop_map(Bytes::from),
+            prop::collection::vec(any::<u8>(), 0..32).prop_map(Bytes::from),
+        ]
+    }
+
+    /// Any time from 1970 on that a u64 of milliseconds holds (some with nanoseconds AMQP
+    /// drops), and times before 1970, which it does not write.
+    fn time() -> impl Strategy<Value = SystemTime> {
+        prop_oneof![
+            3 => any::<u64>().prop_map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
+            1 => (any::<u32>(), 0..1_000_000_000u32)
+                .prop_map(|(seconds, nanos)| UNIX_EPOCH + Duration::new(seconds.into(), nanos)),
+            1 => (1..=u64::from(u32::MAX)).prop_map(|seconds| UNIX_EPOCH - Duration::from_secs(seconds)),
+        ]
+    }
+
+    fn message() -> impl Strategy<Value = Message> {
+        (
+            bytes(),
+            prop::collection::vec((header_name(), header_value()), 0..8),
+            prop::option::of(bytes()),
+            prop::option::of(property_text()),
+            prop::option::of(property_text()),
+            prop::option::of(property_text()),
+            prop::option::of(property_text()),
+            prop::option::of(time()),
+        )
+            .prop_map(
+                |(
+                    body,
+                    headers,
+                    key,
+                    correlation_id,
+                    reply_to,
+                    message_id,
+                    content_type,
+                    timestamp,
+                )| {
+                    let mut message = Message::new(body);
+                    message.headers = headers.into_iter().collect();
+                    message.key = key;
+                    message.correlation_id = correlation_id;
+                    message.reply_to = reply_to;
+                    message.message_id = message_id;
+                    message.content_type = content_type;
+                    message.timestamp = timestamp;
+                    message
+                },
+            )
+    }
+
+    /// A message as it reads back: headers ordered by name (those of one name in their
+    /// order), the timestamp to the millisecond, none before 1970.
+    fn as_read_back(message: &Message) -> Message {
+        let mut expected = message.clone();
+        let mut headers: Vec<_> = message.headers.clone().into_iter().collect();
+        headers.sort_by(|a, b| a.0.cmp(&b.0));
+        expected.headers = headers.into_iter().collect();
+        expected.timestamp = message.timestamp.and_then(|time| {
+            let ms = u64::try_from(time.duration_since(UNIX_EPOCH).ok()?.as_millis()).ok()?;
+            Some(UNIX_EPOCH + Duration::from_millis(ms))
+        });
+        expected
+    }
+
+    fn table(entries: BTreeMap<String, AMQPValue>) -> FieldTable {
+        entries
+            .into_iter()
+            .map(|(name, value)| (ShortString::from(name), value))
+            .collect::<BTreeMap<_, _>>()
+            .into()
+    }
+
+    /// Scalars of every type a RabbitMQ client delivers: all but lapin's internal
+    /// `ShortString`, which no broker sends.
+    fn scalar(float: BoxedStrategy<f32>, double: BoxedStrategy<f64>) -> BoxedStrategy<AMQPValue> {
+        // Booleans, integers and timestamps.
+        let integral = prop_oneof![
+            any::<bool>().prop_map(AMQPValue::Boolean),
+            any::<i8>().prop_map(AMQPValue::ShortShortInt),
+            any::<u8>().prop_map(AMQPValue::ShortShortUInt),
+            any::<i16>().prop_map(AMQPValue::ShortInt),
+            any::<u16>().prop_map(AMQPValue::ShortUInt),
+            any::<i32>().prop_map(AMQPValue::LongInt),
+            any::<u32>().prop_map(AMQPValue::LongUInt),
+            any::<i64>().prop_map(AMQPValue::LongLongInt),
+            any::<u64>().prop_map(AMQPValue::Timestamp),
+        ];
+        let others = prop_oneof![
+            float.prop_map(AMQPValue::Float),
+            double.prop_map(AMQPValue::Double),
+            (any::<u8>(), any::<u32>())
+                .prop_map(|(scale, value)| AMQPValue::DecimalValue(DecimalValue { scale, value })),
+            ".{0,16}".prop_map(|text| AMQPValue::LongString(LongString::from(text))),
+            prop::collection::vec(any::<u8>(), 0..16)
+                .prop_map(|bytes| AMQPValue::LongString(LongString::from(bytes))),
+            prop::collection::vec(any::<u8>(), 0..16)
+                .prop_map(|bytes| AMQPValue::ByteArray(ByteArray::from(bytes))),
+            Just(AMQPValue::Void),
+        ];
+        prop_oneof![integral, others].boxed()
+    }
+
+    /// Arrays and tables of `inner` values, as `x-death` nests them.
+    fn container(inner: BoxedStrategy<AMQPValue>) -> impl Strategy<Value = AMQPValue> {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4)
+                .prop_map(|values| AMQPValue::FieldArray(FieldArray::from(values))),
+            prop::collection::btree_map("[a-z-]{1,8}", inner, 0..4)
+                .prop_map(|entries| AMQPValue::FieldTable(table(entries))),
+        ]
+    }
+
+    /// Floats that equal themselves (no NaN), infinities included.
+    fn float() -> BoxedStrategy<f32> {
+        (f32s::POSITIVE
+            | f32s::NEGATIVE
+            | f32s::NORMAL
+            | f32s::SUBNORMAL
+            | f32s::ZERO
+            | f32s::INFINITE)
+            .boxed()
+    }
+
+    fn double() -> BoxedStrategy<f64> {
+        (f64s::POSITIVE
+            | f64s::NEGATIVE
+            | f64s::NORMAL
+            | f64s::SUBNORMAL
+            | f64s::ZERO
+            | f64s::INFINITE)
+            .boxed()
+    }
+
+    /// A header value as RabbitMQ delivers it, tables and arrays nested two levels deep.
+    /// With `exact`, floats compare equal to themselves, and those inside tables and arrays
+    /// are halves, which JSON gives back exactly (until `nested_doubles_are_restored_exactly`
+    /// passes); otherwise any float, NaN included.
+    fn amqp_value(exact: bool) -> BoxedStrategy<AMQPValue> {
+        let (top_float, top_double, nested_float, nested_double) = if exact {
+            (
+                float(),
+                double(),
+                (-4096i16..4096).prop_map(|n| f32::from(n) / 2.0).boxed(),
+                (-4096i16..4096).prop_map(|n| f64::from(n) / 2.0).boxed(),
+            )
+        } else {
+            (
+                any::<f32>().boxed(),
+                any::<f64>().boxed(),
+                any::<f32>().boxed(),
+                any::<f64>().boxed(),
+            )
+        };
+        let nested = scalar(nested_float, nested_double).prop_recursive(2, 16, 4, container);
+        prop_oneof![3 => scalar(top_float, top_double), 1 => container(nested.boxed())].boxed()
+    }
+
+    fn short_string() -> impl Strategy<Value = ShortString> {
+        prop_oneof![6 => ".{0,16}", 1 => "[a-z]{255}"].prop_map(ShortString::from)
+    }
+
+    /// The edges of what the clock holds: i64::MAX seconds and one more.
+    const EDGE_SECONDS: &[u64] = &[0, u64::MAX / 2, u64::MAX / 2 + 1, u64::MAX];
+
+    /// Timestamps in seconds: any u64, and the edges of what the clock holds.
+    fn seconds() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            3 => any::<u64>(),
+            2 => 1_600_000_000..1_800_000_000u64,
+            1 => prop::sample::select(EDGE_SECONDS),
+        ]
+    }
+
+    /// Properties with every field set or not, and the headers table `headers` gives.
+    fn properties(
+        headers: impl Strategy<Value = FieldTable>,
+    ) -> impl Strategy<Value = BasicProperties> {
+        (
+            prop::option::of(headers),
+            prop::array::uniform10(prop::option::of(short_string())),
+            prop::option::of(any::<u8>()),
+            prop::option::of(any::<u8>()),
+            prop::option::of(seconds()),
+        )
+            .prop_map(|(headers, texts, delivery_mode, priority, timestamp)| {
+                let [
+                    content_type,
+                    content_encoding,
+                    correlation_id,
+                    reply_to,
+                    expiration,
+                    message_id,
+                    kind,
+                    user_id,
+                    app_id,
+                    cluster_id,
+                ] = texts;
+                let mut properties = BasicProperties::default();
+                if let Some(headers) = headers {
+                    properties = properties.with_headers(headers);
+                }
+                if let Some(value) = content_type {
+                    properties = properties.with_content_type(value);
+                }
+                if let Some(value) = content_encoding {
+                    properties = properties.with_content_encoding(value);
+                }
+                if let Some(value) = correlation_id {
+                    properties = properties.with_correlation_id(value);
+                }
+                if let Some(value) = reply_to {
+                    properties = properties.with_reply_to(value);
+                }
+                if let Some(value) = expiration {
+                    properties = properties.with_expiration(value);
+                }
+                if let Some(value) = message_id {
+                    properties = properties.with_message_id(value);
+                }
+                if let Some(value) = kind {
+                    properties = properties.with_type(value);
+                }
+                if let Some(value) = user_id {
+                    properties = properties.with_user_id(value);
+                }
+                if let Some(value) = app_id {
+                    properties = properties.with_app_id(value);
+                }
+                if let Some(value) = cluster_id {
+                    properties = properties.with_cluster_id(value);
+                }
+                if let Some(value) = delivery_mode {
+                    properties = properties.with_delivery_mode(value);
+                }
+                if let Some(value) = priority {
+                    properties = properties.with_priority(value);
+                }
+                if let Some(value) = timestamp {
+                    properties = properties.with_timestamp(value);
+                }
+                properties
+            })
+    }
+
+    /// Table names: the mapping's own, RabbitMQ's, ordinary ones, and any.
+    const TABLE_NAMES: &[&str] = &[
+        "a",
+        "x-death",
+        "x-delivery-count",
+        "bridge-hops",
+        TYPES,
+        PRIORITY,
+        DELIVERY_MODE,
+        USER_ID,
+        reserved::KEY,
+        reserved::TIMESTAMP_MS,
+    ];
+
+    /// Text of the mapping's own headers: type records, numbers, milliseconds.
+    const BRIDGE_TEXT: &[&str] = &[
+        r#"{"a":"Repeated"}"#,
+        r#"{"x-death":"Repeated","a":"LongInt"}"#,
+        r#"{"a":"ShortString"}"#,
+        "not json",
+        "7",
+        "1700000000123",
+        "-1",
+        "",
+    ];
+
+    /// Delivery counts around the edges of a u32 receive count (u32::MAX itself is left to
+    /// `the_largest_delivery_count_does_not_overflow_the_receive_count`).
+    const DELIVERY_COUNTS: &[i64] = &[-1, 0, 1, 4_294_967_294, 4_294_967_296];
+
+    /// Any table a sender may write, the mapping's own names and values included.
+    fn any_table() -> impl Strategy<Value = FieldTable> {
+        let name = prop_oneof![
+            2 => prop::sample::select(TABLE_NAMES).prop_map(str::to_owned),
+            1 => ".{0,12}",
+        ];
+        let value = prop_oneof![
+            4 => amqp_value(false),
+            1 => prop::sample::select(BRIDGE_TEXT)
+                .prop_map(|text| AMQPValue::LongString(LongString::from(text))),
+            1 => prop::sample::select(DELIVERY_COUNTS).prop_map(AMQPValue::LongLongInt),
+        ];
+        prop::collection::btree_map(name, value, 0..8).prop_map(table)
+    }
+
+    /// Tables as a RabbitMQ client delivers them, without the mapping's own names.
+    fn delivered_table() -> impl Strategy<Value = FieldTable> {
+        let name = prop_oneof![
+            2 => prop::sample::select(NAMES).prop_map(str::to_owned),
+            1 => ".{0,12}",
+        ]
+        .prop_filter("a name of the mapping's own", |name| {
+            !name.starts_with("bridge-")
+        });
+        prop::collection::btree_map(name, amqp_value(true), 0..8).prop_map(table)
+    }
+
+    /// Until `the_largest_delivery_count_does_not_overflow_the_receive_count` passes.
+    fn counts_u32_max_deliveries(properties: &BasicProperties) -> bool {
+        properties.headers().as_ref().is_some_and(|table| {
+            matches!(
+                table.inner().get("x-delivery-count"),
+                Some(AMQPValue::LongLongInt(n)) if *n == i64::from(u32::MAX)
+            )
+        })
+    }
+
+    proptest! {
+        #![proptest_config(bounded(256))]
+
+        /// A message whose properties and header names fit AMQP's short strings reads back
+        /// as published; any other is refused with a reason.
+        #[test]
+        fn what_fits_short_strings_reads_back_and_the_rest_is_refused(message in message()) {
+            let too_long = [
+                &message.correlation_id,
+                &message.reply_to,
+                &message.message_id,
+                &message.content_type,
+            ]
+            .into_iter()
+            .flatten()
+            .any(|value| value.len() > SHORT_STRING_MAX)
+                || message.headers.iter().any(|(name, _)| name.len() > SHORT_STRING_MAX);
+            match check_short_strings(&message) {
+                Err(reason) => {
+                    prop_assert!(too_long, "refused: {reason}");
+                    prop_assert!(!reason.trim().is_empty());
+                }
+                Ok(()) => {
+                    prop_assert!(!too_long, "accepted with a value over {SHORT_STRING_MAX} bytes");
+                    let back = through_amqp(&message);
+                    prop_assert_eq!(back.origin().and_then(|origin| origin.receive_count), Some(1));
+                    prop_assert_eq!(as_read_back(&back.without_origin()), as_read_back(&message));
+                }
+            }
+        }
+
+        /// Any delivery is read without panicking: the body and properties as they came,
+        /// a timestamp of the property's seconds (none when the clock cannot hold them),
+        /// every table entry but the mapping's own as a header, a receive count of 1 or more.
+        #[test]
+        fn any_delivery_is_read(
+            properties in properties(any_table()),
+            redelivered in any::<bool>(),
+            body in prop::collection::vec(any::<u8>(), 0..16),
+        ) {
+            prop_assume!(!counts_u32_max_deliveries(&properties));
+            let message = incoming(&delivery(properties.clone(), redelivered, &body), "rabbit:queue/q");
+            prop_assert_eq!(&message.body[..], &body[..]);
+            prop_assert_eq!(&message.correlation_id, &text(properties.correlation_id()));
+            prop_assert_eq!(&message.reply_to, &text(properties.reply_to()));
+            prop_assert_eq!(&message.message_id, &text(properties.message_id()));
+            prop_assert_eq!(&message.content_type, &text(properties.content_type()));
+            match (*properties.timestamp(), message.timestamp) {
+                (Some(seconds), Some(time)) => prop_assert_eq!(
+                    time.duration_since(UNIX_EPOCH).ok().map(|since| since.as_secs()),
+                    Some(seconds)
+                ),
+                (Some(seconds), None) => prop_assert!(
+                    UNIX_EPOCH.checked_add(Duration::from_secs(seconds)).is_none(),
+                    "{seconds} s dropped"
+                ),
+                (None, time) => prop_assert_eq!(time, None),
+            }
+            let receive_count = message.origin().and_then(|origin| origin.receive_count);
+            prop_assert!(receive_count.is_some_and(|count| count >= 1), "{receive_count:?}");
+            let table = properties.headers().clone().unwrap_or_default();
+            for (name, value) in table.inner() {
+                let name = name.as_str();
+                let own = [TYPES, reserved::KEY, reserved::TIMESTAMP_MS].contains(&name);
+                // A `Repeated` array may hold no value at all.
+                if !own && !matches!(value, AMQPValue::FieldArray(_)) {
+                    prop_assert!(message.headers.get(name).is_some(), "{name} lost");
+                }
+            }
+        }
+
+        /// A delivery read and published again keeps its headers table (typed values,
+        /// binary long strings, nested tables and arrays) and its properties, but for the
+        /// documented exceptions: the user id stays a header, no delivery mode becomes 2.
+        #[test]
+        fn a_delivery_read_and_published_again_keeps_its_table_and_properties(
+            properties in properties(delivered_table()),
+            redelivered in any::<bool>(),
+        ) {
+            prop_assume!(!counts_u32_max_deliveries(&properties));
+            let message = incoming(&delivery(properties.clone(), redelivered, b"x"), "rabbit:queue/q");
+            let republished = outgoing(&message);
+            let mut expected = properties.headers().clone().unwrap_or_default();
+            if let Some(user_id) = properties.user_id() {
+                expected.insert(
+                    short(USER_ID),
+                    AMQPValue::LongString(LongString::from(user_id.as_str())),
+                );
+            }
+            prop_assert_eq!(republished.headers().clone().unwrap_or_default(), expected);
+            prop_assert_eq!(republished.content_type(), properties.content_type());
+            prop_assert_eq!(republished.content_encoding(), properties.content_encoding());
+            prop_assert_eq!(republished.correlation_id(), properties.correlation_id());
+            prop_assert_eq!(republished.reply_to(), properties.reply_to());
+            prop_assert_eq!(republished.expiration(), properties.expiration());
+            prop_assert_eq!(republished.message_id(), properties.message_id());
+            prop_assert_eq!(republished.kind(), properties.kind());
+            prop_assert_eq!(republished.app_id(), properties.app_id());
+            prop_assert_eq!(republished.cluster_id(), properties.cluster_id());
+            prop_assert_eq!(republished.priority(), properties.priority());
+            prop_assert_eq!(
+                *republished.delivery_mode(),
+                Some(properties.delivery_mode().unwrap_or(PERSISTENT))
+            );
+            let fits_the_clock =
+                |seconds: &u64| UNIX_EPOCH.checked_add(Duration::from_secs(*seconds)).is_some();
+            prop_assert_eq!(*republished.timestamp(), properties.timestamp().filter(fits_the_clock));
+            prop_assert_eq!(republished.user_id(), &None);
+        }
+    }
+
+    /// Regression: `check_short_strings` read only the first header of each promoted name,
+    /// while `outgoing` promotes every one; and a type record asking for `ShortString`
+    /// made one of any length. Either way an over-long short string panicked the sink.
+    #[test]
+    fn whatever_check_short_strings_accepts_publishes_without_panicking() {
+        let long = "x".repeat(SHORT_STRING_MAX + 1);
+        let mut cases = Vec::new();
+        for name in [EXPIRATION, CONTENT_ENCODING, TYPE, APP_ID, CLUSTER_ID] {
+            let mut second = Message::new("x");
+            second.headers.push(name, "1");
+            second.headers.push(name, long.as_str());
+            cases.push(second);
+            let mut after_binary = Message::new("x");
+            after_binary.headers.push(name, vec![1u8]);
+            after_binary.headers.push(name, long.as_str());
+            cases.push(after_binary);
+        }
+        let mut typed = Message::new("x");
+        typed.headers.push("h", long.as_str());
+        typed.headers.push(TYPES, r#"{"h":"ShortString"}"#);
+        cases.push(typed);
+        for message in cases {
+            let accepted = check_short_strings(&message).is_ok();
+            let published = std::panic::catch_unwind(AssertUnwindSafe(|| outgoing(&message)));
+            assert!(
+                !accepted || published.is_ok(),
+                "accepted, then panicked: {:?}",
+                message.headers
+            );
+        }
+    }
+
+    /// Whether `value` holds something lapin cannot write for RabbitMQ: its internal
+    /// `ShortString` (written with the type id `_`, which is no AMQP type), or a table key
+    /// over the 255 bytes of a short string (a debug assertion in lapin, a wrong length byte
+    /// in a release build).
+    fn unwritable(value: &AMQPValue) -> bool {
+        match value {
+            AMQPValue::ShortString(_) => true,
+            AMQPValue::FieldArray(values) => values.as_slice().iter().any(unwritable),
+            AMQPValue::FieldTable(table) => table
+                .inner()
+                .iter()
+                .any(|(key, value)| key.as_str().len() > SHORT_STRING_MAX || unwritable(value)),
+            _ => false,
+        }
+    }
+
+    /// Regression: a type record (an ordinary header any producer upstream can set) was
+    /// trusted: `ShortString`, asked for directly or inside JSON, was restored as lapin's
+    /// internal type, and a table from JSON kept keys too long for a short string.
+    #[test]
+    fn a_type_record_never_restores_a_value_lapin_cannot_write() {
+        let long_key = "k".repeat(SHORT_STRING_MAX + 1);
+        let mut message = Message::new("x");
+        message.headers.push("plain", "v");
+        message
+            .headers
+            .push("nested", r#"{"k":{"ShortString":"v"}}"#);
+        message.headers.push("decimal", r#"{"ShortString":"v"}"#);
+        message.headers.push(
+            "long-key",
+            format!(r#"{{"{long_key}":{{"Boolean":true}}}}"#),
+        );
+        message.headers.push(
+            TYPES,
+            r#"{"plain":"ShortString","nested":"FieldTable","decimal":"DecimalValue","long-key":"FieldTable"}"#,
+        );
+        let table = outgoing(&message).headers().clone().unwrap_or_default();
+        for (name, value) in table.inner() {
+            assert!(!unwritable(value), "{name}: {value:?}");
+        }
+    }
+
+    /// Regression: an `x-delivery-count` of u32::MAX overflowed the receive count (a panic
+    /// in a debug build, a receive count of 0 in a release build).
+    #[test]
+    fn the_largest_delivery_count_does_not_overflow_the_receive_count() {
+        let mut table = FieldTable::default();
+        table.insert(
+            "x-delivery-count".into(),
+            AMQPValue::LongLongInt(u32::MAX.into()),
+        );
+        let properties = BasicProperties::default().with_headers(table);
+        let message = incoming(&delivery(properties, false, b"x"), "rabbit:queue/q");
+        assert_eq!(
+            message.origin().and_then(|origin| origin.receive_count),
+            Some(u32::MAX)
+        );
+    }
+
+    /// Regression: serde_json reads some doubles one unit in the last place off unless its
+    /// `float_roundtrip` feature is on, so a double inside a table or array (restored from
+    /// JSON) changed on the way through: 0.09144338512092887 came back 0.09144338512092888.
+    #[test]
+    fn nested_doubles_are_restored_exactly() {
+        let mut inner = FieldTable::default();
+        let doubles = [0.09144338512092887, 1.5777777777770001, 117.63331139400017];
+        for (at, value) in doubles.into_iter().enumerate() {
+            inner.insert(format!("d{at}").into(), AMQPValue::Double(value));
+        }
+        let mut table = FieldTable::default();
+        table.insert("measurements".into(), AMQPValue::FieldTable(inner));
+        let properties = BasicProperties::default().with_headers(table.clone());
+        let message = incoming(&delivery(properties, false, b"x"), "rabbit:queue/q");
+        assert_eq!(outgoing(&message).headers().as_ref(), Some(&table));
     }
 }
