@@ -8,7 +8,8 @@
 #   scripts/brokers.sh pause NAME        make a broker unreachable (tests of recovery)
 #   scripts/brokers.sh resume NAME       bring it back
 #
-# NAME is rabbitmq, kafka, aws or pubsub (default: all). Tools are installed under $BRIDGE_TOOLS
+# NAME is rabbitmq, kafka, aws, pubsub or redis (default: all; Redis is the shared store of
+# `dedup`). Tools are installed under $BRIDGE_TOOLS
 # (default /opt/bridge-tools) so that later runs on the same machine reuse them; broker
 # state lives under $BRIDGE_TOOLS/state. Idempotent: a broker that already answers is kept.
 set -euo pipefail
@@ -21,7 +22,8 @@ RABBIT_PORT=5672
 MOTO_VERSION=5.2.5
 AWS_PORT=${BRIDGE_AWS_PORT:-4566}
 PUBSUB_PORT=${BRIDGE_PUBSUB_PORT:-8085}
-ALL=(rabbitmq kafka aws pubsub)
+REDIS_PORT=6379
+ALL=(rabbitmq kafka aws pubsub redis)
 
 log() { printf 'brokers: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -206,8 +208,31 @@ pubsub_down() {
 pubsub_pause() { kill -STOP "$(pubsub_pid)"; }
 pubsub_resume() { kill -CONT "$(pubsub_pid)"; }
 
+# --- Redis (the shared deduplication store) -------------------------------------------
+redis_up() {
+  if answers $REDIS_PORT; then log "redis: already answering on $REDIS_PORT"; return; fi
+  if ! command -v redis-server >/dev/null; then
+    log "redis: installing the Debian package"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null
+  fi
+  log "redis: starting"
+  redis-server --bind 127.0.0.1 --port $REDIS_PORT --daemonize yes --save '' \
+    --pidfile "$STATE/redis.pid" --logfile "$STATE/redis.log"
+  touch "$STATE/redis.started"
+  wait_for_port $REDIS_PORT 30 redis
+}
+
+redis_down() {
+  started_by_us redis || { log "redis: not started by this script; left running"; return; }
+  [[ -f $STATE/redis.pid ]] && kill "$(cat "$STATE/redis.pid")" 2>/dev/null || true
+  rm -f "$STATE/redis.started"
+}
+
+redis_pause() { die "redis: pause is not supported"; }
+redis_resume() { die "redis: resume is not supported"; }
+
 # --- commands -------------------------------------------------------------------------
-port_of() { case $1 in rabbitmq) echo $RABBIT_PORT ;; kafka) echo "$KAFKA_PORT" ;; aws) echo "$AWS_PORT" ;; pubsub) echo "$PUBSUB_PORT" ;; esac; }
+port_of() { case $1 in rabbitmq) echo $RABBIT_PORT ;; kafka) echo "$KAFKA_PORT" ;; aws) echo "$AWS_PORT" ;; pubsub) echo "$PUBSUB_PORT" ;; redis) echo $REDIS_PORT ;; esac; }
 
 status() {
   local down=0

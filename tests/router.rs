@@ -510,3 +510,51 @@ async fn messages_without_a_reply_address_pass_a_reply_route_unchanged() {
     assert_eq!(forwarded.reply_to, None);
     harness.stop().await;
 }
+
+#[tokio::test]
+async fn a_sink_whose_broker_is_unavailable_is_waited_for_without_using_up_attempts() {
+    let yaml = "connections:\n  mem: {type: memory}\nroutes:\n  - name: r\n    from: mem:in\n    to: mem:out\n    dead_letter: mem:dlq\n    retry: {max_attempts: 2, initial_backoff: 1ms, max_backoff: 5ms}\n";
+    let harness = start(yaml).await;
+    // Far more failures than attempts: an outage is waited out, not dead-lettered.
+    harness
+        .queue("out")
+        .fail_next((0..8).map(|_| SendError::unavailable("connection refused")));
+    harness.queue("in").push(Message::new("m"));
+    wait_for(&harness.queue("in"), "the ack", |q| q.acked() == 1).await;
+    assert_eq!(harness.queue("out").len(), 1);
+    assert!(harness.queue("dlq").is_empty());
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn dedup_drops_a_settled_identity_and_forwards_an_unsettled_one_again() {
+    let yaml = "connections:\n  mem: {type: memory}\nroutes:\n  - name: r\n    from: mem:in\n    to: mem:out\n    dead_letter: mem:dlq\n    retry: {max_attempts: 1, initial_backoff: 1ms, max_backoff: 10ms}\n    dedup: {key: '{{ headers.order }}', window: 1m}\n";
+    let harness = start(yaml).await;
+    let order = |id: &str, body: &str| {
+        let mut message = Message::new(body.to_owned());
+        message.headers.push("order", id);
+        message
+    };
+    harness.queue("in").push(order("o-1", "first"));
+    wait_for(&harness.queue("in"), "the first ack", |q| q.acked() == 1).await;
+    // The same identity again (a redelivery): acknowledged, not forwarded.
+    harness.queue("in").push(order("o-1", "again"));
+    // No identity: never deduplicated.
+    harness.queue("in").push(Message::new("anonymous"));
+    harness.queue("in").push(Message::new("anonymous"));
+    wait_for(&harness.queue("in"), "four acks", |q| q.acked() == 4).await;
+    let bodies = |queue: &str| -> Vec<_> {
+        harness.queue(queue).messages().into_iter().map(|m| m.body).collect()
+    };
+    assert_eq!(bodies("out"), ["first", "anonymous", "anonymous"]);
+    // Refused by the sink and by the dead letter: handed back to the source, so not
+    // remembered, and forwarded when it comes back.
+    harness.queue("out").fail_next([SendError::permanent("refused")]);
+    harness.queue("dlq").fail_next([SendError::permanent("refused too")]);
+    harness.queue("in").push(order("o-2", "second"));
+    wait_for(&harness.queue("in"), "five acks", |q| q.acked() == 5).await;
+    assert_eq!(harness.queue("in").retried(), 1);
+    assert_eq!(bodies("out"), ["first", "anonymous", "anonymous", "second"]);
+    assert!(harness.queue("dlq").is_empty());
+    harness.stop().await;
+}

@@ -10,6 +10,7 @@
 
 mod backlog;
 mod dead_letter;
+pub mod dedup;
 mod dispatch;
 mod retry;
 mod route;
@@ -115,6 +116,21 @@ struct Loop {
     max_in_flight: usize,
 }
 
+/// A route's deduplication step with its store.
+fn dedup_step(plan: &crate::config::DedupPlan, route: &str) -> dedup::Dedup {
+    let store: Box<dyn dedup::DedupStore> = match &plan.redis {
+        #[cfg(feature = "redis")]
+        Some(url) => Box::new(
+            dedup::RedisStore::new(url, route, plan.window)
+                .expect("the Redis URL was checked when the routes file was loaded"),
+        ),
+        #[cfg(not(feature = "redis"))]
+        Some(_) => unreachable!("a Redis store is refused when the routes file is loaded: {route}"),
+        None => Box::new(dedup::MemoryStore::new(plan.window, plan.capacity)),
+    };
+    dedup::Dedup::new(plan.key.clone(), store)
+}
+
 /// The context of a route's forward loop.
 fn route_context(plan: &Plan, route: &RoutePlan, cache: &Arc<SinkCache>) -> RouteContext {
     let metrics = crate::telemetry::metrics::RouteMetrics::new(
@@ -146,6 +162,10 @@ fn route_context(plan: &Plan, route: &RoutePlan, cache: &Arc<SinkCache>) -> Rout
                 timeout: reply.timeout,
             }),
         replies: None,
+        dedup: route
+            .dedup
+            .as_ref()
+            .map(|plan| dedup_step(plan, &route.name)),
         metrics,
     }
 }
@@ -182,6 +202,7 @@ fn reply_context(plan: &Plan, route: &RoutePlan, cache: &Arc<SinkCache>) -> Opti
             signer: signer.clone(),
             unmatched: reply.unmatched,
         }),
+        dedup: None,
         metrics,
     })
 }

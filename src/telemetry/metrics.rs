@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | `bridge_messages_received_total{route,endpoint}` | counter | deliveries taken from the source |
 //! | `bridge_messages_filtered_total{route}` | counter | acknowledged without forwarding (`when`) |
+//! | `bridge_messages_deduplicated_total{route}` | counter | acknowledged without forwarding (`dedup`: identity already delivered) |
 //! | `bridge_messages_sent_total{route,sink}` | counter | sends the broker confirmed |
 //! | `bridge_send_failures_total{route,sink,class}` | counter | attempts that failed (`transient`/`permanent`) |
 //! | `bridge_retries_total{route,sink}` | counter | attempts after the first |
@@ -29,6 +30,7 @@ use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
 pub const RECEIVED: &str = "bridge_messages_received_total";
 pub const FILTERED: &str = "bridge_messages_filtered_total";
+pub const DEDUPLICATED: &str = "bridge_messages_deduplicated_total";
 pub const SENT: &str = "bridge_messages_sent_total";
 pub const SEND_FAILURES: &str = "bridge_send_failures_total";
 pub const RETRIES: &str = "bridge_retries_total";
@@ -52,6 +54,7 @@ pub struct RouteMetrics {
     route: String,
     pub received: Counter,
     pub filtered: Counter,
+    pub deduplicated: Counter,
     pub dead_letters: Counter,
     pub rejected: Counter,
     pub source_retries: Counter,
@@ -67,6 +70,7 @@ impl RouteMetrics {
             route: route.to_owned(),
             received: counter!(RECEIVED, "route" => route_label.clone(), "endpoint" => source.to_owned()),
             filtered: counter!(FILTERED, "route" => route_label.clone()),
+            deduplicated: counter!(DEDUPLICATED, "route" => route_label.clone()),
             dead_letters: counter!(DEAD_LETTERS, "route" => route_label.clone()),
             rejected: counter!(REJECTED, "route" => route_label.clone()),
             source_retries: counter!(SOURCE_RETRIES, "route" => route_label.clone()),

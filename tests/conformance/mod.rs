@@ -393,14 +393,9 @@ pub async fn per_key_order_is_kept(fixture: &dyn Fixture) {
     fixture.cleanup(&pair).await;
 }
 
-pub fn brokers(command: &str, broker: &str) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/brokers.sh");
-    let status = std::process::Command::new(script)
-        .args([command, broker])
-        .status()
-        .unwrap();
-    assert!(status.success(), "brokers.sh {command} {broker} failed");
-}
+#[path = "../support/brokers.rs"]
+mod broker_script;
+pub use broker_script::brokers;
 
 /// Stops the broker mid-stream, checks that sends are not confirmed while it is away,
 /// starts it again and checks that the same source and sink carry on by themselves.

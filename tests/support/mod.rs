@@ -2,6 +2,9 @@
 
 #![allow(dead_code)]
 
+pub mod brokers;
+pub mod checker;
+pub mod fault_proxy;
 pub mod flow;
 pub mod http;
 pub mod process;

@@ -21,6 +21,12 @@ pub enum Sys {
 impl Sys {
     pub const ALL: [Sys; 5] = [Sys::Kafka, Sys::Rabbit, Sys::Sqs, Sys::Sns, Sys::PubSub];
 
+    /// Whether the system keeps the order of messages with the same key (standard SQS
+    /// queues and SNS topics do not).
+    pub fn keeps_order(self) -> bool {
+        !matches!(self, Sys::Sqs | Sys::Sns)
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Sys::Kafka => "kafka",
@@ -68,6 +74,10 @@ impl Resources {
             pubsub_subscriptions: Vec::new(),
             group: group.to_owned(),
         }
+    }
+
+    pub fn sys(&self) -> Sys {
+        self.sys
     }
 
     /// A new place named `name` (a topic, a queue, or a topic with a subscription).

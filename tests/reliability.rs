@@ -1,0 +1,881 @@
+//! Reliability scenarios (SPEC section 8) through `bridge run` against the local brokers.
+//!
+//! Each scenario writes the checker's numbered messages (several keys) into sources, runs
+//! `bridge run` through a fault, and ends with a report: lost, duplicated, reordered per
+//! key, time to recover ([`support::checker`]). Every scenario asserts 0 lost, per-key
+//! order (routes use `ordering: key`) and duplicates within the in-flight window per
+//! fault. The bounded sizes run in CI; `scripts/reliability.sh --long` runs more messages
+//! and more faults. Scenarios that stop a broker have `broker_restart` in their name, so
+//! that `scripts/test.sh` runs them one at a time.
+#![cfg(all(
+    feature = "kafka",
+    feature = "rabbitmq",
+    feature = "aws",
+    feature = "pubsub"
+))]
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bridge::adapter::{Connector, SourceSettings};
+use serde_json::{Value, json};
+use support::brokers::brokers;
+use support::checker::{self, Arrivals, Report, long_mode};
+use support::fault_proxy::{Fault, FaultProxy};
+use support::flow::{publish, waited};
+use support::process::Running;
+use support::systems::{Place, Resources, Sys, source_yaml};
+use support::{connector, init_logs, unique};
+
+/// The routes' `max_in_flight`: RabbitMQ prefetch and the Kafka source's limit too.
+const WINDOW: u32 = 256;
+
+/// One route of a scenario, and what the checker saw at its sink and dead letter.
+struct Flow {
+    route: String,
+    from: Sys,
+    to: Sys,
+    input: Place,
+    output: Place,
+    dead: Place,
+    arrivals: Arc<Mutex<Arrivals>>,
+    dead_letters: Arc<Mutex<Arrivals>>,
+}
+
+impl Flow {
+    fn distinct(&self) -> usize {
+        self.arrivals.lock().unwrap().distinct()
+    }
+}
+
+/// A routes file over some systems, the checker's clients and readers.
+struct Setup {
+    name: String,
+    dir: tempfile::TempDir,
+    routes: PathBuf,
+    flows: Vec<Flow>,
+    clients: HashMap<&'static str, Arc<dyn Connector>>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// How a scenario changes the connections of its routes file.
+#[derive(Default)]
+struct Overrides {
+    /// The RabbitMQ URL bridge uses (a fault proxy's).
+    rabbit_url: Option<String>,
+    /// The Kafka bootstrap address bridge and the checker use (a private broker's).
+    kafka_brokers: Option<String>,
+    /// Every route's `dedup:` (YAML flow mapping).
+    dedup: Option<String>,
+}
+
+/// tansu evicts a killed member only after the group's session timeout and counts a
+/// newcomer's join against it (docs/testing.md): 15 s keeps a restarted bridge from
+/// evicting itself on a busy machine.
+fn kafka_consumer_options(connection: &mut Value, session_timeout_ms: u32) {
+    connection["consumer_options"] = json!({
+        "session.timeout.ms": session_timeout_ms.to_string(),
+        "heartbeat.interval.ms": "1000",
+        "max.poll.interval.ms": "60000",
+    });
+}
+
+impl Setup {
+    async fn new(scenario: &str, pairs: &[(Sys, Sys)], overrides: Overrides) -> Setup {
+        let dedup = overrides
+            .dedup
+            .as_ref()
+            .map(|dedup| format!("    dedup: {dedup}\n"))
+            .unwrap_or_default();
+        let name = unique(scenario);
+        let mut resources: HashMap<&'static str, Resources> = HashMap::new();
+        let mut flows = Vec::new();
+        for (index, &(from, to)) in pairs.iter().enumerate() {
+            let route = format!("{}-to-{}", from.label(), to.label());
+            let base = format!("{name}-{index}");
+            let input = resources
+                .entry(from.label())
+                .or_insert_with(|| Resources::new(from, &name))
+                .place(&format!("{base}-in"));
+            let dead = resources
+                .get_mut(from.label())
+                .unwrap()
+                .place(&format!("{base}-dlq"));
+            let output = resources
+                .entry(to.label())
+                .or_insert_with(|| Resources::new(to, &name))
+                .place(&format!("{base}-out"));
+            flows.push(Flow {
+                route,
+                from,
+                to,
+                input,
+                output,
+                dead,
+                arrivals: Arrivals::shared(),
+                dead_letters: Arrivals::shared(),
+            });
+        }
+        let mut connections = String::new();
+        let mut clients = HashMap::new();
+        for (label, resources) in &resources {
+            let mut connection = resources.connection();
+            let mut checker = resources.checker_connection();
+            if resources.sys() == Sys::Kafka {
+                kafka_consumer_options(&mut connection, 15_000);
+                // The checker's group must outlive any stall a scenario causes.
+                kafka_consumer_options(&mut checker, 60_000);
+                if let Some(brokers) = &overrides.kafka_brokers {
+                    connection["brokers"] = json!(brokers);
+                    checker["brokers"] = json!(brokers);
+                }
+            }
+            if resources.sys() == Sys::Rabbit
+                && let Some(url) = &overrides.rabbit_url
+            {
+                connection["url"] = json!(url);
+            }
+            connections.push_str(&format!("  {label}: {connection}\n"));
+            clients.insert(*label, connector(&checker).await);
+        }
+        let mut routes = format!("connections:\n{connections}routes:\n");
+        for flow in &flows {
+            routes.push_str(&format!(
+                "  - name: {}\n    from: {}\n    to: '{}:{}'\n    dead_letter: '{}:{}'\n    ordering: key\n    max_in_flight: {WINDOW}\n{dedup}",
+                flow.route,
+                source_yaml(flow.from.label(), &flow.input),
+                flow.to.label(),
+                flow.output.sink,
+                flow.from.label(),
+                flow.dead.sink,
+            ));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("routes.yaml");
+        std::fs::write(&file, &routes).unwrap();
+        let mut setup = Setup {
+            name,
+            dir,
+            routes: file,
+            flows,
+            clients,
+            readers: Vec::new(),
+        };
+        // Opening the checker's readers also makes sure every place exists.
+        for index in 0..setup.flows.len() {
+            let flow = &setup.flows[index];
+            let (to, output) = (flow.to, flow.output.clone());
+            let (from, dead) = (flow.from, flow.dead.clone());
+            let (arrivals, dead_letters) = (flow.arrivals.clone(), flow.dead_letters.clone());
+            let reader = setup.read(to, &output, arrivals).await;
+            let dead_reader = setup.read(from, &dead, dead_letters).await;
+            setup.readers.extend([reader, dead_reader]);
+        }
+        setup
+    }
+
+    async fn read(
+        &self,
+        sys: Sys,
+        place: &Place,
+        arrivals: Arc<Mutex<Arrivals>>,
+    ) -> tokio::task::JoinHandle<()> {
+        let settings = SourceSettings {
+            route: "checker".into(),
+            options: place.source_options.clone(),
+            max_in_flight: 512,
+            dead_letter: true,
+        };
+        let source = self.clients[sys.label()]
+            .open_source(
+                &format!("test:{}", place.source).parse().unwrap(),
+                &settings,
+            )
+            .await
+            .unwrap();
+        checker::collect(source, arrivals)
+    }
+
+    /// Writes checker messages `0..count` into every flow's source.
+    async fn publish(&self, count: u32) {
+        self.publish_where(|_| true, 0..count).await;
+    }
+
+    /// Writes checker messages `numbers` into the sources of the flows `wanted` picks.
+    async fn publish_where(&self, wanted: impl Fn(&Flow) -> bool, numbers: std::ops::Range<u32>) {
+        for flow in self.flows.iter().filter(|flow| wanted(flow)) {
+            let endpoint = format!("test:{}", flow.input.sink);
+            publish(
+                &self.clients[flow.from.label()],
+                &endpoint,
+                numbers.clone().map(checker::message),
+                500,
+            )
+            .await;
+        }
+    }
+
+    fn start(&self) -> Running {
+        Running::start(&self.routes, &self.dir.path().join("bridge.log"))
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("bridge.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    fn progress(&self) -> String {
+        self.flows
+            .iter()
+            .map(|flow| format!("{} {}", flow.route, flow.distinct()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Waits until every flow has delivered `count` distinct messages.
+    async fn wait_for_all(&self, count: u32, timeout: Duration, what: &str) {
+        let done = || self.flows.iter().all(|f| f.distinct() >= count as usize);
+        assert!(
+            waited(timeout, done).await,
+            "{}: timed out waiting for {what}: {}; bridge log:\n{}",
+            self.name,
+            self.progress(),
+            self.log_tail()
+        );
+    }
+
+    /// Every flow's report merged, with the longest recovery after any of `fault_ends`,
+    /// after checking each flow against `max_duplicates_per_flow`.
+    fn report(
+        &self,
+        scenario: &str,
+        sent: u32,
+        fault_ends: &[Instant],
+        max_duplicates_per_flow: u32,
+    ) -> Report {
+        let mut merged: Option<Report> = None;
+        for flow in &self.flows {
+            let arrivals = flow.arrivals.lock().unwrap();
+            let recovery = fault_ends
+                .iter()
+                .filter_map(|&end| arrivals.progress_after(end))
+                .max();
+            let report = arrivals
+                .report(&format!("{scenario} {}", flow.route), sent)
+                .with_recovery(recovery);
+            println!("{}: {report:?}", flow.route);
+            // Reordering is counted everywhere, and asserted where both systems keep order.
+            let ordered = flow.from.keeps_order() && flow.to.keeps_order();
+            report.assert_holds(max_duplicates_per_flow, ordered);
+            merged = Some(match merged {
+                None => report,
+                Some(merged) => merged.merge(report),
+            });
+        }
+        let mut merged = merged.expect("a scenario has flows");
+        merged.scenario = scenario.to_owned();
+        merged.publish();
+        merged
+    }
+
+    fn dead_lettered(&self) -> usize {
+        self.flows
+            .iter()
+            .map(|f| f.dead_letters.lock().unwrap().distinct())
+            .sum()
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        for reader in &self.readers {
+            reader.abort();
+        }
+    }
+}
+
+/// A small pseudo-random sequence (xorshift), seeded from the clock or
+/// `BRIDGE_RELIABILITY_SEED`, printed so that a run can be repeated.
+struct Dice(u64);
+
+impl Dice {
+    fn new() -> Dice {
+        let seed = std::env::var("BRIDGE_RELIABILITY_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
+        println!("seed {seed} (BRIDGE_RELIABILITY_SEED)");
+        Dice(seed)
+    }
+
+    /// A duration between `low` and `high`.
+    fn between(&mut self, low: Duration, high: Duration) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let span = (high - low).as_millis() as u64;
+        low + Duration::from_millis(self.0 % span.max(1))
+    }
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+const RABBIT_AND_KAFKA: [(Sys, Sys); 2] = [(Sys::Rabbit, Sys::Kafka), (Sys::Kafka, Sys::Rabbit)];
+
+/// Kills bridge at random moments while it moves messages both ways between RabbitMQ
+/// and Kafka, restarting it each time; returns the report.
+async fn sigkill_cycles(
+    scenario: &str,
+    overrides: Overrides,
+    max_duplicates_per_kill: u32,
+) -> Report {
+    init_logs();
+    let (count, kills) = if long_mode() {
+        (30_000, 10)
+    } else {
+        (4_000, 3)
+    };
+    let setup = Setup::new("sigkill", &RABBIT_AND_KAFKA, overrides).await;
+    setup.publish(count).await;
+    let mut dice = Dice::new();
+    let mut restarts = Vec::new();
+    let mut running = setup.start();
+    for kill in 0..kills {
+        // Kill mid-stream: once both routes moved since the (re)start, at a random moment.
+        let before: Vec<usize> = setup.flows.iter().map(Flow::distinct).collect();
+        let moved =
+            || {
+                setup.flows.iter().zip(&before).all(|(flow, &b)| {
+                    flow.distinct() > b + 100 || flow.distinct() >= count as usize
+                })
+            };
+        assert!(
+            waited(Duration::from_secs(120), moved).await,
+            "no progress before kill {kill}: {}; log:\n{}",
+            setup.progress(),
+            setup.log_tail()
+        );
+        tokio::time::sleep(dice.between(Duration::ZERO, Duration::from_millis(1500))).await;
+        running.kill();
+        println!("kill {kill} at {}", setup.progress());
+        running = setup.start();
+        restarts.push(Instant::now());
+    }
+    setup
+        .wait_for_all(count, Duration::from_secs(300), "every message")
+        .await;
+    running.signal("TERM");
+    assert_eq!(running.wait(Duration::from_secs(60)), Some(0));
+    assert_eq!(setup.dead_lettered(), 0, "nothing is dead-lettered");
+    setup.report(scenario, count, &restarts, kills * max_duplicates_per_kill)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_loses_nothing_and_keeps_order() {
+    sigkill_cycles("SIGKILL at random moments", Overrides::default(), WINDOW).await;
+}
+
+/// The same kills with deduplication in Redis (on this machine), keyed by the checker's
+/// sequence number: what a redelivery brings again was remembered and is dropped; only a
+/// send still unconfirmed at the kill can arrive twice (docs/reliability.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_with_deduplication_in_redis() {
+    // Identities of this run only: Redis outlives it.
+    let run = unique("dedup");
+    let overrides = Overrides {
+        dedup: Some(format!(
+            "{{key: '{run}-{{{{ headers.seq }}}}', window: 10m, store: 'redis://127.0.0.1:6379/0'}}"
+        )),
+        ..Overrides::default()
+    };
+    let report = sigkill_cycles(
+        "SIGKILL at random moments, dedup in Redis",
+        overrides,
+        WINDOW,
+    )
+    .await;
+    println!("with deduplication: {} duplicates", report.duplicates);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drains_exits_0_and_duplicates_nothing() {
+    init_logs();
+    let count = if long_mode() { 20_000 } else { 3_000 };
+    let setup = Setup::new("sigterm", &RABBIT_AND_KAFKA, Overrides::default()).await;
+    setup.publish(count).await;
+    let first = setup.start();
+    let third = || {
+        setup
+            .flows
+            .iter()
+            .all(|f| f.distinct() >= count as usize / 3)
+    };
+    assert!(
+        waited(Duration::from_secs(120), third).await,
+        "{}",
+        setup.progress()
+    );
+    first.signal("TERM");
+    assert_eq!(
+        first.wait(Duration::from_secs(60)),
+        Some(0),
+        "the drain ends with exit 0"
+    );
+    let stopped = Instant::now();
+    println!("stopped at {}", setup.progress());
+    let second = setup.start();
+    setup
+        .wait_for_all(count, Duration::from_secs(240), "every message")
+        .await;
+    second.signal("TERM");
+    assert_eq!(second.wait(Duration::from_secs(60)), Some(0));
+    // Dead letters would have arrived by now: the checker reads them all along.
+    assert_eq!(
+        setup.dead_lettered(),
+        0,
+        "nothing is dead-lettered because of shutdown"
+    );
+    setup.report("SIGTERM under load, then restart", count, &[stopped], 0);
+}
+
+/// Stops `broker` (the system `down`) for `outage` while routes into and out of it are
+/// busy: a route from it has a backlog at its source, and a route into it gets the second
+/// half of its messages during the outage, so that they wait for the sink.
+async fn broker_outage(
+    scenario: &str,
+    (broker, down): (&str, Sys),
+    pairs: &[(Sys, Sys)],
+    count: u32,
+    outage: Duration,
+) {
+    init_logs();
+    let setup = Setup::new(&format!("outage-{broker}"), pairs, Overrides::default()).await;
+    let half = count / 2;
+    setup
+        .publish_where(|flow| flow.from == down, 0..count)
+        .await;
+    setup.publish_where(|flow| flow.from != down, 0..half).await;
+    let running = setup.start();
+    let third = || {
+        setup
+            .flows
+            .iter()
+            .all(|f| f.distinct() >= count as usize / 3)
+    };
+    assert!(
+        waited(Duration::from_secs(180), third).await,
+        "{}",
+        setup.progress()
+    );
+    let rss_before = rss_kib(running.pid());
+    brokers("pause", broker);
+    let paused = Instant::now();
+    setup
+        .publish_where(|flow| flow.from != down, half..count)
+        .await;
+    let mut rss_peak = rss_before;
+    while paused.elapsed() < outage {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        rss_peak = rss_peak.max(rss_kib(running.pid()));
+    }
+    println!("during the outage: {}", setup.progress());
+    brokers("resume", broker);
+    let resumed = Instant::now();
+    setup
+        .wait_for_all(
+            count,
+            Duration::from_secs(300),
+            "every message after the outage",
+        )
+        .await;
+    running.signal("TERM");
+    assert_eq!(running.wait(Duration::from_secs(60)), Some(0));
+    assert_eq!(setup.dead_lettered(), 0, "an outage dead-letters nothing");
+    println!(
+        "resident memory: {} MiB before, {} MiB at most during the outage",
+        rss_before / 1024,
+        rss_peak / 1024
+    );
+    // The routes hold at most their windows: memory must not grow with the backlog.
+    assert!(
+        rss_peak < rss_before + 64 * 1024,
+        "memory grew from {rss_before} KiB to {rss_peak} KiB"
+    );
+    setup.report(scenario, count, &[resumed], WINDOW);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_kafka_down_30s_mid_stream() {
+    let count = if long_mode() { 20_000 } else { 4_000 };
+    broker_outage(
+        "Kafka (tansu) stopped 30 s: sink and source down",
+        ("kafka", Sys::Kafka),
+        &RABBIT_AND_KAFKA,
+        count,
+        Duration::from_secs(30),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_rabbitmq_down_mid_stream() {
+    let count = if long_mode() { 20_000 } else { 4_000 };
+    broker_outage(
+        "RabbitMQ stopped 10 s",
+        ("rabbitmq", Sys::Rabbit),
+        &RABBIT_AND_KAFKA,
+        count,
+        Duration::from_secs(10),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_moto_frozen_mid_stream() {
+    let count = if long_mode() { 3_000 } else { 600 };
+    broker_outage(
+        "SQS (moto) frozen 10 s",
+        ("aws", Sys::Sqs),
+        &[(Sys::Sqs, Sys::Rabbit), (Sys::Rabbit, Sys::Sqs)],
+        count,
+        Duration::from_secs(10),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_pubsub_emulator_frozen_mid_stream() {
+    let count = if long_mode() { 10_000 } else { 2_000 };
+    broker_outage(
+        "Pub/Sub emulator frozen 10 s",
+        ("pubsub", Sys::PubSub),
+        &[(Sys::PubSub, Sys::Rabbit), (Sys::Rabbit, Sys::PubSub)],
+        count,
+        Duration::from_secs(10),
+    )
+    .await;
+}
+
+/// A private tansu whose advertised address is a fault proxy, so that every Kafka
+/// connection (bootstrap and partition leaders alike) goes through the proxy.
+struct ProxiedKafka {
+    proxy: FaultProxy,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl ProxiedKafka {
+    async fn start() -> ProxiedKafka {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let proxy = FaultProxy::start(upstream).await;
+        let dir = tempfile::tempdir().unwrap();
+        let tools = std::env::var("BRIDGE_TOOLS").unwrap_or_else(|_| "/opt/bridge-tools".into());
+        let child = std::process::Command::new(format!("{tools}/tansu/bin/tansu"))
+            .current_dir(dir.path())
+            .args([
+                "broker",
+                "--listener-url",
+                &format!("tcp://127.0.0.1:{port}"),
+                "--advertised-listener-url",
+                &format!("tcp://{}", proxy.addr),
+                "--storage-engine",
+                "sqlite://tansu.db",
+            ])
+            .stdout(std::fs::File::create(dir.path().join("tansu.log")).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tansu is installed by scripts/brokers.sh");
+        let reachable = waited(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(upstream).is_ok()
+        })
+        .await;
+        assert!(reachable, "the private tansu did not start");
+        ProxiedKafka {
+            proxy,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for ProxiedKafka {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_faults_between_bridge_and_rabbitmq_and_kafka() {
+    init_logs();
+    let count = if long_mode() { 20_000 } else { 3_000 };
+    let rabbit_proxy = FaultProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let kafka = ProxiedKafka::start().await;
+    let overrides = Overrides {
+        rabbit_url: Some(format!("amqp://guest:guest@{}/%2f", rabbit_proxy.addr)),
+        kafka_brokers: Some(kafka.proxy.addr.to_string()),
+        ..Overrides::default()
+    };
+    let setup = Setup::new("netfault", &RABBIT_AND_KAFKA, overrides).await;
+    setup.publish(count).await;
+    let running = setup.start();
+    let step = |fraction: usize| {
+        let flows = &setup.flows;
+        move || {
+            flows
+                .iter()
+                .all(|f| f.distinct() >= count as usize * fraction / 5)
+        }
+    };
+    let set = |fault: Fault| {
+        rabbit_proxy.set(fault);
+        kafka.proxy.set(fault);
+    };
+    let mut fault_ends = Vec::new();
+    assert!(
+        waited(Duration::from_secs(120), step(1)).await,
+        "{}",
+        setup.progress()
+    );
+    // 1. Added latency: 30 ms on every chunk, both ways, for 5 s.
+    set(Fault::Latency(Duration::from_millis(30)));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    set(Fault::None);
+    fault_ends.push(Instant::now());
+    assert!(
+        waited(Duration::from_secs(120), step(2)).await,
+        "{}",
+        setup.progress()
+    );
+    // 2. Every connection cut at once.
+    rabbit_proxy.cut().await;
+    kafka.proxy.cut().await;
+    fault_ends.push(Instant::now());
+    assert!(
+        waited(Duration::from_secs(120), step(3)).await,
+        "{}",
+        setup.progress()
+    );
+    // 3. Half-open: connections stay up but nothing moves for 25 s, longer than the
+    // RabbitMQ heartbeat (10 s) and the Kafka session timeout (15 s).
+    set(Fault::Stall);
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    set(Fault::None);
+    fault_ends.push(Instant::now());
+    setup
+        .wait_for_all(
+            count,
+            Duration::from_secs(300),
+            "every message after the faults",
+        )
+        .await;
+    running.signal("TERM");
+    assert_eq!(running.wait(Duration::from_secs(60)), Some(0));
+    assert_eq!(
+        setup.dead_lettered(),
+        0,
+        "network faults dead-letter nothing"
+    );
+    setup.report(
+        "network faults (latency, cut, half-open 25 s) on RabbitMQ and Kafka",
+        count,
+        &fault_ends,
+        3 * WINDOW,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_poison_messages_while_the_dead_letter_is_down() {
+    init_logs();
+    let count: u32 = if long_mode() { 5_000 } else { 600 };
+    // Poison only after the first third, which flows before the dead letter goes down.
+    let poison: Vec<u32> = (count / 3..count).filter(|n| n % 100 == 37).collect();
+    let name = unique("poison");
+    let (exchange, queue, topic) = (
+        format!("{name}-x"),
+        format!("{name}-ok"),
+        format!("{name}-in"),
+    );
+    let dlq = format!("{name}-dlq");
+    let rabbit = json!({"type": "rabbitmq", "url": support::systems::RABBIT, "declare": {
+        "exchanges": [{"name": exchange, "kind": "direct", "durable": false}],
+        "queues": [{"name": queue, "arguments": {"x-expires": 900_000}, "bindings": [{"exchange": exchange, "routing_key": "ok"}]}]}});
+    let mut kafka = json!({"type": "kafka", "brokers": support::systems::KAFKA, "group_id": format!("{name}-bridge"),
+        "declare": [{"name": topic, "partitions": 2}]});
+    kafka_consumer_options(&mut kafka, 15_000);
+    let aws = json!({"type": "aws", "region": "us-east-1", "endpoint_url": support::systems::AWS,
+        "access_key_id": "test", "secret_access_key": "test", "declare": {"queues": [{"name": dlq}]}});
+    // Poison: routed to a key no queue is bound to, refused by RabbitMQ as unroutable.
+    let routes = format!(
+        "connections:\n  rabbit: {rabbit}\n  kafka: {kafka}\n  aws: {aws}\nroutes:\n  - name: poison\n    from: kafka:{topic}\n    to: 'rabbit:exchange/{exchange}/{{{{ headers.rk }}}}'\n    dead_letter: aws:sqs/{dlq}\n    ordering: key\n    max_in_flight: {WINDOW}\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(&file, &routes).unwrap();
+    let mut checker_kafka = kafka.clone();
+    checker_kafka["group_id"] = json!(format!("{name}-checker"));
+    let kafka_client = connector(&checker_kafka).await;
+    let rabbit_client = connector(&rabbit).await;
+    let aws_client = connector(&aws).await;
+    let arrivals = Arrivals::shared();
+    let dead = Arrivals::shared();
+    let settings = SourceSettings {
+        route: "checker".into(),
+        options: Value::Null,
+        max_in_flight: 512,
+        dead_letter: true,
+    };
+    let readers = [
+        checker::collect(
+            rabbit_client
+                .open_source(&format!("test:queue/{queue}").parse().unwrap(), &settings)
+                .await
+                .unwrap(),
+            arrivals.clone(),
+        ),
+        checker::collect(
+            aws_client
+                .open_source(&format!("test:sqs/{dlq}").parse().unwrap(), &settings)
+                .await
+                .unwrap(),
+            dead.clone(),
+        ),
+    ];
+    let with_routing_key = |n: u32| {
+        let mut message = checker::message(n);
+        let rk = if poison.contains(&n) { "nowhere" } else { "ok" };
+        message.headers.push("rk", rk);
+        message
+    };
+    let endpoint = format!("test:{topic}");
+    // A third flows first (opening the dead letter's sink needs SQS), then SQS freezes and
+    // the rest, poison included, is written.
+    let first_part = count / 3;
+    publish(
+        &kafka_client,
+        &endpoint,
+        (0..first_part).map(with_routing_key),
+        500,
+    )
+    .await;
+    let running = Running::start(&file, &dir.path().join("bridge.log"));
+    let log = dir.path().join("bridge.log");
+    let delivered = || arrivals.lock().unwrap().distinct();
+    assert!(
+        waited(Duration::from_secs(120), || delivered()
+            >= first_part as usize)
+        .await,
+        "{} of {first_part} before the freeze; log:\n{}",
+        delivered(),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    brokers("pause", "aws");
+    publish(
+        &kafka_client,
+        &endpoint,
+        (first_part..count).map(with_routing_key),
+        500,
+    )
+    .await;
+    // The keys without poison keep flowing while the dead letter is down.
+    let flowing = waited(Duration::from_secs(60), || {
+        delivered() >= first_part as usize + 100
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    brokers("resume", "aws");
+    let resumed = Instant::now();
+    assert!(flowing, "messages flow while the dead letter is down");
+    let healthy = (count as usize) - poison.len();
+    let done = waited(Duration::from_secs(240), || {
+        delivered() >= healthy && dead.lock().unwrap().distinct() >= poison.len()
+    })
+    .await;
+    assert!(
+        done,
+        "delivered {} of {healthy}, dead-lettered {} of {}; log:\n{}",
+        delivered(),
+        dead.lock().unwrap().distinct(),
+        poison.len(),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // A second dead letter of the same message would show up within a few more seconds.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    running.signal("TERM");
+    assert_eq!(running.wait(Duration::from_secs(60)), Some(0));
+    for reader in readers {
+        reader.abort();
+    }
+    let (arrivals, dead) = (arrivals.lock().unwrap(), dead.lock().unwrap());
+    let delivered = arrivals.report("poison: delivered", count);
+    let dead_report = dead.report("poison: dead letters", count);
+    assert_eq!(
+        delivered.lost as usize,
+        poison.len(),
+        "only the poison is missing from the sink"
+    );
+    assert_eq!(
+        dead_report.duplicates, 0,
+        "each poison message is dead-lettered once"
+    );
+    assert_eq!(dead.distinct(), poison.len());
+    assert_eq!(delivered.reordered, 0);
+    assert!(delivered.duplicates <= WINDOW);
+    Report {
+        scenario: "poison messages while the dead letter (SQS) is frozen".into(),
+        messages: count,
+        lost: 0,
+        duplicates: delivered.duplicates + dead_report.duplicates,
+        reordered: delivered.reordered,
+        recovery_ms: dead.progress_after(resumed).map(|d| d.as_millis()),
+        broken: delivered.broken.clone(),
+    }
+    .publish();
+}
+
+#[test]
+fn the_checker_counts_lost_duplicated_and_reordered_messages() {
+    use checker::{KEYS, message};
+    let mut arrivals = Arrivals::default();
+    // Key k1: 1, then 1 again (a duplicate), then 1 + KEYS; key k2: 2 + KEYS before 2.
+    for n in [1, 1, 1 + KEYS, 2 + KEYS, 2] {
+        arrivals.record(&message(n));
+    }
+    let report = arrivals.report("unit", 3 + KEYS);
+    assert_eq!(report.duplicates, 1);
+    assert_eq!(
+        report.reordered, 1,
+        "2 arrived after 2 + KEYS, on the same key"
+    );
+    // Sent 0 ..= 2 + KEYS, of which 4 distinct arrived.
+    assert_eq!(report.lost, 3 + KEYS - 4);
+    assert!(report.broken.is_empty());
+    let mut changed = checker::message(5);
+    changed.body = "other".into();
+    arrivals.record(&changed);
+    assert_eq!(arrivals.report("unit", 0).broken.len(), 1);
+}
