@@ -544,13 +544,22 @@ async fn dedup_drops_a_settled_identity_and_forwards_an_unsettled_one_again() {
     harness.queue("in").push(Message::new("anonymous"));
     wait_for(&harness.queue("in"), "four acks", |q| q.acked() == 4).await;
     let bodies = |queue: &str| -> Vec<_> {
-        harness.queue(queue).messages().into_iter().map(|m| m.body).collect()
+        harness
+            .queue(queue)
+            .messages()
+            .into_iter()
+            .map(|m| m.body)
+            .collect()
     };
     assert_eq!(bodies("out"), ["first", "anonymous", "anonymous"]);
     // Refused by the sink and by the dead letter: handed back to the source, so not
     // remembered, and forwarded when it comes back.
-    harness.queue("out").fail_next([SendError::permanent("refused")]);
-    harness.queue("dlq").fail_next([SendError::permanent("refused too")]);
+    harness
+        .queue("out")
+        .fail_next([SendError::permanent("refused")]);
+    harness
+        .queue("dlq")
+        .fail_next([SendError::permanent("refused too")]);
     harness.queue("in").push(order("o-2", "second"));
     wait_for(&harness.queue("in"), "five acks", |q| q.acked() == 5).await;
     assert_eq!(harness.queue("in").retried(), 1);
