@@ -17,9 +17,10 @@ reports=target/tmp/reliability
 rm -rf "$reports"
 runner=(cargo nextest run --all-features --locked --no-fail-fast --test reliability)
 status=0
-"${runner[@]}" -E 'not test(/broker_restart/)' || status=$?
-# Scenarios that stop a broker run alone.
-"${runner[@]}" -E 'test(/broker_restart/)' --test-threads 1 || status=$?
+# Scenarios that stop a broker, and the network faults (timing-sensitive), run alone.
+alone='test(/broker_restart|network_faults/)'
+"${runner[@]}" -E "not $alone" || status=$?
+"${runner[@]}" -E "$alone" --test-threads 1 || status=$?
 
 python3 - "$reports" <<'PY'
 import json, pathlib, sys

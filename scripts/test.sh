@@ -26,9 +26,12 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "test: cargo-nextest not found; installing it" >&2
   cargo install cargo-nextest --locked
 fi
-"${runner[@]}" -E 'not test(/broker_restart/)'
-# Tests that stop and start a broker would disturb the others: run them alone.
-"${runner[@]}" -E 'test(/broker_restart/)' --test-threads 1
+# Tests that stop and start a broker would disturb the others, and the network-fault
+# scenario's timeouts (heartbeats, session timeouts) need a machine that is not saturated:
+# run them alone.
+alone='test(/broker_restart|network_faults/)'
+"${runner[@]}" -E "not $alone"
+"${runner[@]}" -E "$alone" --test-threads 1
 # The benchmark's quick mode: a smoke run that keeps the harness working (its figures come
 # from an unoptimized build; docs/performance.md has the real ones and their command).
 time scripts/bench.sh --quick

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bridge::adapter::Source;
 use bridge::message::Message;
+use tokio_util::sync::CancellationToken;
 
 /// Keys the checker's messages are spread over; order is checked within each.
 pub const KEYS: u32 = 16;
@@ -90,14 +91,30 @@ impl Arrivals {
 
 /// Reads `source` until the task is aborted, recording and acknowledging every message.
 pub fn collect(
-    mut source: Box<dyn Source>,
+    source: Box<dyn Source>,
     arrivals: Arc<Mutex<Arrivals>>,
 ) -> tokio::task::JoinHandle<()> {
+    collect_until(source, arrivals, CancellationToken::new())
+}
+
+/// Reads `source` until `stop`, recording and acknowledging every message, then closes it
+/// (so its last acknowledgements reach the broker while the broker is still there).
+pub fn collect_until(
+    mut source: Box<dyn Source>,
+    arrivals: Arc<Mutex<Arrivals>>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        while let Ok(Some(delivery)) = source.recv().await {
+        loop {
+            let next = tokio::select! {
+                _ = stop.cancelled() => break,
+                next = source.recv() => next,
+            };
+            let Ok(Some(delivery)) = next else { break };
             arrivals.lock().unwrap().record(&delivery.message);
             delivery.ack.ack();
         }
+        source.close().await;
     })
 }
 

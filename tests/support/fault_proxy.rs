@@ -2,13 +2,17 @@
 //! installable here): added latency on every chunk in both directions, every connection
 //! cut at once, and a stall in which connections stay open but nothing moves in either
 //! direction (what a half-open connection looks like to the client).
+//!
+//! It runs on a thread and runtime of its own: a test's runtime can be held up by a
+//! client library's blocking call (librdkafka commits in a rebalance), and a proxy that
+//! waited for it would add a fault of its own.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 /// The fault applied to traffic through the proxy.
@@ -21,37 +25,40 @@ pub enum Fault {
     Stall,
 }
 
+/// What the test asks of the proxy's thread.
+enum Command {
+    /// Close every open connection, then answer.
+    Cut(oneshot::Sender<()>),
+}
+
 pub struct FaultProxy {
     pub addr: SocketAddr,
     fault: watch::Sender<Fault>,
-    connections: std::sync::Arc<Mutex<JoinSet<()>>>,
-    accepting: tokio::task::JoinHandle<()>,
+    commands: mpsc::UnboundedSender<Command>,
 }
 
 impl FaultProxy {
     /// Listens on a free loopback port and forwards to `upstream`.
     pub async fn start(upstream: SocketAddr) -> FaultProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        listener.set_nonblocking(true).expect("non-blocking proxy");
         let addr = listener.local_addr().expect("proxy address");
         let (fault, watching) = watch::channel(Fault::None);
-        let connections = std::sync::Arc::new(Mutex::new(JoinSet::new()));
-        let accepting = {
-            let connections = connections.clone();
-            tokio::spawn(async move {
-                while let Ok((client, _)) = listener.accept().await {
-                    let watching = watching.clone();
-                    connections
-                        .lock()
-                        .await
-                        .spawn(relay(client, upstream, watching));
-                }
+        let (commands, received) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name(format!("fault-proxy-{}", addr.port()))
+            .spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("proxy runtime")
+                    .block_on(serve(listener, upstream, watching, received));
             })
-        };
+            .expect("proxy thread");
         FaultProxy {
             addr,
             fault,
-            connections,
-            accepting,
+            commands,
         }
     }
 
@@ -61,15 +68,38 @@ impl FaultProxy {
 
     /// Closes every open connection (both sides see the connection end).
     pub async fn cut(&self) {
-        self.connections.lock().await.abort_all();
+        let (done, cut) = oneshot::channel();
+        if self.commands.send(Command::Cut(done)).is_ok() {
+            let _ = cut.await;
+        }
     }
 }
 
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        self.accepting.abort();
-        if let Ok(mut connections) = self.connections.try_lock() {
-            connections.abort_all();
+/// Accepts and relays until every handle on the proxy is gone.
+async fn serve(
+    listener: std::net::TcpListener,
+    upstream: SocketAddr,
+    fault: watch::Receiver<Fault>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let listener = TcpListener::from_std(listener).expect("proxy listener");
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                if let Ok((client, _)) = accepted {
+                    connections.spawn(relay(client, upstream, fault.clone()));
+                }
+            }
+            command = commands.recv() => match command {
+                Some(Command::Cut(done)) => {
+                    connections.abort_all();
+                    while connections.join_next().await.is_some() {}
+                    let _ = done.send(());
+                }
+                None => return,
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
 }

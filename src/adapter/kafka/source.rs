@@ -64,7 +64,8 @@ impl ConsumerContext for RebalanceContext {
             let mut tracker = self.tracker.lock().expect("offset tracker lock");
             let commits = tracker.commits_for(&revoked);
             if !commits.is_empty() {
-                match consumer.commit(&commit_list(&commits), CommitMode::Sync) {
+                let commit = || consumer.commit(&commit_list(&commits), CommitMode::Sync);
+                match without_holding_up_the_runtime(commit) {
                     Ok(()) => tracker.confirm(&commits),
                     Err(error) => {
                         tracing::warn!(%error, "commit before giving up partitions failed; they will be redelivered")
@@ -92,6 +93,18 @@ impl ConsumerContext for RebalanceContext {
             }
             tracing::info!(partitions = ?assigned, "Kafka partitions assigned");
         }
+    }
+}
+
+/// Runs a blocking librdkafka call made from a rebalance callback, which runs inside the
+/// reader's poll on a runtime worker: on a multi-threaded runtime the worker's other tasks
+/// move elsewhere meanwhile, so a commit that waits for the broker (up to its socket
+/// timeout when the network is gone) does not stall every other task with it.
+fn without_holding_up_the_runtime<T>(call: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|handle| handle.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(call),
+        _ => call(),
     }
 }
 
@@ -179,7 +192,8 @@ pub struct KafkaSource {
     retries: mpsc::UnboundedReceiver<Delivery>,
     consumer: Arc<GroupConsumer>,
     tracker: Arc<Mutex<OffsetTracker>>,
-    stop: CancellationToken,
+    /// Stops the reader and committer, also when the source is dropped without `close`.
+    stop: tokio_util::sync::DropGuard,
     tasks: Vec<JoinHandle<()>>,
     backlog: Option<Arc<dyn Backlog>>,
 }
@@ -240,7 +254,7 @@ impl KafkaSource {
             retries,
             consumer,
             tracker,
-            stop,
+            stop: stop.drop_guard(),
             tasks: vec![reader, committer],
             backlog: None,
         }
@@ -438,7 +452,7 @@ impl Source for KafkaSource {
             retries,
             backlog: _,
         } = *self;
-        stop.cancel();
+        drop(stop);
         for task in tasks {
             let _ = task.await;
         }
