@@ -233,6 +233,12 @@ impl Setup {
         Running::start(&self.routes, &self.dir.path().join("bridge.log"))
     }
 
+    /// How many lines of the bridge log (every run appends to it) contain `text`.
+    fn logged(&self, text: &str) -> usize {
+        let log = std::fs::read_to_string(self.dir.path().join("bridge.log")).unwrap_or_default();
+        log.lines().filter(|line| line.contains(text)).count()
+    }
+
     fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.dir.path().join("bridge.log")).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -394,6 +400,13 @@ async fn sigkill_cycles(
     setup
         .wait_for_all(count, Duration::from_secs(300), "every message")
         .await;
+    // The last restart may have had nothing left to do: a SIGTERM before its signal
+    // handlers are installed would end it by the signal instead of a drain.
+    let started = || setup.logged("bridge is running") > kills as usize;
+    assert!(
+        waited(Duration::from_secs(60), started).await,
+        "the last restart did not start"
+    );
     running.signal("TERM");
     assert_eq!(running.wait(Duration::from_secs(60)), Some(0));
     assert_eq!(setup.dead_lettered(), 0, "nothing is dead-lettered");
