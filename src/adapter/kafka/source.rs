@@ -81,13 +81,16 @@ impl ConsumerContext for RebalanceContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
-            // A partition paused before it was revoked would stay paused when it comes
-            // back; the reader pauses again if the limit still holds.
-            if let Err(error) = consumer.resume(list) {
-                tracing::debug!(%error, "resuming newly assigned partitions");
-            }
             let assigned = partitions_of(list);
             let mut tracker = self.tracker.lock().expect("offset tracker lock");
+            // A partition paused before it was revoked would stay paused when it comes
+            // back; the reader pauses again if the limit still holds. (Only after a pause:
+            // resuming a partition whose fetch has not started can skip its start offset.)
+            if tracker.has_paused
+                && let Err(error) = consumer.resume(list)
+            {
+                tracing::debug!(%error, "resuming newly assigned partitions");
+            }
             for partition in &assigned {
                 tracker.assign(partition.clone());
             }
@@ -376,6 +379,11 @@ fn pause(consumer: &GroupConsumer, shared: &Shared) -> bool {
         tracing::warn!(%error, "cannot pause Kafka partitions; reading on");
         return false;
     }
+    shared
+        .tracker
+        .lock()
+        .expect("offset tracker lock")
+        .has_paused = true;
     shared.reader_waiting.store(true, Ordering::Relaxed);
     shared.commit_now.notify_one();
     true
