@@ -18,7 +18,7 @@ rm -rf "$reports"
 runner=(cargo nextest run --all-features --locked --no-fail-fast --test reliability)
 status=0
 # Scenarios that stop a broker, and the network faults (timing-sensitive), run alone.
-alone='test(/broker_restart|network_faults/)'
+alone='test(/broker_restart|network_faults|sigkill/)'
 "${runner[@]}" -E "not $alone" || status=$?
 "${runner[@]}" -E "$alone" --test-threads 1 || status=$?
 

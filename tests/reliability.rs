@@ -5,8 +5,9 @@
 //! key, time to recover ([`support::checker`]). Every scenario asserts 0 lost, per-key
 //! order (routes use `ordering: key`) and duplicates within the in-flight window per
 //! fault. The bounded sizes run in CI; `scripts/reliability.sh --long` runs more messages
-//! and more faults. Scenarios that stop a broker have `broker_restart` in their name and,
-//! with the timing-sensitive `network_faults`, `scripts/test.sh` runs them one at a time.
+//! and more faults. `scripts/test.sh` runs the scenarios that stop a broker
+//! (`broker_restart` in their name), kill bridge (`sigkill`) or stall the network
+//! (`network_faults`) one at a time.
 #![cfg(all(
     feature = "kafka",
     feature = "rabbitmq",
