@@ -33,10 +33,6 @@ struct PartitionState {
 pub struct OffsetTracker {
     partitions: HashMap<TopicPartition, PartitionState>,
     generations: u64,
-    /// Whether the reader has ever paused its partitions: librdkafka keeps a partition
-    /// paused across a rebalance, so one taken away while paused must be resumed when it
-    /// comes back.
-    pub has_paused: bool,
 }
 
 impl OffsetTracker {

@@ -5,10 +5,10 @@
 //! by a committer task every `commit_interval_ms`, or as soon as half a window was settled,
 //! only up to the lowest unsettled offset of each partition ([`super::offsets`]). Commits
 //! are synchronous, one at a time, so the source knows what the broker has; once
-//! `max_in_flight` records are past the confirmed commit points the reader waits for
-//! commits to catch up (up to a second, then it pauses its partitions, which keeps
-//! rebalances served), so a crash makes the group read again at most that many records
-//! (the duplicates of at-least-once are bounded by the window). On a rebalance the settled offsets of revoked
+//! `max_in_flight` records are past the confirmed commit points the reader pauses its
+//! partitions until commits catch up, so a crash makes the group read again at most that
+//! many records (the duplicates of at-least-once are bounded by the window). Pausing
+//! rather than not polling keeps rebalances served. On a rebalance the settled offsets of revoked
 //! partitions are committed synchronously before they are given up, and settlements that
 //! arrive for them afterwards are ignored (the new owner redelivers them: at-least-once).
 //! Retry hands the same record out again from memory, the offset held back meanwhile.
@@ -81,16 +81,13 @@ impl ConsumerContext for RebalanceContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
-            let assigned = partitions_of(list);
-            let mut tracker = self.tracker.lock().expect("offset tracker lock");
             // A partition paused before it was revoked would stay paused when it comes
-            // back; the reader pauses again if the limit still holds. (Only after a pause:
-            // resuming a partition whose fetch has not started can skip its start offset.)
-            if tracker.has_paused
-                && let Err(error) = consumer.resume(list)
-            {
+            // back; the reader pauses again if the limit still holds.
+            if let Err(error) = consumer.resume(list) {
                 tracing::debug!(%error, "resuming newly assigned partitions");
             }
+            let assigned = partitions_of(list);
+            let mut tracker = self.tracker.lock().expect("offset tracker lock");
             for partition in &assigned {
                 tracker.assign(partition.clone());
             }
@@ -299,11 +296,7 @@ async fn read(
                     (generation, tracker.unconfirmed())
                 };
                 if unconfirmed >= shared.unconfirmed_limit && !paused {
-                    match wait_for_commits(&shared, &stop).await {
-                        Waited::Room => {}
-                        Waited::TooLong => paused = pause(&consumer, &shared),
-                        Waited::Stopped => return,
-                    }
+                    paused = pause(&consumer, &shared);
                 }
                 let message = mapping::incoming(&record, &endpoint, &names);
                 let position = Position {
@@ -329,44 +322,6 @@ async fn read(
     }
 }
 
-enum Waited {
-    Room,
-    TooLong,
-    Stopped,
-}
-
-/// How long the reader waits for commits to catch up before it pauses its partitions.
-const COMMIT_CATCH_UP: Duration = Duration::from_secs(1);
-
-/// Waits, without polling, for a commit that brings the records past the confirmed commit
-/// points under `unconfirmed_limit`. Commits normally take milliseconds, and not pausing
-/// keeps what librdkafka has fetched ahead; but a rebalance is not served meanwhile, so
-/// after [`COMMIT_CATCH_UP`] the reader pauses instead.
-async fn wait_for_commits(shared: &Shared, stop: &CancellationToken) -> Waited {
-    shared.reader_waiting.store(true, Ordering::Relaxed);
-    shared.commit_now.notify_one();
-    let deadline = tokio::time::Instant::now() + COMMIT_CATCH_UP;
-    let waited = loop {
-        let unconfirmed = shared
-            .tracker
-            .lock()
-            .expect("offset tracker lock")
-            .unconfirmed();
-        if unconfirmed < shared.unconfirmed_limit {
-            break Waited::Room;
-        }
-        tokio::select! {
-            _ = stop.cancelled() => break Waited::Stopped,
-            _ = shared.committed.notified() => {}
-            _ = tokio::time::sleep_until(deadline) => break Waited::TooLong,
-        }
-    };
-    if !matches!(waited, Waited::TooLong) {
-        shared.reader_waiting.store(false, Ordering::Relaxed);
-    }
-    waited
-}
-
 /// Stops fetching every assigned partition because `unconfirmed_limit` records are past
 /// the confirmed commit points, and asks for a commit. Pausing (rather than not polling)
 /// keeps rebalances served; librdkafka drops what it had fetched ahead and fetches again
@@ -379,11 +334,6 @@ fn pause(consumer: &GroupConsumer, shared: &Shared) -> bool {
         tracing::warn!(%error, "cannot pause Kafka partitions; reading on");
         return false;
     }
-    shared
-        .tracker
-        .lock()
-        .expect("offset tracker lock")
-        .has_paused = true;
     shared.reader_waiting.store(true, Ordering::Relaxed);
     shared.commit_now.notify_one();
     true
