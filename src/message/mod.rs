@@ -116,6 +116,23 @@ impl Message {
     }
 }
 
+/// For tests of the broker mappings: `message` as brokers give it back in general, its
+/// headers ordered by name (those of one name in their order) and its timestamp cut to
+/// the millisecond (none before 1970).
+#[cfg(test)]
+pub(crate) fn sorted_to_the_millisecond(message: &Message) -> Message {
+    use std::time::{Duration, UNIX_EPOCH};
+    let mut expected = message.clone();
+    let mut headers: Vec<_> = message.headers.clone().into_iter().collect();
+    headers.sort_by(|a, b| a.0.cmp(&b.0));
+    expected.headers = headers.into_iter().collect();
+    expected.timestamp = message.timestamp.and_then(|time| {
+        let ms = u64::try_from(time.duration_since(UNIX_EPOCH).ok()?.as_millis()).ok()?;
+        Some(UNIX_EPOCH + Duration::from_millis(ms))
+    });
+    expected
+}
+
 #[cfg(test)]
 mod tests {
     use super::Message;

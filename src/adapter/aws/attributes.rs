@@ -671,15 +671,7 @@ pub(in crate::adapter::aws) mod fuzz {
     /// A message as it reads back: headers ordered by name (those of one name in their
     /// order), the timestamp to the millisecond, none before 1970.
     pub(in crate::adapter::aws) fn as_read_back(message: &Message) -> Message {
-        let mut expected = message.clone();
-        let mut headers: Vec<_> = message.headers.clone().into_iter().collect();
-        headers.sort_by(|a, b| a.0.cmp(&b.0));
-        expected.headers = headers.into_iter().collect();
-        expected.timestamp = message.timestamp.and_then(|time| {
-            let ms = u64::try_from(time.duration_since(UNIX_EPOCH).ok()?.as_millis()).ok()?;
-            Some(UNIX_EPOCH + Duration::from_millis(ms))
-        });
-        expected
+        crate::message::sorted_to_the_millisecond(message)
     }
 
     /// A header that reads back as an envelope field: one named `correlation-id`,

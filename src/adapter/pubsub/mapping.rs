@@ -401,14 +401,7 @@ mod fuzz {
     /// A message as it reads back: headers ordered by name, the timestamp to the
     /// millisecond (none before 1970), an empty key as no key (docs/mapping.md).
     fn as_read_back(message: &Message) -> Message {
-        let mut expected = message.clone();
-        let mut headers: Vec<_> = message.headers.clone().into_iter().collect();
-        headers.sort_by(|a, b| a.0.cmp(&b.0));
-        expected.headers = headers.into_iter().collect();
-        expected.timestamp = message.timestamp.and_then(|time| {
-            let ms = u64::try_from(time.duration_since(UNIX_EPOCH).ok()?.as_millis()).ok()?;
-            Some(UNIX_EPOCH + Duration::from_millis(ms))
-        });
+        let mut expected = crate::message::sorted_to_the_millisecond(message);
         expected.key = message.key.clone().filter(|key| !key.is_empty());
         expected
     }
