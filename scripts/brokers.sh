@@ -16,6 +16,7 @@ set -euo pipefail
 
 TOOLS=${BRIDGE_TOOLS:-/opt/bridge-tools}
 STATE=$TOOLS/state
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TANSU_VERSION=0.6.0
 KAFKA_PORT=${BRIDGE_KAFKA_PORT:-9092}
 RABBIT_PORT=5672
@@ -69,13 +70,38 @@ rabbitmq_resume() { rabbitmqctl -q start_app >/dev/null; wait_for_port $RABBIT_P
 TANSU=$TOOLS/tansu/bin/tansu
 TANSU_DIR=$STATE/tansu
 
+# tansu is built from its published sources with two fixes (scripts/tansu-storage-keeps-
+# serving.patch): unpatched, its storage service stops for good when a producer's batch
+# carries an epoch it has no record of (after a restart of tansu) or when a client goes
+# away before its answer; every produce and commit then fails until tansu is restarted.
+TANSU_PATCH=$ROOT/scripts/tansu-storage-keeps-serving.patch
+
 tansu_install() {
-  [[ -x $TANSU ]] && return
-  log "kafka: installing tansu $TANSU_VERSION into $TOOLS/tansu (once; about 12 minutes on 2 cores)"
-  mkdir -p "$TOOLS/tansu"
-  cargo install tansu --version $TANSU_VERSION --locked --features dynostore,libsql \
-    --root "$TOOLS/tansu" >"$TOOLS/tansu-install.log" 2>&1 \
-    || die "kafka: tansu install failed; see $TOOLS/tansu-install.log"
+  local marker=$TOOLS/tansu/patched-with
+  local wanted; wanted=$(sha256sum "$TANSU_PATCH" | cut -d' ' -f1)
+  [[ -x $TANSU && -f $marker && $(cat "$marker") == "$wanted" ]] && return
+  log "kafka: building tansu $TANSU_VERSION with fixes into $TOOLS/tansu (once; about 12 minutes on 2 cores)"
+  local src=$TOOLS/tansu-src
+  rm -rf "$src" && mkdir -p "$src" "$TOOLS/tansu"
+  for crate in tansu tansu-storage; do
+    curl -sSfL "https://static.crates.io/crates/$crate/$TANSU_VERSION/download" | tar xz -C "$src" \
+      || die "kafka: cannot download $crate $TANSU_VERSION from crates.io"
+  done
+  patch -s -d "$src/tansu-storage-$TANSU_VERSION" -p1 <"$TANSU_PATCH" \
+    || die "kafka: $TANSU_PATCH does not apply"
+  printf '\n[patch.crates-io]\ntansu-storage = { path = "../tansu-storage-%s" }\n' "$TANSU_VERSION" \
+    >>"$src/tansu-$TANSU_VERSION/Cargo.toml"
+  # The patched crate changes one entry of the published Cargo.lock (its source); any
+  # cargo command rewrites just that entry, then the build is --locked to the rest.
+  (cd "$src/tansu-$TANSU_VERSION" && cargo metadata --format-version 1 >/dev/null 2>&1) \
+    || die "kafka: cannot resolve tansu's dependencies"
+  # The build directory is kept so that a change of the patch rebuilds in minutes.
+  cargo install --path "$src/tansu-$TANSU_VERSION" --locked --features dynostore,libsql \
+    --force --root "$TOOLS/tansu" --target-dir "$TOOLS/tansu-build" \
+    >"$TOOLS/tansu-install.log" 2>&1 \
+    || die "kafka: tansu build failed; see $TOOLS/tansu-install.log"
+  echo "$wanted" >"$marker"
+  rm -rf "$src"
 }
 
 tansu_start() {

@@ -73,6 +73,9 @@ struct Overrides {
     kafka_brokers: Option<String>,
     /// Every route's `dedup:` (YAML flow mapping).
     dedup: Option<String>,
+    /// The Kafka producer without idempotence, for a scenario that restarts tansu: its
+    /// idempotent-producer state does not survive a restart (docs/testing.md).
+    kafka_producer_not_idempotent: bool,
 }
 
 /// tansu evicts a killed member only after the group's session timeout and counts a
@@ -129,6 +132,13 @@ impl Setup {
             let mut checker = resources.checker_connection();
             if resources.sys() == Sys::Kafka {
                 kafka_consumer_options(&mut connection, 15_000);
+                if overrides.kafka_producer_not_idempotent {
+                    // One request in flight keeps per-key order without idempotence.
+                    connection["producer_options"] = json!({
+                        "enable.idempotence": "false",
+                        "max.in.flight.requests.per.connection": "1",
+                    });
+                }
                 // The checker's group must outlive any stall a scenario causes.
                 kafka_consumer_options(&mut checker, 60_000);
                 if let Some(brokers) = &overrides.kafka_brokers {
@@ -497,7 +507,11 @@ async fn broker_outage(
     outage: Duration,
 ) {
     init_logs();
-    let mut setup = Setup::new(&format!("outage-{broker}"), pairs, Overrides::default()).await;
+    let overrides = Overrides {
+        kafka_producer_not_idempotent: down == Sys::Kafka,
+        ..Overrides::default()
+    };
+    let mut setup = Setup::new(&format!("outage-{broker}"), pairs, overrides).await;
     let half = count / 2;
     setup
         .publish_where(|flow| flow.from == down, 0..count)
