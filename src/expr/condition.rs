@@ -4,6 +4,10 @@
 //! field) makes the condition false rather than an error, so `headers.type == "order"`
 //! simply does not match a message without a `type` header; every other evaluation error
 //! is reported to the caller.
+//!
+//! Compiling refuses what would fail every evaluation: syntax errors, unknown variables, and
+//! calls to functions the evaluation context does not provide (the `cel` crate itself looks
+//! those up only when evaluating).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -14,7 +18,7 @@ use std::collections::BTreeSet;
 use cel::common::ast::{EntryExpr, Expr};
 use cel::{Context, ExecutionError, Program, Value};
 
-use super::{EvalError, VARIABLES, body_json, body_text};
+use super::{EvalError, VARIABLES, body_json, body_text, unknown_name};
 use crate::message::{HeaderValue, Message};
 
 /// A compiled `when` condition.
@@ -43,22 +47,73 @@ fn bytes_or_text(bytes: &[u8]) -> Value {
     }
 }
 
+/// Functions of CEL's standard library, to suggest the one a typo meant. Only a suggestion:
+/// whether a function exists is asked of the evaluation context, see [`provides`].
+const STANDARD_FUNCTIONS: &[&str] = &[
+    "bytes",
+    "contains",
+    "double",
+    "duration",
+    "dyn",
+    "endsWith",
+    "int",
+    "matches",
+    "max",
+    "min",
+    "size",
+    "startsWith",
+    "string",
+    "timestamp",
+    "type",
+    "uint",
+];
+
+/// The sub-expressions of `expr`, for walks that treat every kind of node alike.
+fn children(expr: &Expr) -> Vec<&Expr> {
+    match expr {
+        Expr::Unspecified | Expr::Literal(_) | Expr::Ident(_) => Vec::new(),
+        Expr::Call(call) => call
+            .target
+            .iter()
+            .map(|target| &target.expr)
+            .chain(call.args.iter().map(|arg| &arg.expr))
+            .collect(),
+        Expr::Comprehension(comprehension) => vec![
+            &comprehension.iter_range.expr,
+            &comprehension.accu_init.expr,
+            &comprehension.loop_cond.expr,
+            &comprehension.loop_step.expr,
+            &comprehension.result.expr,
+        ],
+        Expr::List(list) => list.elements.iter().map(|element| &element.expr).collect(),
+        Expr::Select(select) => vec![&select.operand.expr],
+        Expr::Map(map) => entries(map.entries.iter().map(|e| &e.expr)),
+        Expr::Struct(structure) => entries(structure.entries.iter().map(|e| &e.expr)),
+    }
+}
+
+/// The keys and values of a map literal, or the field values of a struct literal.
+fn entries<'a>(items: impl Iterator<Item = &'a EntryExpr>) -> Vec<&'a Expr> {
+    let mut out = Vec::new();
+    for entry in items {
+        match entry {
+            EntryExpr::StructField(field) => out.push(&field.value.expr),
+            EntryExpr::MapEntry(pair) => {
+                out.push(&pair.key.expr);
+                out.push(&pair.value.expr);
+            }
+        }
+    }
+    out
+}
+
 /// Collects the variables `expr` reads that no comprehension (`all`, `exists`, `map`, ...)
 /// binds, so `headers.exists(h, h == "x")` reads `headers` but not `h`.
 fn free_variables(expr: &Expr, bound: &mut Vec<String>, free: &mut BTreeSet<String>) {
     match expr {
-        Expr::Unspecified | Expr::Literal(_) => {}
         Expr::Ident(name) => {
             if !name.starts_with('@') && !bound.contains(name) {
                 free.insert(name.clone());
-            }
-        }
-        Expr::Call(call) => {
-            if let Some(target) = &call.target {
-                free_variables(&target.expr, bound, free);
-            }
-            for arg in &call.args {
-                free_variables(&arg.expr, bound, free);
             }
         }
         Expr::Comprehension(comprehension) => {
@@ -77,35 +132,82 @@ fn free_variables(expr: &Expr, bound: &mut Vec<String>, free: &mut BTreeSet<Stri
             }
             bound.truncate(before);
         }
-        Expr::List(list) => {
-            for element in &list.elements {
-                free_variables(&element.expr, bound, free);
+        _ => {
+            for child in children(expr) {
+                free_variables(child, bound, free);
             }
         }
-        Expr::Select(select) => free_variables(&select.operand.expr, bound, free),
-        Expr::Map(map) => entries(map.entries.iter().map(|e| &e.expr), bound, free),
-        Expr::Struct(structure) => entries(structure.entries.iter().map(|e| &e.expr), bound, free),
     }
 }
 
-fn entries<'a>(
-    items: impl Iterator<Item = &'a EntryExpr>,
-    bound: &mut Vec<String>,
-    free: &mut BTreeSet<String>,
-) {
-    for entry in items {
-        match entry {
-            EntryExpr::StructField(field) => free_variables(&field.value.expr, bound, free),
-            EntryExpr::MapEntry(pair) => {
-                free_variables(&pair.key.expr, bound, free);
-                free_variables(&pair.value.expr, bound, free);
-            }
+/// Collects the functions `expr` calls, as functions (`size(x)`, `false`) or methods
+/// (`x.startsWith(y)`, `true`). Operators are calls too, named `_==_`, `!_`, `@in` and the
+/// like: they belong to the language, and no function can be spelled so.
+fn called_functions<'a>(expr: &'a Expr, called: &mut BTreeSet<(&'a str, bool)>) {
+    if let Expr::Call(call) = expr
+        && !call.func_name.starts_with('@')
+        && call
+            .func_name
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
+    {
+        called.insert((&call.func_name, call.target.is_some()));
+    }
+    for child in children(expr) {
+        called_functions(child, called);
+    }
+}
+
+/// The context conditions are evaluated in, before the message's variables are added: the
+/// `cel` crate's functions, and any that bridge registers (none so far). Compiling checks
+/// the functions of a condition against this same context.
+fn base_context() -> Context<'static, 'static> {
+    Context::default()
+}
+
+/// Whether the evaluation context provides the function `name`, called as a method or
+/// not, or `None` when that cannot be told. The crate offers no lookup, so the function is
+/// called with no arguments (on a number, as a method): an unknown name fails as an
+/// undeclared reference to itself, a known function for its missing arguments or the
+/// wrong receiver, before its body runs (the standard functions all take some).
+fn provides(name: &str, as_method: bool) -> Option<bool> {
+    let call = if as_method {
+        format!("0.{name}()")
+    } else {
+        format!("{name}()")
+    };
+    let probe = Program::compile(&call).ok()?;
+    match probe.execute(&base_context()) {
+        Err(ExecutionError::UndeclaredReference(missing)) if missing.as_str() == name => {
+            Some(false)
         }
+        _ => Some(true),
+    }
+}
+
+/// Refuses a call of `expr` to a function the evaluation context lacks, naming the standard
+/// one it most likely meant.
+fn check_functions(expr: &Expr) -> Result<(), String> {
+    let mut called = BTreeSet::new();
+    called_functions(expr, &mut called);
+    match called
+        .into_iter()
+        .find(|(name, as_method)| provides(name, *as_method) == Some(false))
+    {
+        Some((name, as_method)) => {
+            let known: Vec<&str> = STANDARD_FUNCTIONS
+                .iter()
+                .copied()
+                .filter(|f| provides(f, as_method) == Some(true))
+                .collect();
+            Err(unknown_name("function", name, "condition", known))
+        }
+        None => Ok(()),
     }
 }
 
 impl Condition {
-    /// Compiles `source`, refusing syntax errors and unknown variables.
+    /// Compiles `source`, refusing syntax errors, unknown variables and unknown functions.
     pub fn compile(source: &str) -> Result<Condition, String> {
         let program =
             Program::compile(source).map_err(|e| format!("invalid CEL expression: {e}"))?;
@@ -117,6 +219,7 @@ impl Condition {
                 VARIABLES.join(", ")
             ));
         }
+        check_functions(&program.expression().expr)?;
         let reads_body = free.contains("body");
         let reads_body_text = free.contains("body_text");
         Ok(Condition {
@@ -133,7 +236,7 @@ impl Condition {
 
     /// Evaluates the condition for `message`.
     pub fn matches(&self, message: &Message) -> Result<bool, EvalError> {
-        let mut context = Context::default();
+        let mut context = base_context();
         let headers: HashMap<String, Value> = message
             .headers
             .iter()
@@ -253,6 +356,33 @@ mod tests {
     fn comprehension_variables_are_not_unknown() {
         let condition = Condition::compile(r#"headers.exists(h, h == "type")"#).unwrap();
         assert!(condition.matches(&message("{}")).unwrap());
+    }
+
+    #[test]
+    fn standard_functions_and_macros_are_known() {
+        for source in [
+            r#"headers.type.startsWith("or") && headers.type.endsWith("er")"#,
+            r#"headers.type.contains("rd") && size(key) == 3 && string(key) == "k-1""#,
+            "int(body.amount) > 1 && uint(body.amount) > 1u && double(body.amount) > 1.0",
+            r#"has(body.amount) && headers.exists(h, h == "type") && headers.all(h, size(h) > 0)"#,
+            "[1, 2].map(x, x * 2).filter(x, x > 2).exists_one(x, x == 4)",
+        ] {
+            if let Err(error) = Condition::compile(source) {
+                panic!("{source}: {error}");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_functions_are_refused_with_the_one_meant() {
+        assert_eq!(
+            Condition::compile("nosuchfn(body) == 1").unwrap_err(),
+            "unknown function `nosuchfn` in condition"
+        );
+        assert_eq!(
+            Condition::compile(r#"headers.type.startswith("o")"#).unwrap_err(),
+            "unknown function `startswith` in condition; did you mean `startsWith`?"
+        );
     }
 
     #[test]

@@ -5,13 +5,19 @@
 //! cannot be rendered fails the message permanently so it reaches the dead letter instead
 //! of an unintended topic. A text without `{{` or `{%` is constant and costs nothing to
 //! render.
+//!
+//! Compiling refuses what would fail every rendering: syntax errors, unknown variables, and
+//! filters or tests the environment does not have (minijinja itself looks those up only
+//! when rendering).
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
-use minijinja::{Environment, UndefinedBehavior, Value};
+use minijinja::{Environment, ErrorKind, State, UndefinedBehavior, Value};
 
-use super::{EvalError, VARIABLES, body_json, body_text};
+use super::jinja::{self, BUILTIN_FILTERS, BUILTIN_TESTS};
+use super::{EvalError, VARIABLES, body_json, body_text, unknown_name};
 use crate::message::{HeaderValue, Message};
 
 const NAME: &str = "template";
@@ -51,8 +57,47 @@ fn bytes_or_text(bytes: &[u8]) -> Value {
     }
 }
 
+/// Whether the environment behind `state` has the filter. minijinja offers no lookup, so the
+/// filter is applied to nothing: an unknown one fails as unknown, a known one for the value
+/// it is missing, before its body runs (every filter takes the value it filters).
+fn has_filter(state: &mut State, name: &str) -> bool {
+    match state.apply_filter(name, &[]) {
+        Err(error) => error.kind() != ErrorKind::UnknownFilter,
+        Ok(_) => true,
+    }
+}
+
+/// Whether the environment behind `state` has the test, asked as [`has_filter`] asks.
+fn has_test(state: &mut State, name: &str) -> bool {
+    match state.perform_test(name, &[]) {
+        Err(error) => error.kind() != ErrorKind::UnknownTest,
+        Ok(_) => true,
+    }
+}
+
+/// Asks the environment behind a [`State`] whether it has a filter, or a test.
+type Lookup = fn(&mut State, &str) -> bool;
+
+/// Refuses a filter or test of `source` that the environment behind `state` lacks, naming
+/// the built-in one it most likely meant.
+fn check_filters_and_tests(source: &str, state: &mut State) -> Result<(), String> {
+    let used = jinja::names(source);
+    let kinds: [(&str, &BTreeSet<String>, &[&str], Lookup); 2] = [
+        ("filter", &used.filters, BUILTIN_FILTERS, has_filter),
+        ("test", &used.tests, BUILTIN_TESTS, has_test),
+    ];
+    for (kind, names, builtins, has) in kinds {
+        if let Some(name) = names.iter().find(|name| !has(state, name)) {
+            let known: Vec<&str> = builtins.iter().copied().filter(|b| has(state, b)).collect();
+            return Err(unknown_name(kind, name, "template", known));
+        }
+    }
+    Ok(())
+}
+
 impl Template {
-    /// Compiles `source`, refusing syntax errors and unknown variables.
+    /// Compiles `source`, refusing syntax errors, unknown variables and unknown filters and
+    /// tests.
     pub fn compile(source: &str) -> Result<Template, String> {
         if !is_template(source) {
             return Ok(Template {
@@ -78,6 +123,7 @@ impl Template {
                 VARIABLES.join(", ")
             ));
         }
+        check_filters_and_tests(source, &mut template.new_state())?;
         let reads_body = variables.contains("body");
         let reads_body_text = variables.contains("body_text");
         Ok(Template {
@@ -195,5 +241,40 @@ mod tests {
                 .unwrap_err()
                 .contains("header")
         );
+    }
+
+    #[test]
+    fn builtin_filters_and_tests_are_known() {
+        let template = Template::compile(
+            "{% if headers.region is defined and body is not none %}\
+             {{ headers.region | upper | trim }}-{{ body.customer.id | default('x') }}\
+             {% endif %}",
+        )
+        .unwrap();
+        assert_eq!(template.render(&message()).unwrap(), "EU-c-9");
+    }
+
+    #[test]
+    fn unknown_filters_and_tests_are_refused_with_the_one_meant() {
+        for (source, error) in [
+            (
+                "{{ body | nosuchfilter }}",
+                "unknown filter `nosuchfilter` in template",
+            ),
+            (
+                "{% filter uper %}{{ key }}{% endfilter %}",
+                "unknown filter `uper` in template; did you mean `upper`?",
+            ),
+            (
+                "{% if key is nosuchtest %}x{% endif %}",
+                "unknown test `nosuchtest` in template",
+            ),
+            (
+                "{{ 'a' if key is not defind else 'b' }}",
+                "unknown test `defind` in template; did you mean `defined`?",
+            ),
+        ] {
+            assert_eq!(Template::compile(source).unwrap_err(), error, "{source}");
+        }
     }
 }
