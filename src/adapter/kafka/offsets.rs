@@ -6,10 +6,12 @@
 //! Each assignment of a partition gets a new generation, so settlements of messages from
 //! an earlier assignment (before a rebalance took the partition away) are ignored.
 //!
-//! It also counts the records a crash would make the group read again: every record
-//! handed out at or past the partition's last commit point the broker confirmed (or,
-//! before the first commit, the offset the assignment resumed from). The source stops
-//! reading while that count is at its limit, which is what bounds duplicates.
+//! It also counts the records a crash would make a sink receive twice: every record
+//! handed to the router at or past the partition's last commit point the broker confirmed
+//! (or, before the first commit, the offset the assignment resumed from). Records read
+//! ahead but not handed out yet are read again after a crash but reach no sink twice, so
+//! they do not count. The source hands out nothing more while that count is at its limit,
+//! which is what bounds duplicates.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -24,7 +26,8 @@ struct PartitionState {
     next_after_delivered: Option<i64>,
     /// The last commit point the broker confirmed, or where the assignment resumed.
     confirmed: Option<i64>,
-    /// Offsets handed out at or past `confirmed`, in order: read again after a crash.
+    /// Offsets handed to the router at or past `confirmed`, in order: delivered again
+    /// after a crash.
     unconfirmed: VecDeque<i64>,
 }
 
@@ -33,6 +36,13 @@ struct PartitionState {
 pub struct OffsetTracker {
     partitions: HashMap<TopicPartition, PartitionState>,
     generations: u64,
+    /// Whether the reader has its partitions paused now: a partition assigned meanwhile
+    /// must be paused too.
+    pub paused: bool,
+    /// Whether the reader has ever paused its partitions: librdkafka keeps a partition
+    /// paused across a rebalance, so one taken away while paused must be resumed when it
+    /// comes back.
+    pub ever_paused: bool,
 }
 
 impl OffsetTracker {
@@ -70,17 +80,26 @@ impl OffsetTracker {
             .is_some_and(|s| s.generation == generation)
     }
 
-    /// Records that `offset` was handed to the router.
-    pub fn delivered(&mut self, partition: &TopicPartition, offset: i64) {
+    /// Records that `offset` was read: it holds the commit point back until it is settled.
+    pub fn read(&mut self, partition: &TopicPartition, offset: i64) {
         if let Some(state) = self.partitions.get_mut(partition) {
             state.pending.insert(offset);
             state.confirmed.get_or_insert(offset);
-            state.unconfirmed.push_back(offset);
             state.next_after_delivered = Some(
                 state
                     .next_after_delivered
                     .map_or(offset + 1, |n| n.max(offset + 1)),
             );
+        }
+    }
+
+    /// Records that `offset`, read before, was handed to the router; ignored when the
+    /// partition was reassigned since (the new owner reads it again).
+    pub fn handed_out(&mut self, partition: &TopicPartition, generation: u64, offset: i64) {
+        if let Some(state) = self.partitions.get_mut(partition)
+            && state.generation == generation
+        {
+            state.unconfirmed.push_back(offset);
         }
     }
 
@@ -126,7 +145,7 @@ impl OffsetTracker {
         }
     }
 
-    /// Records handed out that a crash now would make the group read again.
+    /// Records handed out that a crash now would deliver again.
     pub fn unconfirmed(&self) -> usize {
         self.partitions.values().map(|s| s.unconfirmed.len()).sum()
     }
@@ -169,6 +188,13 @@ mod tests {
         ("t".into(), 0)
     }
 
+    /// Reads `offset` and hands it out at once.
+    fn deliver(tracker: &mut OffsetTracker, partition: &TopicPartition, offset: i64) {
+        let generation = tracker.generation(partition);
+        tracker.read(partition, offset);
+        tracker.handed_out(partition, generation, offset);
+    }
+
     /// Takes the commits and confirms them, as a successful commit does.
     fn commit(tracker: &mut OffsetTracker) -> Vec<(TopicPartition, i64)> {
         let commits = tracker.take_commits();
@@ -181,7 +207,7 @@ mod tests {
         let mut tracker = OffsetTracker::default();
         let generation = tracker.assign(p());
         for offset in 10..15 {
-            tracker.delivered(&p(), offset);
+            deliver(&mut tracker, &p(), offset);
         }
         tracker.settled(&p(), generation, 10);
         tracker.settled(&p(), generation, 12);
@@ -197,7 +223,7 @@ mod tests {
     fn a_commit_not_confirmed_is_offered_again() {
         let mut tracker = OffsetTracker::default();
         let generation = tracker.assign(p());
-        tracker.delivered(&p(), 0);
+        deliver(&mut tracker, &p(), 0);
         tracker.settled(&p(), generation, 0);
         assert_eq!(tracker.take_commits(), vec![(p(), 1)]);
         assert_eq!(
@@ -214,8 +240,8 @@ mod tests {
         let mut tracker = OffsetTracker::default();
         let q: TopicPartition = ("t".into(), 1);
         let (gp, gq) = (tracker.assign(p()), tracker.assign(q.clone()));
-        tracker.delivered(&p(), 0);
-        tracker.delivered(&q, 0);
+        deliver(&mut tracker, &p(), 0);
+        deliver(&mut tracker, &q, 0);
         tracker.settled(&p(), gp, 0);
         tracker.settled(&q, gq, 0);
         let before_revoke = tracker.commits_for(&[p()]);
@@ -228,10 +254,10 @@ mod tests {
     fn settlements_from_an_earlier_assignment_are_ignored() {
         let mut tracker = OffsetTracker::default();
         let old = tracker.assign(p());
-        tracker.delivered(&p(), 5);
+        deliver(&mut tracker, &p(), 5);
         tracker.revoke(&p());
         let new = tracker.assign(p());
-        tracker.delivered(&p(), 5);
+        deliver(&mut tracker, &p(), 5);
         tracker.settled(&p(), old, 5);
         assert_eq!(tracker.pending(), 1);
         tracker.settled(&p(), new, 5);
@@ -242,7 +268,7 @@ mod tests {
     fn nothing_to_commit_while_the_resume_point_is_unsettled() {
         let mut tracker = OffsetTracker::default();
         tracker.assign(p());
-        tracker.delivered(&p(), 0);
+        deliver(&mut tracker, &p(), 0);
         assert!(tracker.take_commits().is_empty());
         assert_eq!(tracker.all_commits(), vec![(p(), 0)]);
     }
@@ -254,9 +280,9 @@ mod tests {
         let (gp, gq) = (tracker.assign(p()), tracker.assign(q.clone()));
         // Offsets may have gaps (compaction, transaction markers): records are counted.
         for offset in [100, 101, 105, 110] {
-            tracker.delivered(&p(), offset);
+            deliver(&mut tracker, &p(), offset);
         }
-        tracker.delivered(&q, 7);
+        deliver(&mut tracker, &q, 7);
         assert_eq!(tracker.unconfirmed(), 5);
         tracker.settled(&p(), gp, 100);
         tracker.settled(&p(), gp, 105);
@@ -269,7 +295,7 @@ mod tests {
         commit(&mut tracker);
         assert_eq!(tracker.unconfirmed(), 0);
         tracker.revoke(&q);
-        tracker.delivered(&p(), 111);
+        deliver(&mut tracker, &p(), 111);
         assert_eq!(tracker.unconfirmed(), 1);
     }
 }

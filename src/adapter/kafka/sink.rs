@@ -36,10 +36,25 @@ pub fn classify(error: &KafkaError) -> SendError {
         )
     );
     // librdkafka keeps a record queued while no broker answers, up to
-    // `message.timeout.ms`; these say that time ran out or that no broker is reachable.
+    // `message.timeout.ms`; these say that time ran out, that no broker is reachable, or
+    // that the broker failed rather than the record. An unknown server error is the
+    // broker's own fault (tansu answers it while its storage is unavailable), so it is
+    // waited out like an outage instead of dead-lettering the record.
     let unreachable = matches!(
         error.rdkafka_error_code(),
-        Some(AllBrokersDown | BrokerTransportFailure | MessageTimedOut | RequestTimedOut)
+        Some(
+            AllBrokersDown
+                | BrokerTransportFailure
+                | MessageTimedOut
+                | RequestTimedOut
+                | Unknown
+                | NetworkException
+                | LeaderNotAvailable
+                | NotLeaderForPartition
+                | NotEnoughReplicas
+                | NotEnoughReplicasAfterAppend
+                | KafkaStorageError
+        )
     );
     let message = format!("Kafka refused the record: {error}");
     if permanent {
