@@ -134,6 +134,29 @@ pub enum ConnectionSpec {
 }
 
 /// Deserializes `value` strictly, reporting the path of the first problem inside it.
+/// A connection's mistake, and the field it is in (`None`: the connection as a whole).
+#[derive(Debug, PartialEq)]
+pub struct FieldError {
+    pub field: Option<&'static str>,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn at(field: &'static str, message: impl Into<String>) -> FieldError {
+        FieldError {
+            field: Some(field),
+            message: message.into(),
+        }
+    }
+
+    pub fn whole(message: impl Into<String>) -> FieldError {
+        FieldError {
+            field: None,
+            message: message.into(),
+        }
+    }
+}
+
 pub(crate) fn parse_strict<T: DeserializeOwned>(
     value: serde_json::Value,
 ) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
@@ -141,8 +164,9 @@ pub(crate) fn parse_strict<T: DeserializeOwned>(
 }
 
 impl ConnectionSpec {
-    /// Checks a parsed connection's fields that serde cannot (URIs and the like).
-    pub fn check(&self) -> Result<(), String> {
+    /// Checks a parsed connection's fields that serde cannot (URIs and the like); an error
+    /// names the field at fault, or none when it is about several.
+    pub fn check(&self) -> Result<(), FieldError> {
         match self {
             #[cfg(feature = "kafka")]
             ConnectionSpec::Kafka(config) => kafka::check_config(config),

@@ -347,11 +347,18 @@ impl Builder<'_> {
             return None;
         };
         let known: Vec<&str> = System::ALL.iter().map(|s| s.type_name()).collect();
-        let Some(type_name) = fields.get("type").and_then(Value::as_str) else {
+        let type_path = child(path, "type");
+        let Some(type_value) = fields.get("type") else {
             self.error(path, format!("missing `type`; one of {}", known.join(", ")));
             return None;
         };
-        let type_path = child(path, "type");
+        let Some(type_name) = type_value.as_str() else {
+            self.error(
+                &type_path,
+                format!("`type` is one word, one of {}", known.join(", ")),
+            );
+            return None;
+        };
         let Some(system) = System::from_type(type_name) else {
             self.error(
                 &type_path,
@@ -378,11 +385,41 @@ impl Builder<'_> {
         let spec = self.parse_with(path, &Value::Object(rest), |v| {
             ConnectionSpec::parse(system, v)
         })?;
-        if let Err(message) = spec.check() {
-            self.error(path, message);
+        if let Err(problem) = spec.check() {
+            let at = problem
+                .field
+                .map_or(path.to_owned(), |field| child(path, field));
+            self.error(&at, problem.message);
             return None;
         }
         Some(spec)
+    }
+
+    /// Checks a source's address with its options. A mistake that goes away without the
+    /// options is theirs, so it points at `options`; any other at the address.
+    fn check_source(
+        &mut self,
+        spec: &ConnectionSpec,
+        endpoint: &Endpoint,
+        options: &Value,
+        (endpoint_path, options_path): (&str, &str),
+    ) -> bool {
+        let Err(message) = spec.check_endpoint(&endpoint.path, Role::Source, options) else {
+            return true;
+        };
+        let options_at_fault = !options.is_null()
+            && spec
+                .check_endpoint(&endpoint.path, Role::Source, &Value::Null)
+                .is_ok();
+        self.error(
+            if options_at_fault {
+                options_path
+            } else {
+                endpoint_path
+            },
+            message,
+        );
+        false
     }
 
     /// Resolves an address's connection, or records why it cannot.
@@ -506,12 +543,14 @@ impl Builder<'_> {
         let source = match model.from.endpoint.parse::<Endpoint>() {
             Ok(endpoint) => {
                 source_spec = self.endpoint_connection(&from_path, &endpoint);
-                if let Some(spec) = &source_spec
-                    && let Err(message) =
-                        spec.check_endpoint(&endpoint.path, Role::Source, &model.from.options)
-                {
-                    self.error(&from_path, message);
-                    ok = false;
+                let options_path = child(&child(path, "from"), "options");
+                if let Some(spec) = &source_spec {
+                    ok &= self.check_source(
+                        spec,
+                        &endpoint,
+                        &model.from.options,
+                        (&from_path, &options_path),
+                    );
                 }
                 Some(SourcePlan {
                     endpoint,
@@ -696,12 +735,13 @@ impl Builder<'_> {
             }
         };
         let spec = self.endpoint_connection(&from_path, &endpoint)?;
-        let mut ok = true;
-        if let Err(message) = spec.check_endpoint(&endpoint.path, Role::Source, &reply.from.options)
-        {
-            self.error(&from_path, message);
-            ok = false;
-        }
+        let options_path = child(&child(path, "from"), "options");
+        let mut ok = self.check_source(
+            &spec,
+            &endpoint,
+            &reply.from.options,
+            (&from_path, &options_path),
+        );
         if !has_dead_letter
             && let Err(reason) =
                 spec.check_reject_without_dead_letter(&endpoint.path, &reply.from.options)

@@ -35,17 +35,18 @@ use client::AwsClients;
 pub use config::Config;
 use config::{SourceOptions, Target};
 
+use super::spec::FieldError;
 use super::{AdapterError, Connector, Delivery, Role, Sink, Source, SourceSettings, TailSettings};
 use crate::address::Endpoint;
 
 const DEFAULT_WAIT_SECONDS: u8 = 20;
 
 /// Static credentials come as a pair.
-pub(super) fn check_config(config: &Config) -> Result<(), String> {
+pub(super) fn check_config(config: &Config) -> Result<(), FieldError> {
     match (&config.access_key_id, &config.secret_access_key) {
-        (Some(_), None) | (None, Some(_)) => {
-            Err("`access_key_id` and `secret_access_key` go together; give both or neither".into())
-        }
+        (Some(_), None) | (None, Some(_)) => Err(FieldError::whole(
+            "`access_key_id` and `secret_access_key` go together; give both or neither",
+        )),
         _ => Ok(()),
     }
 }

@@ -38,6 +38,7 @@ use rdkafka::{Offset, TopicPartitionList};
 pub use config::Config;
 use config::{SourceOptions, Start, TopicPath};
 
+use super::spec::FieldError;
 use super::{AdapterError, Connector, Delivery, Role, Sink, Source, SourceSettings, TailSettings};
 use crate::ack::AckHandle;
 use crate::address::Endpoint;
@@ -80,11 +81,32 @@ pub(super) fn describe(config: &Config) -> String {
     format!("Kafka at {}", config.brokers)
 }
 
-pub(super) fn check_config(config: &Config) -> Result<(), String> {
+pub(super) fn check_config(config: &Config) -> Result<(), FieldError> {
+    check_brokers(&config.brokers).map_err(|e| FieldError::at("brokers", e))?;
     match &config.tls {
-        Some(tls) => tls.check(),
+        Some(tls) => tls.check().map_err(|e| FieldError::at("tls", e)),
         None => Ok(()),
     }
+}
+
+/// `brokers` is librdkafka's `bootstrap.servers`: `HOST:PORT` entries separated by commas.
+/// librdkafka would take a mistake silently and retry it forever.
+fn check_brokers(brokers: &str) -> Result<(), String> {
+    let hint = "give HOST:PORT[,HOST:PORT...]";
+    if brokers.trim().is_empty() {
+        return Err(format!("`brokers` is empty; {hint}"));
+    }
+    for entry in brokers.split(',').map(str::trim) {
+        // A scheme such as `PLAINTEXT://` may precede the address, as in Kafka's own lists.
+        let address = entry.rsplit_once("://").map_or(entry, |(_, rest)| rest);
+        let port = address
+            .rsplit_once(':')
+            .map(|(host, port)| (host, port.parse::<u16>()));
+        if !matches!(port, Some((host, Ok(port))) if !host.is_empty() && port > 0) {
+            return Err(format!("`{entry}` is not HOST:PORT; {hint}"));
+        }
+    }
+    Ok(())
 }
 
 fn base_config(config: &Config) -> ClientConfig {
@@ -404,7 +426,22 @@ impl Source for TailReader {
 
 #[cfg(test)]
 mod tests {
-    use super::{Config, base_config};
+    use super::{Config, base_config, check_brokers};
+
+    #[test]
+    fn brokers_are_host_port_lists() {
+        for good in [
+            "127.0.0.1:9092",
+            "k1:9092, k2:9093",
+            "[::1]:9092",
+            "SASL_SSL://broker.example:9096",
+        ] {
+            assert_eq!(check_brokers(good), Ok(()), "{good}");
+        }
+        for bad in ["", "localhost", "k1:9092,", ":9092", "k:0", "k:port"] {
+            assert!(check_brokers(bad).is_err(), "{bad}");
+        }
+    }
 
     fn config(extra: serde_json::Value) -> Config {
         let mut value = serde_json::json!({"brokers": "k:9093"});

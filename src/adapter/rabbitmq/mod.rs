@@ -35,16 +35,17 @@ use client::AmqpClient;
 pub use config::Config;
 use config::{SourceOptions, Target};
 
+use super::spec::FieldError;
 use super::{AdapterError, Connector, Delivery, Role, Sink, Source, SourceSettings, TailSettings};
 use crate::ack::AckHandle;
 use crate::address::Endpoint;
 
-pub(super) fn check_config(config: &Config) -> Result<(), String> {
-    let uri = client::parse_uri(&config.url)?;
+pub(super) fn check_config(config: &Config) -> Result<(), FieldError> {
+    let uri = client::parse_uri(&config.url).map_err(|e| FieldError::at("url", e))?;
     if let Some(tls) = &config.tls {
-        tls.check()?;
+        tls.check().map_err(|e| FieldError::at("tls", e))?;
         if uri.scheme != lapin::uri::AMQPScheme::AMQPS {
-            return Err("`tls` needs an `amqps://` url".into());
+            return Err(FieldError::at("url", "`tls` needs an `amqps://` url"));
         }
     }
     Ok(())
