@@ -81,6 +81,11 @@ tansu_install() {
   local wanted; wanted=$(sha256sum "$TANSU_PATCH" | cut -d' ' -f1)
   [[ -x $TANSU && -f $marker && $(cat "$marker") == "$wanted" ]] && return
   log "kafka: building tansu $TANSU_VERSION with fixes into $TOOLS/tansu (once; about 12 minutes on 2 cores)"
+  local tool
+  for tool in curl patch; do
+    command -v $tool >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q $tool >/dev/null \
+      || die "kafka: building tansu needs $tool (apt-get install $tool)"
+  done
   local src=$TOOLS/tansu-src
   rm -rf "$src" && mkdir -p "$src" "$TOOLS/tansu"
   for crate in tansu tansu-storage; do
