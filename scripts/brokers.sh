@@ -70,10 +70,11 @@ rabbitmq_resume() { rabbitmqctl -q start_app >/dev/null; wait_for_port $RABBIT_P
 TANSU=$TOOLS/tansu/bin/tansu
 TANSU_DIR=$STATE/tansu
 
-# tansu is built from its published sources with two fixes (scripts/tansu-storage-keeps-
-# serving.patch): unpatched, its storage service stops for good when a producer's batch
-# carries an epoch it has no record of (after a restart of tansu) or when a client goes
-# away before its answer; every produce and commit then fails until tansu is restarted.
+# tansu is built from its published sources with fixes (scripts/tansu-storage-keeps-
+# serving.patch): unpatched, its storage service stops for good when a query finds no row
+# where it expects one (after a restart of tansu: a producer epoch, a fetch's offsets) or
+# when a client goes away before its answer; every produce, fetch and commit then fails
+# until tansu is restarted.
 TANSU_PATCH=$ROOT/scripts/tansu-storage-keeps-serving.patch
 
 tansu_install() {
