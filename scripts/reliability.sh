@@ -18,7 +18,8 @@ rm -rf "$reports"
 runner=(cargo nextest run --all-features --locked --no-fail-fast --test reliability)
 status=0
 # Scenarios that stop a broker, and the network faults (timing-sensitive), run alone.
-alone='test(/broker_restart|network_faults|sigkill/)'
+source "$(dirname "${BASH_SOURCE[0]}")/alone-tests.sh"
+alone=$ALONE_TESTS
 "${runner[@]}" -E "not $alone" || status=$?
 "${runner[@]}" -E "$alone" --test-threads 1 || status=$?
 

@@ -26,11 +26,10 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "test: cargo-nextest not found; installing it" >&2
   cargo install cargo-nextest --locked
 fi
-# Tests that stop and start a broker would disturb the others; so do the SIGKILL tests
-# (tansu's group coordinator waits out each killed member's session, and other groups'
-# joins stalled past a minute behind them); and the network-fault scenario's timeouts
-# (heartbeats, session timeouts) need a machine that is not saturated: run them alone.
-alone='test(/broker_restart|network_faults|sigkill/)'
+# Some tests disturb the others or need a machine that is not saturated: they run alone,
+# after the others (scripts/alone-tests.sh says which and why).
+source "$(dirname "${BASH_SOURCE[0]}")/alone-tests.sh"
+alone=$ALONE_TESTS
 "${runner[@]}" -E "not $alone"
 "${runner[@]}" -E "$alone" --test-threads 1
 # The benchmark's quick mode: a smoke run that keeps the harness working (its figures come

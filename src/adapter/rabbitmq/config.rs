@@ -134,14 +134,22 @@ pub enum Target {
     Exchange { name: String, routing_key: String },
 }
 
+/// The pseudo-queue of RabbitMQ's direct reply-to; a requester's reply address is this
+/// name followed by `.` and a base64 token.
+pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
 impl Target {
     pub fn parse(path: &str) -> Result<Target, String> {
+        fn is_direct_reply_to(name: &str) -> bool {
+            name.starts_with(DIRECT_REPLY_TO)
+        }
         let bad = || {
             format!("`{path}` is not a RabbitMQ path; use queue/NAME or exchange/NAME/ROUTING_KEY")
         };
         let (kind, rest) = path.split_once('/').ok_or_else(bad)?;
         match kind {
-            "queue" if !rest.is_empty() && !rest.contains('/') => {
+            // A direct reply-to name ends in a base64 token, which may hold a `/`.
+            "queue" if !rest.is_empty() && (!rest.contains('/') || is_direct_reply_to(rest)) => {
                 Ok(Target::Queue(rest.to_owned()))
             }
             "exchange" => {
@@ -172,6 +180,16 @@ impl Target {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_direct_reply_to_name_is_a_queue_even_with_a_slash_in_its_token() {
+        let name = "amq.rabbitmq.reply-to.g1h2AA1yZXBseUA5MjQ4ODg0AABNiAAAAAFrCMxc.ea/3pgfQdSrv2xa1yg3VAw==";
+        assert_eq!(
+            Target::parse(&format!("queue/{name}")),
+            Ok(Target::Queue(name.into()))
+        );
+        assert!(Target::parse("queue/orders/x").is_err());
+    }
 
     #[test]
     fn paths_name_queues_or_exchanges_with_routing_keys() {

@@ -221,7 +221,8 @@ impl Connector for RabbitConnector {
     /// A reply-to is a queue name (the default exchange routes to it; direct reply-to
     /// names too), or `EXCHANGE/ROUTING_KEY`.
     fn reply_path(&self, address: &str) -> Result<String, String> {
-        let path = if address.contains('/') {
+        // A direct reply-to address is a queue name even when its token holds a `/`.
+        let path = if address.contains('/') && !address.starts_with(config::DIRECT_REPLY_TO) {
             format!("exchange/{address}")
         } else {
             format!("queue/{address}")
