@@ -204,7 +204,6 @@ pub struct KafkaSource {
     shared: Arc<Shared>,
     retries: mpsc::UnboundedReceiver<Delivery>,
     consumer: Arc<GroupConsumer>,
-    tracker: Arc<Mutex<OffsetTracker>>,
     /// Stops the reader and committer, also when the source is dropped without `close`.
     stop: tokio_util::sync::DropGuard,
     tasks: Vec<JoinHandle<()>>,
@@ -237,7 +236,7 @@ impl KafkaSource {
         let (deliveries_tx, deliveries) = mpsc::channel(buffer);
         let (retries_tx, retries) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
-            tracker: tracker.clone(),
+            tracker,
             retries: retries_tx,
             settled_since_commit: AtomicUsize::new(0),
             // Committing at half the limit lets the router go on while a commit travels.
@@ -268,7 +267,6 @@ impl KafkaSource {
             shared,
             retries,
             consumer,
-            tracker,
             stop: stop.drop_guard(),
             tasks: vec![reader, committer],
             backlog: None,
@@ -517,11 +515,10 @@ impl Source for KafkaSource {
     async fn close(self: Box<Self>) {
         let KafkaSource {
             consumer,
-            tracker,
             stop,
             tasks,
             deliveries,
-            shared: _,
+            shared,
             retries,
             backlog: _,
         } = *self;
@@ -538,7 +535,11 @@ impl Source for KafkaSource {
         while let Ok(delivery) = retries.try_recv() {
             delivery.ack.abandon();
         }
-        let commits = tracker.lock().expect("offset tracker lock").all_commits();
+        let commits = shared
+            .tracker
+            .lock()
+            .expect("offset tracker lock")
+            .all_commits();
         if !commits.is_empty() {
             commit_sync(&consumer, &commits).await;
         }
