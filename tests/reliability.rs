@@ -369,20 +369,22 @@ fn rss_kib(pid: u32) -> u64 {
 
 const RABBIT_AND_KAFKA: [(Sys, Sys); 2] = [(Sys::Rabbit, Sys::Kafka), (Sys::Kafka, Sys::Rabbit)];
 
-/// Kills bridge at random moments while it moves messages both ways between RabbitMQ
-/// and Kafka, restarting it each time; returns the report.
+/// Kills bridge at random moments while it moves messages along `pairs` (source, sink),
+/// restarting it each time; returns the report.
 async fn sigkill_cycles(
     scenario: &str,
+    pairs: &[(Sys, Sys)],
     overrides: Overrides,
     max_duplicates_per_kill: u32,
+    bounded_count: u32,
 ) -> Report {
     init_logs();
     let (count, kills) = if long_mode() {
-        (30_000, 10)
+        (bounded_count * 15 / 2, 10)
     } else {
-        (4_000, 3)
+        (bounded_count, 3)
     };
-    let mut setup = Setup::new("sigkill", &RABBIT_AND_KAFKA, overrides).await;
+    let mut setup = Setup::new("sigkill", pairs, overrides).await;
     setup.publish(count).await;
     let mut dice = Dice::new();
     let mut restarts = Vec::new();
@@ -428,7 +430,26 @@ async fn sigkill_cycles(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_nothing_and_keeps_order() {
-    sigkill_cycles("SIGKILL at random moments", Overrides::default(), WINDOW).await;
+    sigkill_cycles(
+        "SIGKILL at random moments",
+        &RABBIT_AND_KAFKA,
+        Overrides::default(),
+        WINDOW,
+        4_000,
+    )
+    .await;
+}
+
+/// Deduplication keyed by the checker's sequence number, in Redis (on this machine):
+/// identities of this run only, since Redis outlives it.
+fn dedup_in_redis() -> Overrides {
+    let run = unique("dedup");
+    Overrides {
+        dedup: Some(format!(
+            "{{key: '{run}-{{{{ headers.seq }}}}', window: 10m, store: 'redis://127.0.0.1:6379/0'}}"
+        )),
+        ..Overrides::default()
+    }
 }
 
 /// The same kills with deduplication in Redis (on this machine), keyed by the checker's
@@ -436,21 +457,33 @@ async fn sigkill_at_random_moments_loses_nothing_and_keeps_order() {
 /// send still unconfirmed at the kill can arrive twice (docs/reliability.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_with_deduplication_in_redis() {
-    // Identities of this run only: Redis outlives it.
-    let run = unique("dedup");
-    let overrides = Overrides {
-        dedup: Some(format!(
-            "{{key: '{run}-{{{{ headers.seq }}}}', window: 10m, store: 'redis://127.0.0.1:6379/0'}}"
-        )),
-        ..Overrides::default()
-    };
     let report = sigkill_cycles(
         "SIGKILL at random moments, dedup in Redis",
-        overrides,
+        &RABBIT_AND_KAFKA,
+        dedup_in_redis(),
         WINDOW,
+        4_000,
     )
     .await;
     println!("with deduplication: {} duplicates", report.duplicates);
+}
+
+/// The same kills and deduplication with sinks that deduplicate too, SQS FIFO queues:
+/// bridge sends each message's identity as its `MessageDeduplicationId`, so a send still
+/// unconfirmed at a kill and sent again after the restart is stored once. Every message
+/// arrives exactly once, in order per key. Fewer messages: the checker reads a FIFO queue
+/// from moto slowly (a group stays locked until its message is deleted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_with_deduplication_into_sqs_fifo_delivers_each_message_once() {
+    let report = sigkill_cycles(
+        "SIGKILL at random moments, dedup in Redis, into SQS FIFO",
+        &[(Sys::Rabbit, Sys::SqsFifo), (Sys::Kafka, Sys::SqsFifo)],
+        dedup_in_redis(),
+        0,
+        1_000,
+    )
+    .await;
+    assert_eq!(report.duplicates, 0, "{report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! CPU time and resident memory of a child process, read from `/proc` (Linux only), with
 //! librdkafka's own threads (named `rdk:*`) counted apart so that the cost of the code
-//! around the client can be compared on its own.
+//! around the client can be compared on its own; and the CPU time of the local brokers, to
+//! tell whether a pipe or its broker sets the pace.
 
 use std::time::Duration;
 
@@ -77,4 +78,27 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Command names of the local brokers' processes (tansu, RabbitMQ's Erlang VM, moto, the
+/// Pub/Sub emulator's JVM).
+const BROKER_COMMANDS: [&str; 4] = ["tansu", "beam.smp", "moto_server", "java"];
+
+/// CPU time used so far by every local broker process, summed.
+pub fn brokers_cpu() -> Duration {
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    processes
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let (name, used) = parse_stat(&stat)?;
+            BROKER_COMMANDS
+                .iter()
+                .any(|command| name.starts_with(command))
+                .then_some(used)
+        })
+        .sum()
 }

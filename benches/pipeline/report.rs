@@ -15,13 +15,14 @@ fn mib(kib: u64) -> String {
 
 fn describe(label: &str, m: &Measured) -> String {
     let mut line = format!(
-        "   {label:>6}: {:>8.0} msg/s {:>6.1} MB/s ({} msgs in {:.2?}); CPU {:.1} us/msg ({:.1} outside librdkafka); RSS peak {} MiB, idle {} MiB",
+        "   {label:>6}: {:>8.0} msg/s {:>6.1} MB/s ({} msgs in {:.2?}); CPU {:.1} us/msg ({:.1} outside librdkafka), brokers {:.1} us/msg; RSS peak {} MiB, idle {} MiB",
         m.per_second(),
         m.mb_per_second(),
         m.messages,
         m.elapsed,
         m.cpu_us_per_message(m.cpu.total),
         m.cpu_us_per_message(m.cpu.outside_librdkafka()),
+        m.cpu_us_per_message(m.brokers_cpu),
         mib(m.rss_peak_kib),
         mib(m.rss_idle_kib),
     );

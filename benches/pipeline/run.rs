@@ -40,6 +40,8 @@ pub struct Measured {
     pub size: usize,
     pub elapsed: Duration,
     pub cpu: Usage,
+    /// CPU time of the local brokers meanwhile.
+    pub brokers_cpu: Duration,
     pub rss_peak_kib: u64,
     pub rss_idle_kib: u64,
     pub latency: Option<Latency>,
@@ -124,19 +126,20 @@ async fn measure(
     let expected = per_route * scenario.routes * scenario.fan_out;
 
     // Drain: from the first message at the sinks to the last.
-    let mut first: Option<(Instant, usize, Usage)> = None;
+    let mut first: Option<(Instant, usize, Usage, Duration)> = None;
     let mut rss_peak = 0;
     let deadline = Instant::now() + Duration::from_secs(900);
-    let (end, end_usage) = loop {
+    let (end, end_usage, end_brokers) = loop {
         let arrived = places.arrived(clients).await;
         let now = Instant::now();
         let usage = child.usage();
+        let brokers = procfs::brokers_cpu();
         rss_peak = rss_peak.max(child.rss_kib());
         if first.is_none() && arrived > 0 {
-            first = Some((now, arrived, usage));
+            first = Some((now, arrived, usage, brokers));
         }
         if arrived >= expected {
-            break (now, usage);
+            break (now, usage, brokers);
         }
         child.check_alive();
         assert!(
@@ -146,7 +149,7 @@ async fn measure(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let (start, at_start, start_usage) = first.expect("something arrived");
+    let (start, at_start, start_usage, start_brokers) = first.expect("something arrived");
     let measured_messages = (expected - at_start) / scenario.fan_out;
 
     let latency = if scenario.routes == 1 {
@@ -173,6 +176,7 @@ async fn measure(
         size: scenario.size,
         elapsed: end.duration_since(start),
         cpu: end_usage.since(start_usage),
+        brokers_cpu: end_brokers.saturating_sub(start_brokers),
         rss_peak_kib: rss_peak,
         rss_idle_kib: rss_idle,
         latency,

@@ -194,6 +194,7 @@ pub fn decode(line: &str) -> Result<Message, DecodeError> {
         content_type: json.content_type,
         timestamp,
         origin: None,
+        dedup_identity: None,
     })
 }
 

@@ -35,6 +35,9 @@ pub struct Message {
     /// When the message was created or first published.
     pub timestamp: Option<SystemTime>,
     origin: Option<Origin>,
+    /// The identity a route's deduplication step gave this message, for sinks that
+    /// deduplicate themselves (SQS and SNS FIFO `MessageDeduplicationId`).
+    dedup_identity: Option<String>,
 }
 
 /// Where a received message came from. Set by the source, read-only afterwards.
@@ -72,6 +75,16 @@ impl Message {
     pub fn with_origin(mut self, origin: Origin) -> Self {
         self.origin = Some(origin);
         self
+    }
+
+    /// The identity the route's deduplication step gave this message, if any.
+    pub fn dedup_identity(&self) -> Option<&str> {
+        self.dedup_identity.as_deref()
+    }
+
+    /// Records the route's deduplication identity. Only the router calls this.
+    pub fn set_dedup_identity(&mut self, identity: String) {
+        self.dedup_identity = Some(identity);
     }
 
     /// A copy of this message with the origin removed, as sent to a sink.

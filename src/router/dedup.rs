@@ -7,7 +7,9 @@
 //! leads to a redelivery that is forwarded again, so deduplication never loses a message.
 //!
 //! What it cannot remove: a message whose send was still unconfirmed when bridge crashed
-//! (the broker may have stored it) is sent again after the redelivery, and two copies of a
+//! (the broker may have stored it) is sent again after the redelivery, unless the sink
+//! deduplicates by the identity, which the router attaches to the message for that (SQS and
+//! SNS FIFO `MessageDeduplicationId`); and two copies of a
 //! message processed at the same moment by two replicas both pass the lookup. The memory
 //! store is this process's only and empty after a restart; the Redis store is shared by
 //! replicas and survives restarts. When the store cannot be reached the message is

@@ -3,8 +3,10 @@
 //! dead letter), and sent in batches of up to 10 ([`super::batcher`]); each message is
 //! confirmed by its own entry in the batch result. On FIFO targets the message group id is
 //! the message key (`default` when there is none; a key that is not valid group-id text is
-//! sent hex-encoded) and the deduplication id is the message id, or an id derived from the
-//! message's origin (stable across redeliveries of the same source message), or a fresh one.
+//! sent hex-encoded) and the deduplication id is the route's deduplication identity when the
+//! route has a `dedup:` step (so a send repeated after a crash is dropped by SQS within its
+//! 5-minute window), else the message id, else an id derived from the message's origin
+//! (stable across redeliveries of the same source message), else a fresh one.
 
 use std::hash::Hasher;
 use std::sync::Arc;
@@ -38,6 +40,15 @@ impl Hasher for Fnv {
     }
 }
 
+/// 128 bits of FNV-1a over `text` in hex: a valid FIFO id for any text.
+fn digest(text: &str) -> String {
+    let mut a = Fnv(0xcbf2_9ce4_8422_2325);
+    let mut b = Fnv(0x8422_2325_cbf2_9ce4);
+    a.write(text.as_bytes());
+    b.write(text.as_bytes());
+    format!("{:016x}{:016x}", a.finish(), b.finish())
+}
+
 static FRESH: AtomicU64 = AtomicU64::new(0);
 
 /// The FIFO group and deduplication ids for `message`.
@@ -53,18 +64,16 @@ pub fn fifo_ids(message: &Message) -> (String, String) {
     let unique_origin = message
         .origin()
         .filter(|o| (o.partition.is_some() && o.offset.is_some()) || o.broker_message_id.is_some());
-    let dedup = match (&message.message_id, unique_origin) {
-        (Some(id), _) if valid_fifo_id(id) => id.clone(),
-        (_, Some(origin)) => {
+    let dedup = match (message.dedup_identity(), &message.message_id, unique_origin) {
+        (Some(identity), _, _) if valid_fifo_id(identity) => identity.to_owned(),
+        (Some(identity), _, _) => format!("d-{}", digest(identity)),
+        (None, Some(id), _) if valid_fifo_id(id) => id.clone(),
+        (None, _, Some(origin)) => {
             let coordinates = format!(
                 "{}|{:?}|{:?}|{:?}",
                 origin.endpoint, origin.partition, origin.offset, origin.broker_message_id
             );
-            let mut a = Fnv(0xcbf2_9ce4_8422_2325);
-            let mut b = Fnv(0x8422_2325_cbf2_9ce4);
-            a.write(coordinates.as_bytes());
-            b.write(coordinates.as_bytes());
-            format!("o-{:016x}{:016x}", a.finish(), b.finish())
+            format!("o-{}", digest(&coordinates))
         }
         _ => {
             let nanos = std::time::SystemTime::now()
@@ -312,6 +321,18 @@ mod tests {
             receive_count: Some(1),
             ..Origin::default()
         };
+        message.set_dedup_identity("run-7".into());
+        assert_eq!(
+            fifo_ids(&message).1,
+            "run-7",
+            "the route's dedup identity comes first"
+        );
+        message.set_dedup_identity("with space ".repeat(20));
+        let hashed = fifo_ids(&message).1;
+        assert!(
+            hashed.starts_with("d-") && valid_fifo_id(&hashed),
+            "{hashed}"
+        );
         let a = fifo_ids(&Message::new("a").with_origin(queue_origin.clone())).1;
         let b = fifo_ids(&Message::new("b").with_origin(queue_origin)).1;
         assert_ne!(
