@@ -61,9 +61,9 @@ pub fn print_row(row: &Row) {
 
 pub fn print_table(rows: &[Row]) {
     println!(
-        "| scenario | raw msg/s | bridge msg/s | bridge MB/s | ratio | CPU us/msg raw / bridge (outside librdkafka) | p50 / p99 / max ms raw | p50 / p99 / max ms bridge | RSS MiB bridge idle / peak | stalled sink RSS MiB before / max / end |"
+        "| scenario | raw msg/s | bridge msg/s | bridge MB/s | ratio | CPU us/msg raw / bridge (outside librdkafka) | brokers' CPU us/msg raw / bridge | p50 / p99 / max ms raw | p50 / p99 / max ms bridge | RSS MiB bridge idle / peak | stalled sink RSS MiB before / max / end |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for row in rows {
         let (raw, bridge) = (&row.raw, &row.bridge);
         let latency = |m: &Measured| match &m.latency {
@@ -80,7 +80,7 @@ pub fn print_table(rows: &[Row]) {
             None => "-".into(),
         };
         println!(
-            "| {} | {:.0} | {:.0} | {:.1} | {:.2}x | {:.0} ({:.0}) / {:.0} ({:.0}) | {} | {} | {} / {} | {} |",
+            "| {} | {:.0} | {:.0} | {:.1} | {:.2}x | {:.0} ({:.0}) / {:.0} ({:.0}) | {:.0} / {:.0} | {} | {} | {} / {} | {} |",
             row.name,
             raw.per_second(),
             bridge.per_second(),
@@ -90,6 +90,8 @@ pub fn print_table(rows: &[Row]) {
             raw.cpu_us_per_message(raw.cpu.outside_librdkafka()),
             bridge.cpu_us_per_message(bridge.cpu.total),
             bridge.cpu_us_per_message(bridge.cpu.outside_librdkafka()),
+            raw.cpu_us_per_message(raw.brokers_cpu),
+            bridge.cpu_us_per_message(bridge.brokers_cpu),
             latency(raw),
             latency(bridge),
             mib(bridge.rss_idle_kib),
