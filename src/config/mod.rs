@@ -8,6 +8,8 @@
 mod interpolate;
 pub mod model;
 mod plan;
+mod strict;
+mod wording;
 mod yaml;
 
 use std::fmt;

@@ -238,7 +238,9 @@ impl Builder<'_> {
 
     /// Deserializes `value` found at `path`, recording every error with its inner path.
     fn parse<T: DeserializeOwned>(&mut self, path: &str, value: &Value) -> Option<T> {
-        self.parse_with(path, value, |v| serde_path_to_error::deserialize(v))
+        self.parse_with(path, value, |v| {
+            serde_path_to_error::deserialize(super::strict::Strict(v))
+        })
     }
 
     /// Deserializes with `parse`, and after each error removes the offending field and
@@ -277,7 +279,7 @@ impl Builder<'_> {
                 .and_then(|rest| rest.split('`').next())
                 .is_some_and(|field| removed.iter().any(|r| r == &child(&at, field)));
             if !consequence {
-                self.error(&at, message);
+                self.error(&at, super::wording::in_yaml_terms(&message));
             }
             if segments.is_empty() || !remove_at(&mut value, &segments) {
                 return None;
@@ -417,7 +419,7 @@ impl Builder<'_> {
             } else {
                 endpoint_path
             },
-            message,
+            super::wording::in_yaml_terms(&message),
         );
         false
     }

@@ -4,11 +4,27 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+/// Text, or a list of texts joined with commas (`brokers: [a:9092, b:9092]`).
+fn comma_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a string or a list of strings")]
+    enum TextOrList {
+        Text(String),
+        List(Vec<String>),
+    }
+    Ok(match TextOrList::deserialize(deserializer)? {
+        TextOrList::Text(text) => text,
+        TextOrList::List(items) => items.join(","),
+    })
+}
+
 /// A Kafka cluster (`type: kafka`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Bootstrap servers, `host:port` separated by commas.
+    /// Bootstrap servers, `host:port` separated by commas (a YAML list of them is joined
+    /// with commas).
+    #[serde(deserialize_with = "comma_list")]
     pub brokers: String,
     /// Consumer group of sources on this connection; a source can override it.
     /// Default `bridge`.
@@ -215,5 +231,20 @@ mod tests {
         assert_eq!(TopicPath::parse("orders/3").unwrap().partition, Some(3));
         assert!(TopicPath::parse("orders/x").is_err());
         assert!(TopicPath::parse("bad topic").is_err());
+    }
+
+    #[test]
+    fn brokers_are_text_or_a_list() {
+        let parse = |brokers: serde_json::Value| {
+            serde_json::from_value::<Config>(serde_json::json!({ "brokers": brokers }))
+                .map(|config| config.brokers)
+        };
+        assert_eq!(parse("a:1,b:2".into()).unwrap(), "a:1,b:2");
+        assert_eq!(parse(serde_json::json!(["a:1", "b:2"])).unwrap(), "a:1,b:2");
+        let refused = parse(serde_json::json!({"a": 1})).unwrap_err().to_string();
+        assert!(
+            refused.contains("a string or a list of strings"),
+            "{refused}"
+        );
     }
 }
