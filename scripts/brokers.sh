@@ -160,32 +160,42 @@ MOTO_PATCH=$ROOT/scripts/moto-fifo-deduplication.patch
 
 # moto from PyPI, with one fix: a FIFO queue remembers a deduplication id for SQS's 5
 # minutes even once its message is deleted (moto only compares with messages still queued).
-# Returns 0 when the installed moto changed.
+# Sets MOTO_CHANGED=1 when it installed or re-patched moto.
+MOTO_CHANGED=0
 moto_install() {
   local marker=$MOTO/patched-with
   local wanted; wanted=$(sha256sum "$MOTO_PATCH" | cut -d' ' -f1)
-  [[ -x $MOTO/bin/moto_server && -f $marker && $(cat "$marker") == "$wanted" ]] && return 1
+  [[ -x $MOTO/bin/moto_server && -f $marker && $(cat "$marker") == "$wanted" ]] && return
   if [[ ! -x $MOTO/bin/moto_server ]]; then
     log "aws: installing moto $MOTO_VERSION into $MOTO"
     python3 -m venv "$MOTO"
     "$MOTO/bin/pip" install -q "moto[sqs,sns]==$MOTO_VERSION" flask flask-cors >"$TOOLS/moto-install.log" 2>&1 \
       || die "aws: moto install failed; see $TOOLS/moto-install.log"
   fi
-  command -v patch >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q patch >/dev/null
+  command -v patch >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q patch >/dev/null \
+    || die "aws: patching moto needs patch (apt-get install patch)"
   local site; site=$("$MOTO/bin/python" -c 'import os, moto; print(os.path.dirname(os.path.dirname(moto.__file__)))')
   local models=$site/moto/sqs/models.py
   [[ -f $models.pristine ]] || cp "$models" "$models.pristine"
   cp "$models.pristine" "$models"
   patch -s -d "$site" -p1 <"$MOTO_PATCH" || die "aws: $MOTO_PATCH does not apply"
   echo "$wanted" >"$marker"
+  MOTO_CHANGED=1
   log "aws: moto patched with $(basename "$MOTO_PATCH")"
 }
 
 aws_up() {
-  if moto_install && answers "$AWS_PORT" && started_by_us aws; then
+  moto_install
+  if answers "$AWS_PORT" && ! started_by_us aws; then
+    log "aws: the moto answering on $AWS_PORT was not started by this script; unless it runs $MOTO with $(basename "$MOTO_PATCH"), SQS FIFO deduplication differs from SQS's"
+  elif answers "$AWS_PORT" && ((MOTO_CHANGED)); then
     log "aws: restarting moto to load the patched code"
     aws_down
-    sleep 0.5
+    local deadline=$((SECONDS + 15))
+    while answers "$AWS_PORT"; do
+      ((SECONDS < deadline)) || die "aws: moto did not stop within 15 s"
+      sleep 0.2
+    done
   fi
   if answers "$AWS_PORT"; then log "aws: already answering on $AWS_PORT"; return; fi
   log "aws: starting moto on $AWS_PORT"

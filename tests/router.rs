@@ -559,7 +559,7 @@ async fn dedup_drops_a_settled_identity_and_forwards_an_unsettled_one_again() {
         .iter()
         .map(|m| m.dedup_identity().map(str::to_owned))
         .collect();
-    assert_eq!(identities, [Some("o-1".to_owned()), None, None]);
+    assert_eq!(identities, [Some("r/o-1".to_owned()), None, None]);
     // Refused by the sink and by the dead letter: handed back to the source, so not
     // remembered, and forwarded when it comes back.
     harness

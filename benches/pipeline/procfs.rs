@@ -80,25 +80,37 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// Command names of the local brokers' processes (tansu, RabbitMQ's Erlang VM, moto, the
-/// Pub/Sub emulator's JVM).
-const BROKER_COMMANDS: [&str; 4] = ["tansu", "beam.smp", "moto_server", "java"];
+/// Command names of the local brokers' processes (tansu, RabbitMQ's Erlang VM, moto), and
+/// the Pub/Sub emulator's JVM, told from other JVMs by its command line.
+const BROKER_COMMANDS: [&str; 3] = ["tansu", "beam.smp", "moto_server"];
 
-/// CPU time used so far by every local broker process, summed.
-pub fn brokers_cpu() -> Duration {
+/// The local brokers' process ids; found once, so that sampling them costs little.
+pub fn broker_pids() -> Vec<u32> {
     let Ok(processes) = std::fs::read_dir("/proc") else {
-        return Duration::ZERO;
+        return Vec::new();
     };
     processes
         .flatten()
-        .filter(|entry| entry.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
-        .filter_map(|stat| {
-            let (name, used) = parse_stat(&stat)?;
+        .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let Some((name, _)) = parse_stat(&stat) else {
+                return false;
+            };
             BROKER_COMMANDS
                 .iter()
                 .any(|command| name.starts_with(command))
-                .then_some(used)
+                || (name == "java"
+                    && std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|line| String::from_utf8_lossy(&line).contains("pubsub")))
         })
+        .collect()
+}
+
+/// CPU time used so far by the processes `pids` (those still alive), summed.
+pub fn cpu_of(pids: &[u32]) -> Duration {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| parse_stat(&stat).map(|(_, used)| used))
         .sum()
 }

@@ -126,6 +126,7 @@ async fn measure(
     let expected = per_route * scenario.routes * scenario.fan_out;
 
     // Drain: from the first message at the sinks to the last.
+    let brokers = procfs::broker_pids();
     let mut first: Option<(Instant, usize, Usage, Duration)> = None;
     let mut rss_peak = 0;
     let deadline = Instant::now() + Duration::from_secs(900);
@@ -133,13 +134,13 @@ async fn measure(
         let arrived = places.arrived(clients).await;
         let now = Instant::now();
         let usage = child.usage();
-        let brokers = procfs::brokers_cpu();
+        let brokers_cpu = procfs::cpu_of(&brokers);
         rss_peak = rss_peak.max(child.rss_kib());
         if first.is_none() && arrived > 0 {
-            first = Some((now, arrived, usage, brokers));
+            first = Some((now, arrived, usage, brokers_cpu));
         }
         if arrived >= expected {
-            break (now, usage, brokers);
+            break (now, usage, brokers_cpu);
         }
         child.check_alive();
         assert!(

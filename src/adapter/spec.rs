@@ -160,7 +160,7 @@ impl FieldError {
 pub(crate) fn parse_strict<T: DeserializeOwned>(
     value: serde_json::Value,
 ) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
-    serde_path_to_error::deserialize(value)
+    serde_path_to_error::deserialize(crate::config::strict::Strict(value))
 }
 
 impl ConnectionSpec {

@@ -8,7 +8,7 @@
 mod interpolate;
 pub mod model;
 mod plan;
-mod strict;
+pub(crate) mod strict;
 mod wording;
 mod yaml;
 

@@ -5,7 +5,7 @@
 //! "a mapping"). Everything else in the message (the value found, field names) is kept.
 
 /// serde's names of expected types, and what the author reads instead.
-const EXPECTED: [(&str, &str); 13] = [
+const EXPECTED: [(&str, &str); 14] = [
     ("expected usize", "expected a whole number, 0 or more"),
     ("expected u64", "expected a whole number, 0 or more"),
     ("expected u32", "expected a whole number, 0 or more"),
@@ -19,6 +19,10 @@ const EXPECTED: [(&str, &str); 13] = [
     ("expected a map", "expected a mapping"),
     ("invalid type: sequence", "invalid type: a list"),
     ("invalid type: map", "invalid type: a mapping"),
+    (
+        "invalid type: unit value",
+        "invalid type: null (nothing written)",
+    ),
 ];
 
 /// `message` with Rust type names replaced by YAML words.
@@ -73,6 +77,10 @@ mod tests {
         assert_eq!(
             in_yaml_terms("invalid type: map, expected a sequence"),
             "invalid type: a mapping, expected a list"
+        );
+        assert_eq!(
+            in_yaml_terms("invalid type: unit value, expected a string"),
+            "invalid type: null (nothing written), expected a string"
         );
     }
 

@@ -82,9 +82,10 @@ impl Message {
         self.dedup_identity.as_deref()
     }
 
-    /// Records the route's deduplication identity. Only the router calls this.
-    pub fn set_dedup_identity(&mut self, identity: String) {
-        self.dedup_identity = Some(identity);
+    /// Records the route's deduplication identity (`None`: the route has none). Only the
+    /// router calls this.
+    pub fn set_dedup_identity(&mut self, identity: Option<String>) {
+        self.dedup_identity = identity;
     }
 
     /// A copy of this message with the origin removed, as sent to a sink.

@@ -56,6 +56,9 @@ fn bounded(error: &str) -> String {
 /// The dead letter for `original` that failed on `failure` in `route`.
 pub fn build(route: &str, original: &Message, failure: &Failure) -> Message {
     let mut letter = original.without_origin();
+    // A dead letter is a message of its own: a FIFO dead-letter queue must not drop it as
+    // a copy of another route's message with the same identity.
+    letter.set_dedup_identity(None);
     let text = |value: String| HeaderValue::Text(value);
     let headers = &mut letter.headers;
     headers.set(reserved::DLQ_ROUTE, text(route.to_owned()));
@@ -99,6 +102,7 @@ mod tests {
         let mut original = Message::new("payload");
         original.headers.push("app", "1");
         original.key = Some("k".into());
+        original.set_dedup_identity(Some("r1/order-7".into()));
         let original = original.with_origin(Origin {
             endpoint: "kafka:orders".into(),
             partition: Some(2),
@@ -117,6 +121,11 @@ mod tests {
         assert_eq!(letter.body, "payload");
         assert_eq!(letter.key.as_deref(), Some(&b"k"[..]));
         assert!(letter.origin().is_none());
+        assert_eq!(
+            letter.dedup_identity(),
+            None,
+            "a dead letter is a message of its own"
+        );
         let get = |name| letter.headers.get_text(name).unwrap().to_owned();
         assert_eq!(get("app"), "1");
         assert_eq!(get(reserved::DLQ_ROUTE), "r1");

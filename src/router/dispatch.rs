@@ -236,21 +236,27 @@ pub async fn start(context: &RouteContext, delivery: Delivery) -> Started {
         };
     }
     let identity = context.dedup.as_ref().and_then(|d| d.identity(&message));
-    if let (Some(dedup), Some(identity)) = (&context.dedup, &identity) {
-        if dedup.seen(&context.name, identity).await {
-            context.metrics.deduplicated.increment(1);
-            return Started {
-                original: message,
-                ack,
-                state: StartState::Done,
-                identity: None,
-                _in_flight: in_flight,
-            };
-        }
-        // A send still unconfirmed when bridge dies is sent again after the redelivery;
-        // a sink that deduplicates by this identity drops the second copy.
-        message.set_dedup_identity(identity.clone());
+    if let (Some(dedup), Some(identity)) = (&context.dedup, &identity)
+        && dedup.seen(&context.name, identity).await
+    {
+        context.metrics.deduplicated.increment(1);
+        return Started {
+            original: message,
+            ack,
+            state: StartState::Done,
+            identity: None,
+            _in_flight: in_flight,
+        };
     }
+    // A send still unconfirmed when bridge dies is sent again after the redelivery; a sink
+    // that deduplicates by this identity (SQS FIFO) drops the second copy. Scoped by route,
+    // as the store is, so that two routes into one FIFO queue never drop each other's
+    // messages; and set afresh by every route, so none inherits another's.
+    message.set_dedup_identity(
+        identity
+            .as_ref()
+            .map(|identity| format!("{}/{identity}", context.name)),
+    );
     let state = start_state(context, &message).await;
     Started {
         original: message,

@@ -321,13 +321,13 @@ mod tests {
             receive_count: Some(1),
             ..Origin::default()
         };
-        message.set_dedup_identity("run-7".into());
+        message.set_dedup_identity(Some("run-7".into()));
         assert_eq!(
             fifo_ids(&message).1,
             "run-7",
             "the route's dedup identity comes first"
         );
-        message.set_dedup_identity("with space ".repeat(20));
+        message.set_dedup_identity(Some("with space ".repeat(20)));
         let hashed = fifo_ids(&message).1;
         assert!(
             hashed.starts_with("d-") && valid_fifo_id(&hashed),
