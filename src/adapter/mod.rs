@@ -35,6 +35,7 @@ use crate::ack::AckHandle;
 use crate::address::Endpoint;
 use crate::message::Message;
 
+pub(crate) use spec::parse_strict;
 pub use spec::{ConnectContext, ConnectionSpec, Role, SourceSettings, System, TailSettings};
 
 /// `url` with any password replaced by `***`, safe to print. Text that is not a URL but

@@ -133,7 +133,6 @@ pub enum ConnectionSpec {
     PubSub(pubsub::Config),
 }
 
-/// Deserializes `value` strictly, reporting the path of the first problem inside it.
 /// A connection's mistake, and the field it is in (`None`: the connection as a whole).
 #[derive(Debug, PartialEq)]
 pub struct FieldError {
@@ -157,6 +156,8 @@ impl FieldError {
     }
 }
 
+/// Deserializes `value` strictly (a list is never read as a mapping's fields), reporting
+/// the path of the first problem inside it.
 pub(crate) fn parse_strict<T: DeserializeOwned>(
     value: serde_json::Value,
 ) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {

@@ -238,9 +238,7 @@ impl Builder<'_> {
 
     /// Deserializes `value` found at `path`, recording every error with its inner path.
     fn parse<T: DeserializeOwned>(&mut self, path: &str, value: &Value) -> Option<T> {
-        self.parse_with(path, value, |v| {
-            serde_path_to_error::deserialize(super::strict::Strict(v))
-        })
+        self.parse_with(path, value, crate::adapter::parse_strict)
     }
 
     /// Deserializes with `parse`, and after each error removes the offending field and

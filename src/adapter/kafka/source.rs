@@ -302,6 +302,9 @@ async fn read(
     let mut paused = false;
     loop {
         let handing_out = !held.is_empty();
+        // select! builds every branch's future, disabled or not, on every turn (once or
+        // twice per record); the timers are in async blocks so that they are only set up
+        // when a branch is polled.
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
@@ -309,10 +312,10 @@ async fn read(
                 Ok(room) => room.send(held.pop_front().expect("a record is held")),
                 Err(_) => break,
             },
-            _ = tokio::time::sleep(HANDOFF_PATIENCE), if handing_out && !paused => {
+            _ = async { tokio::time::sleep(HANDOFF_PATIENCE).await }, if handing_out && !paused => {
                 paused = pause(&consumer, &shared);
             }
-            _ = tokio::time::sleep(Duration::from_millis(100)), if paused && !handing_out => {
+            _ = async { tokio::time::sleep(Duration::from_millis(100)).await }, if paused && !handing_out => {
                 paused = !resume(&consumer, &shared);
             }
             // Polling while paused fetches nothing but serves rebalances.
