@@ -102,15 +102,23 @@ fn options() -> Options {
     let mut args = std::env::args().skip(1);
     let mut quick = false;
     let mut only = None;
+    let mut window = bridge::config::model::default_max_in_flight();
+    let usage = |problem: String| -> ! {
+        eprintln!("usage: pipeline [--quick] [--only TEXT] [--window N]  ({problem})");
+        std::process::exit(2);
+    };
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
             "--only" => only = args.next(),
-            "--bench" => {}
-            other => {
-                eprintln!("usage: pipeline [--quick] [--only TEXT]  (unknown argument `{other}`)");
-                std::process::exit(2);
+            "--window" => {
+                window = match args.next().and_then(|n| n.parse().ok()) {
+                    Some(n) if n > 0 => n,
+                    _ => usage("--window needs a positive number".into()),
+                }
             }
+            "--bench" => {}
+            other => usage(format!("unknown argument `{other}`")),
         }
     }
     Options {
@@ -118,7 +126,7 @@ fn options() -> Options {
         only,
         latency_for: Duration::from_secs(if quick { 2 } else { 10 }),
         stall_for: Duration::from_secs(if quick { 3 } else { 30 }),
-        window: 256,
+        window,
     }
 }
 

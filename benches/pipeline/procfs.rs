@@ -84,33 +84,46 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 /// the Pub/Sub emulator's JVM, told from other JVMs by its command line.
 const BROKER_COMMANDS: [&str; 3] = ["tansu", "beam.smp", "moto_server"];
 
-/// The local brokers' process ids; found once, so that sampling them costs little.
-pub fn broker_pids() -> Vec<u32> {
+/// CPU time used by each local broker process, by short name.
+pub type BrokersCpu = Vec<(&'static str, Duration)>;
+
+/// The local brokers' processes (short name and id); found once, so that sampling them
+/// costs little.
+pub fn broker_pids() -> Vec<(&'static str, u32)> {
     let Ok(processes) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     processes
         .flatten()
         .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u32>().ok())
-        .filter(|pid| {
+        .filter_map(|pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let Some((name, _)) = parse_stat(&stat) else {
-                return false;
-            };
-            BROKER_COMMANDS
+            let (name, _) = parse_stat(&stat)?;
+            let known = BROKER_COMMANDS
                 .iter()
-                .any(|command| name.starts_with(command))
-                || (name == "java"
-                    && std::fs::read(format!("/proc/{pid}/cmdline"))
-                        .is_ok_and(|line| String::from_utf8_lossy(&line).contains("pubsub")))
+                .find(|command| name.starts_with(**command))
+                .copied()
+                .or_else(|| {
+                    let emulator = name == "java"
+                        && std::fs::read(format!("/proc/{pid}/cmdline"))
+                            .is_ok_and(|line| String::from_utf8_lossy(&line).contains("pubsub"));
+                    emulator.then_some("pubsub-emulator")
+                })?;
+            Some((known, pid))
         })
         .collect()
 }
 
-/// CPU time used so far by the processes `pids` (those still alive), summed.
-pub fn cpu_of(pids: &[u32]) -> Duration {
-    pids.iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .filter_map(|stat| parse_stat(&stat).map(|(_, used)| used))
-        .sum()
+/// CPU time used so far by each of the broker processes `brokers` (zero once one is gone).
+pub fn cpu_of(brokers: &[(&'static str, u32)]) -> BrokersCpu {
+    brokers
+        .iter()
+        .map(|(name, pid)| {
+            let used = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| parse_stat(&stat).map(|(_, used)| used))
+                .unwrap_or_default();
+            (*name, used)
+        })
+        .collect()
 }

@@ -13,16 +13,32 @@ fn mib(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)
 }
 
+/// Each broker's share of the brokers' CPU per message, for those that did any work.
+fn brokers_apart(m: &Measured) -> String {
+    let busy: Vec<String> = m
+        .brokers_cpu
+        .iter()
+        .filter(|(_, used)| m.cpu_us_per_message(*used) >= 0.5)
+        .map(|(name, used)| format!("{name} {:.1}", m.cpu_us_per_message(*used)))
+        .collect();
+    if busy.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", busy.join(", "))
+    }
+}
+
 fn describe(label: &str, m: &Measured) -> String {
     let mut line = format!(
-        "   {label:>6}: {:>8.0} msg/s {:>6.1} MB/s ({} msgs in {:.2?}); CPU {:.1} us/msg ({:.1} outside librdkafka), brokers {:.1} us/msg; RSS peak {} MiB, idle {} MiB",
+        "   {label:>6}: {:>8.0} msg/s {:>6.1} MB/s ({} msgs in {:.2?}); CPU {:.1} us/msg ({:.1} outside librdkafka), brokers {:.1} us/msg{}; RSS peak {} MiB, idle {} MiB",
         m.per_second(),
         m.mb_per_second(),
         m.messages,
         m.elapsed,
         m.cpu_us_per_message(m.cpu.total),
         m.cpu_us_per_message(m.cpu.outside_librdkafka()),
-        m.cpu_us_per_message(m.brokers_cpu),
+        m.cpu_us_per_message(m.brokers_total()),
+        brokers_apart(m),
         mib(m.rss_peak_kib),
         mib(m.rss_idle_kib),
     );
@@ -90,8 +106,8 @@ pub fn print_table(rows: &[Row]) {
             raw.cpu_us_per_message(raw.cpu.outside_librdkafka()),
             bridge.cpu_us_per_message(bridge.cpu.total),
             bridge.cpu_us_per_message(bridge.cpu.outside_librdkafka()),
-            raw.cpu_us_per_message(raw.brokers_cpu),
-            bridge.cpu_us_per_message(bridge.brokers_cpu),
+            raw.cpu_us_per_message(raw.brokers_total()),
+            bridge.cpu_us_per_message(bridge.brokers_total()),
             latency(raw),
             latency(bridge),
             mib(bridge.rss_idle_kib),

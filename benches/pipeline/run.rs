@@ -40,8 +40,8 @@ pub struct Measured {
     pub size: usize,
     pub elapsed: Duration,
     pub cpu: Usage,
-    /// CPU time of the local brokers meanwhile.
-    pub brokers_cpu: Duration,
+    /// CPU time of each local broker process meanwhile.
+    pub brokers_cpu: procfs::BrokersCpu,
     pub rss_peak_kib: u64,
     pub rss_idle_kib: u64,
     pub latency: Option<Latency>,
@@ -55,6 +55,11 @@ impl Measured {
 
     pub fn mb_per_second(&self) -> f64 {
         self.per_second() * self.size as f64 / 1_000_000.0
+    }
+
+    /// The CPU time of all local brokers together.
+    pub fn brokers_total(&self) -> Duration {
+        self.brokers_cpu.iter().map(|(_, used)| *used).sum()
     }
 
     pub fn cpu_us_per_message(&self, cpu: Duration) -> f64 {
@@ -127,7 +132,7 @@ async fn measure(
 
     // Drain: from the first message at the sinks to the last.
     let brokers = procfs::broker_pids();
-    let mut first: Option<(Instant, usize, Usage, Duration)> = None;
+    let mut first: Option<(Instant, usize, Usage, procfs::BrokersCpu)> = None;
     let mut rss_peak = 0;
     let deadline = Instant::now() + Duration::from_secs(900);
     let (end, end_usage, end_brokers) = loop {
@@ -137,7 +142,7 @@ async fn measure(
         let brokers_cpu = procfs::cpu_of(&brokers);
         rss_peak = rss_peak.max(child.rss_kib());
         if first.is_none() && arrived > 0 {
-            first = Some((now, arrived, usage, brokers_cpu));
+            first = Some((now, arrived, usage, brokers_cpu.clone()));
         }
         if arrived >= expected {
             break (now, usage, brokers_cpu);
@@ -177,7 +182,11 @@ async fn measure(
         size: scenario.size,
         elapsed: end.duration_since(start),
         cpu: end_usage.since(start_usage),
-        brokers_cpu: end_brokers.saturating_sub(start_brokers),
+        brokers_cpu: end_brokers
+            .iter()
+            .zip(&start_brokers)
+            .map(|((name, end), (_, start))| (*name, end.saturating_sub(*start)))
+            .collect(),
         rss_peak_kib: rss_peak,
         rss_idle_kib: rss_idle,
         latency,

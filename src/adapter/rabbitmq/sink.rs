@@ -119,30 +119,38 @@ impl Sink for RabbitSink {
             mandatory: true,
             ..BasicPublishOptions::default()
         };
-        let publishing = channel.basic_publish(
-            exchange.into(),
-            routing_key.into(),
-            options,
-            &message.body,
-            properties,
-        );
-        let pending = match tokio::time::timeout(publisher.confirm_timeout, publishing).await {
-            Ok(Ok(pending)) => pending,
-            Ok(Err(error)) => {
-                current.take();
-                return Err(send_error("basic.publish", &error));
-            }
-            Err(_) => {
-                current.take();
-                return Err(SendError::transient("basic.publish timed out"));
-            }
+        let (exchange_name, key, body) =
+            (exchange.into(), routing_key.into(), message.body.clone());
+        let publishing = async move {
+            channel
+                .basic_publish(exchange_name, key, options, &body, properties)
+                .await
         };
+        // lapin numbers the publish and queues its frames on the first poll, and resolves
+        // the future only once its I/O thread has written them. Polling once under the
+        // lock keeps publishes in call order; awaiting the write in the confirmation lets
+        // the route go on meanwhile, so the I/O thread writes many publishes per wake-up
+        // instead of one round trip between threads per message.
+        let mut publishing = Box::pin(publishing);
+        let first_poll = futures::poll!(publishing.as_mut());
         drop(current);
+        if let std::task::Poll::Ready(Err(error)) = &first_poll {
+            publisher.discard(generation).await;
+            return Err(send_error("basic.publish", error));
+        }
         let timeout = publisher.confirm_timeout;
         let described = format!("exchange `{exchange}` with routing key `{routing_key}`");
         let publisher = self.publisher.clone();
         Ok(Box::pin(async move {
-            let confirmed = tokio::time::timeout(timeout, pending).await;
+            // One timer for the write and the broker's confirm together.
+            let confirmed = tokio::time::timeout(timeout, async move {
+                let pending = match first_poll {
+                    std::task::Poll::Ready(written) => written?,
+                    std::task::Poll::Pending => publishing.await?,
+                };
+                pending.await
+            })
+            .await;
             drop(permit);
             if !matches!(confirmed, Ok(Ok(_))) {
                 publisher.discard(generation).await;
