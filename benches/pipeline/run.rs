@@ -340,7 +340,7 @@ fn routes_file(places: &Places, options: &Options, prefix: &str, rabbit_url: &st
     let endpoint = |sys: Sys, name: &str, as_source: bool| match sys {
         Sys::Kafka => format!("kafka:{name}"),
         Sys::Rabbit => format!("rabbit:queue/{name}"),
-        Sys::Sqs => format!("aws:queue/{name}"),
+        Sys::Sqs => format!("aws:sqs/{name}"),
         Sys::PubSub if as_source => format!("pubsub:subscription/{name}-sub"),
         Sys::PubSub => format!("pubsub:topic/{name}"),
     };

@@ -1,11 +1,13 @@
 //! RabbitMQ publisher: one confirm-mode channel per connection, shared by its sinks.
 //!
-//! Publishes happen in call order on that channel with `mandatory` set; a send is confirmed
-//! by the broker's basic.ack. A message returned as unroutable (no queue bound for its
-//! routing key) is a permanent error; a basic.nack, a confirm timeout or a lost channel is
-//! transient (the channel is reopened on the next send), and a connection that is down or
-//! cannot be opened makes the broker unavailable (the router waits for it). A missing exchange or refused
-//! access is permanent. At most `max_unconfirmed` publishes wait for confirms at once.
+//! Publishes happen in call order on that channel with `mandatory` set. A send returns once
+//! the publish is queued, and is confirmed by the broker's basic.ack; writing and
+//! confirming share one `confirm_timeout_ms`. A message returned as unroutable (no queue
+//! bound for its routing key) is a permanent error; a basic.nack, a confirm timeout or a
+//! lost channel is transient (the channel is reopened on the next send), and a connection
+//! that is down or cannot be opened makes the broker unavailable (the router waits for
+//! it). A missing exchange or refused access is permanent. At most `max_unconfirmed`
+//! publishes wait for confirms at once.
 
 use std::sync::Arc;
 use std::time::Duration;
