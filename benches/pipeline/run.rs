@@ -374,9 +374,14 @@ fn routes_file(places: &Places, options: &Options, prefix: &str, rabbit_url: &st
         .iter()
         .enumerate()
         .map(|(index, route)| {
+            let mut from = json!(endpoint(places.from, &route.source, true));
+            // BENCH_GROUP_PER_ROUTE=1 gives each Kafka route a consumer group of its own.
+            if places.from == Sys::Kafka && std::env::var_os("BENCH_GROUP_PER_ROUTE").is_some() {
+                from = json!({"endpoint": from, "options": {"group_id": format!("{prefix}-group-{index}")}});
+            }
             json!({
                 "name": format!("route-{index}"),
-                "from": endpoint(places.from, &route.source, true),
+                "from": from,
                 "to": route.sinks.iter().map(|s| endpoint(places.to, s, false)).collect::<Vec<_>>(),
                 "max_in_flight": options.window,
                 "dead_letter": format!("kafka:{}", places.dead_letter),

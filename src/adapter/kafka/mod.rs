@@ -7,6 +7,7 @@
 //!   lowest unsettled one per partition, periodically and before a rebalance gives a
 //!   partition away. Retry hands the record out again from memory. Kafka has no reject:
 //!   validation requires a `dead_letter` on routes from Kafka. Order is per partition.
+//!   Routes that share a group are warned about ([`groups`]).
 //! - Sink: an idempotent producer (`acks=all`) shared by the connection; the delivery report
 //!   is the confirmation; the key chooses the partition (murmur2, as Java clients do) unless
 //!   the endpoint names one. Producers are flushed on shutdown.
@@ -17,6 +18,7 @@
 //!   create topics on first use).
 
 mod config;
+mod groups;
 mod lag;
 mod mapping;
 mod offsets;
@@ -204,6 +206,7 @@ pub(super) async fn connect(config: &Config) -> Result<Arc<dyn Connector>, Adapt
     Ok(Arc::new(KafkaConnector {
         config: config.clone(),
         producer: Arc::new(producer),
+        groups: groups::GroupMembers::default(),
     }))
 }
 
@@ -246,6 +249,7 @@ async fn declare_topics(config: &Config) -> Result<(), AdapterError> {
 struct KafkaConnector {
     config: Config,
     producer: Arc<FutureProducer>,
+    groups: groups::GroupMembers,
 }
 
 impl KafkaConnector {
@@ -293,12 +297,10 @@ impl Connector for KafkaConnector {
             super::spec::parse_strict(settings.options.clone())
                 .map_err(|e| AdapterError::Invalid(e.to_string()))?
         };
+        let group = options.group_id.as_deref().unwrap_or(&self.config.group_id);
         let mut client = base_config(&self.config);
         client
-            .set(
-                "group.id",
-                options.group_id.as_deref().unwrap_or(&self.config.group_id),
-            )
+            .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set(
@@ -318,6 +320,9 @@ impl Connector for KafkaConnector {
         consumer.subscribe(&[&target.topic]).map_err(|e| {
             AdapterError::Invalid(format!("cannot subscribe to `{}`: {e}", target.topic))
         })?;
+        if let Some(warning) = self.groups.join(group, &target.topic) {
+            tracing::warn!("{warning}");
+        }
         let consumer = Arc::into_inner(consumer).expect("the metadata probe has finished");
         let buffer = settings.max_in_flight.clamp(16, 1024);
         let source = source::KafkaSource::start(
