@@ -64,6 +64,10 @@ enum RawSink {
     Rabbit {
         channel: Channel,
         _connection: Box<Connection>,
+        /// Publish as bridge does in part, to tell what makes RabbitMQ work harder under
+        /// bridge: BENCH_RAW_AMQP_AS_BRIDGE=mandatory,headers (either or both).
+        mandatory: bool,
+        hop_header: bool,
     },
 }
 
@@ -91,9 +95,12 @@ impl RawSink {
                     .confirm_select(ConfirmSelectOptions::default())
                     .await
                     .expect("confirm mode");
+                let as_bridge = std::env::var("BENCH_RAW_AMQP_AS_BRIDGE").unwrap_or_default();
                 RawSink::Rabbit {
                     channel,
                     _connection: Box::new(connection),
+                    mandatory: as_bridge.contains("mandatory"),
+                    hop_header: as_bridge.contains("headers"),
                 }
             }
             other => unreachable!("{other:?} is never a sink here"),
@@ -112,15 +119,27 @@ impl RawSink {
             RawSink::Kafka(producer) => {
                 crate::places::produce(producer, place, key, headers, body).await
             }
-            RawSink::Rabbit { channel, .. } => {
+            RawSink::Rabbit {
+                channel,
+                mandatory,
+                hop_header,
+                ..
+            } => {
+                let mut properties = BasicProperties::default().with_delivery_mode(2);
+                if *hop_header {
+                    let mut table = FieldTable::default();
+                    table.insert(
+                        "bridge-hops".into(),
+                        lapin::types::AMQPValue::LongString("1".into()),
+                    );
+                    properties = properties.with_headers(table);
+                }
+                let options = BasicPublishOptions {
+                    mandatory: *mandatory,
+                    ..BasicPublishOptions::default()
+                };
                 let confirm = channel
-                    .basic_publish(
-                        "".into(),
-                        place.into(),
-                        BasicPublishOptions::default(),
-                        body,
-                        BasicProperties::default().with_delivery_mode(2),
-                    )
+                    .basic_publish("".into(), place.into(), options, body, properties)
                     .await
                     .expect("basic.publish");
                 Box::pin(async move {
