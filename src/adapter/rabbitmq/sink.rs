@@ -134,21 +134,25 @@ impl Sink for RabbitSink {
         // the route go on meanwhile, so the I/O thread writes many publishes per wake-up
         // instead of one round trip between threads per message.
         let mut publishing = Box::pin(publishing);
-        let first_poll = futures::poll!(publishing.as_mut());
+        let written = futures::poll!(publishing.as_mut());
         drop(current);
-        if let std::task::Poll::Ready(Err(error)) = &first_poll {
-            publisher.discard(generation).await;
-            return Err(send_error("basic.publish", error));
-        }
+        let written = match written {
+            std::task::Poll::Ready(Err(error)) => {
+                publisher.discard(generation).await;
+                return Err(send_error("basic.publish", &error));
+            }
+            std::task::Poll::Ready(Ok(pending)) => Some(pending),
+            std::task::Poll::Pending => None,
+        };
         let timeout = publisher.confirm_timeout;
         let described = format!("exchange `{exchange}` with routing key `{routing_key}`");
         let publisher = self.publisher.clone();
         Ok(Box::pin(async move {
             // One timer for the write and the broker's confirm together.
             let confirmed = tokio::time::timeout(timeout, async move {
-                let pending = match first_poll {
-                    std::task::Poll::Ready(written) => written?,
-                    std::task::Poll::Pending => publishing.await?,
+                let pending = match written {
+                    Some(pending) => pending,
+                    None => publishing.await?,
                 };
                 pending.await
             })
