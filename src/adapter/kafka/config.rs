@@ -155,8 +155,9 @@ fn default_replication() -> i32 {
     1
 }
 
-/// Options of a Kafka source (`from.options`).
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Options of a Kafka source (`from.options`). `Default` is what an empty mapping gives
+/// (a route without options); it is written out so the two cannot drift apart.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceOptions {
     /// Consumer group for this route, instead of the connection's.
@@ -180,6 +181,16 @@ pub enum Start {
 
 fn default_commit_interval_ms() -> u64 {
     500
+}
+
+impl Default for SourceOptions {
+    fn default() -> SourceOptions {
+        SourceOptions {
+            group_id: None,
+            start: Start::default(),
+            commit_interval_ms: default_commit_interval_ms(),
+        }
+    }
 }
 
 /// A Kafka endpoint path: `TOPIC` or `TOPIC/PARTITION` (sinks only).
@@ -246,5 +257,17 @@ mod tests {
             refused.contains("a string or a list of strings"),
             "{refused}"
         );
+    }
+
+    /// A route without `options` used to get `commit_interval_ms: 0` from a derived
+    /// `Default` (and commit every 10 ms) while `options: {}` got 500.
+    #[test]
+    fn no_options_means_the_documented_defaults() {
+        let empty: SourceOptions = serde_json::from_value(serde_json::json!({})).unwrap();
+        let default = SourceOptions::default();
+        assert_eq!(default.commit_interval_ms, 500);
+        assert_eq!(empty.commit_interval_ms, default.commit_interval_ms);
+        assert_eq!(empty.start, default.start);
+        assert_eq!(empty.group_id, default.group_id);
     }
 }

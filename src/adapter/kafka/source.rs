@@ -4,7 +4,7 @@
 //! channel (backpressure: when the router is full, polling waits; after a second of that
 //! the reader pauses its partitions and polls on, so rebalances are still served).
 //! Offsets are committed by a committer task every `commit_interval_ms`, or as soon as
-//! half a window was settled, only up to the lowest unsettled offset of each partition
+//! an eighth of a window was settled, only up to the lowest unsettled offset of each partition
 //! ([`super::offsets`]). Commits are synchronous, one at a time, so the source knows what
 //! the broker has. Once `max_in_flight` records handed to the router are past the
 //! confirmed commit points, the source hands out no more until commits catch up, so a
@@ -239,9 +239,11 @@ impl KafkaSource {
             tracker,
             retries: retries_tx,
             settled_since_commit: AtomicUsize::new(0),
-            // Committing at half the limit lets the router go on while a commit travels.
-            // (A quarter measured the same throughput, with twice the commits.)
-            commit_batch: (buffer / 2).max(1),
+            // A commit starts once an eighth of the limit was settled, so that commits run
+            // nearly back to back under load and the window rarely waits for one. Half the
+            // limit measured Kafka -> Kafka at 0.86x of the raw pipe against 1.00x for an
+            // eighth (tansu, no hop header): the window starved while a commit travelled.
+            commit_batch: (buffer / 8).max(1),
             commit_now: Notify::new(),
             unconfirmed_limit: buffer.max(1),
             window_full: AtomicBool::new(false),
