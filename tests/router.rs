@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bridge::adapter::SendError;
-use bridge::message::{Message, reserved};
+use bridge::message::{HeaderValue, Message, reserved};
 use support::{start, wait_for};
 
 const FAST_RETRY: &str = "retry: {max_attempts: 3, initial_backoff: 10ms, max_backoff: 50ms}";
@@ -309,6 +309,36 @@ async fn message_looping_between_two_routes_stops_at_the_hop_limit() {
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(harness.queue("a").is_empty() && harness.queue("b").is_empty());
+    harness.stop().await;
+}
+
+/// A route with `count_hops: false` passes the received count on unchanged, so one that
+/// counts still stops the loop (later); the one that does not adds no header of its own.
+#[tokio::test]
+async fn a_route_that_does_not_count_hops_passes_the_count_on() {
+    let yaml = "settings: {max_hops: 5}\nconnections:\n  mem: {type: memory}\nroutes:\n  - name: there\n    from: mem:a\n    to: mem:b\n    dead_letter: mem:dlq\n  - name: back\n    from: mem:b\n    to: mem:a\n    dead_letter: mem:dlq\n    count_hops: false\n  - name: out\n    from: mem:in\n    to: mem:plain\n    dead_letter: mem:dlq\n    count_hops: false\n";
+    let harness = start(yaml).await;
+    harness.queue("in").push(Message::new("no header"));
+    let mut counted = Message::new("counted");
+    counted
+        .headers
+        .set(reserved::HOPS, HeaderValue::Text("2".into()));
+    harness.queue("in").push(counted);
+    harness.queue("a").push(Message::new("ping"));
+    wait_for(&harness.queue("plain"), "both forwarded", |q| q.len() == 2).await;
+    let plain = harness.queue("plain").messages();
+    assert_eq!(plain[0].headers.get_text(reserved::HOPS), None);
+    assert_eq!(plain[1].headers.get_text(reserved::HOPS), Some("2"));
+    wait_for(
+        &harness.queue("dlq"),
+        "the looping message is dead-lettered",
+        |q| q.len() == 1,
+    )
+    .await;
+    let letter = &harness.queue("dlq").messages()[0];
+    // Only `there` counts, so the loop still ends: `back` receives the fifth count.
+    assert_eq!(letter.headers.get_text(reserved::HOPS), Some("5"));
+    assert_eq!(letter.headers.get_text(reserved::DLQ_ROUTE), Some("back"));
     harness.stop().await;
 }
 

@@ -113,6 +113,12 @@ pub struct RouteModel {
     /// Default 256, at least 1.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Whether the route adds one to the `bridge-hops` header of what it sends (the loop
+    /// guard). Default true. With false, a received `bridge-hops` travels on unchanged:
+    /// for routes whose sinks are never read back by a route, where the header is only
+    /// a cost (on tansu, a stored row per message).
+    #[serde(default = "default_count_hops")]
+    pub count_hops: bool,
     /// Makes the route a request-reply relay (docs/request-reply.md).
     #[serde(default)]
     pub reply: Option<ReplyModel>,
@@ -177,6 +183,10 @@ pub struct ReplyModel {
 
 pub fn default_reply_timeout() -> Duration {
     Duration::from_secs(30)
+}
+
+fn default_count_hops() -> bool {
+    true
 }
 
 pub fn default_max_in_flight() -> usize {

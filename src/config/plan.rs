@@ -71,6 +71,8 @@ pub struct RoutePlan {
     pub retry: RetryPolicy,
     pub ordering: Ordering,
     pub max_in_flight: usize,
+    /// Whether sent messages get one more `bridge-hops`.
+    pub count_hops: bool,
     pub reply: Option<ReplyPlan>,
     pub dedup: Option<DedupPlan>,
 }
@@ -656,6 +658,7 @@ impl Builder<'_> {
             retry: model.retry,
             ordering: model.ordering,
             max_in_flight: model.max_in_flight,
+            count_hops: model.count_hops,
             reply,
             dedup,
         })

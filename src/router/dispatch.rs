@@ -36,6 +36,8 @@ pub struct RouteContext {
     pub dead_letter: Option<RouteSink>,
     pub retry: RetryPolicy,
     pub max_hops: u32,
+    /// Whether sent messages get one more `bridge-hops` (`routes[].count_hops`).
+    pub count_hops: bool,
     pub cache: Arc<SinkCache>,
     /// Request half of a request-reply route: requests leave with a token.
     pub requests: Option<crate::relay::RequestRelay>,
@@ -136,7 +138,9 @@ fn outgoing(
     if let Some(requests) = &context.requests {
         requests.apply(&mut message);
     }
-    message.increment_hops();
+    if context.count_hops {
+        message.increment_hops();
+    }
     Ok(message)
 }
 
