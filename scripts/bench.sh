@@ -2,7 +2,7 @@
 # The side-by-side pipeline benchmark (benches/pipeline): raw client pipe vs `bridge run`.
 #
 #   scripts/bench.sh                 full run, optimized build (about 15 minutes here)
-#   scripts/bench.sh --only Kafka    only scenarios whose name contains the text
+#   scripts/bench.sh --only Kafka    only scenarios whose name contains the text (A|B: either)
 #   scripts/bench.sh --quick         smoke run (under a minute): a few small scenarios on an
 #                                    unoptimized build, so the harness cannot rot; its
 #                                    figures are not the performance figures

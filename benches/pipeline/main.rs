@@ -178,7 +178,8 @@ fn scenarios(options: &Options) -> Vec<Scenario> {
             options
                 .only
                 .as_ref()
-                .is_none_or(|o| s.name().contains(o.as_str()))
+                // `A|B` picks the scenarios whose name contains A or B.
+                .is_none_or(|o| o.split('|').any(|part| s.name().contains(part)))
         })
         .collect()
 }

@@ -4,7 +4,8 @@
 //! It is at-least-once like bridge: a source message is committed (Kafka: offset stored in
 //! order, committed by librdkafka's auto-commit), acked (RabbitMQ, Pub/Sub) or deleted (SQS)
 //! only after every sink confirmed it, with the same in-flight window. It carries the key,
-//! headers and body, and nothing else: no conditions, templates, retries or dead letters.
+//! headers and body (to RabbitMQ, the key and headers as entries of the headers table), and
+//! nothing else: no conditions, templates, retries, dead letters or hop count.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::message::{Headers, Message, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
 
@@ -126,12 +127,21 @@ impl RawSink {
                 ..
             } => {
                 let mut properties = BasicProperties::default().with_delivery_mode(2);
+                // AMQP has no key: like any pipe that keeps it, this one puts it (and the
+                // Kafka headers) in the headers table.
+                let mut table = FieldTable::default();
+                let text =
+                    |bytes: &[u8]| lapin::types::AMQPValue::LongString(bytes.to_vec().into());
+                if let Some(key) = key {
+                    table.insert("key".into(), text(key));
+                }
+                for header in headers.iter().flat_map(|h| h.iter()) {
+                    table.insert(header.key.into(), text(header.value.unwrap_or_default()));
+                }
                 if *hop_header {
-                    let mut table = FieldTable::default();
-                    table.insert(
-                        "bridge-hops".into(),
-                        lapin::types::AMQPValue::LongString("1".into()),
-                    );
+                    table.insert("bridge-hops".into(), text(b"1"));
+                }
+                if !table.inner().is_empty() {
                     properties = properties.with_headers(table);
                 }
                 let options = BasicPublishOptions {

@@ -379,13 +379,19 @@ fn routes_file(places: &Places, options: &Options, prefix: &str, rabbit_url: &st
             if places.from == Sys::Kafka && std::env::var_os("BENCH_GROUP_PER_ROUTE").is_some() {
                 from = json!({"endpoint": from, "options": {"group_id": format!("{prefix}-group-{index}")}});
             }
-            json!({
+            let mut route = json!({
                 "name": format!("route-{index}"),
                 "from": from,
                 "to": route.sinks.iter().map(|s| endpoint(places.to, s, false)).collect::<Vec<_>>(),
                 "max_in_flight": options.window,
                 "dead_letter": format!("kafka:{}", places.dead_letter),
-            })
+            });
+            // BENCH_COUNT_HOPS=false runs bridge without the loop guard's header, as the raw
+            // pipe runs (docs/guarantees.md#loop-guard).
+            if std::env::var("BENCH_COUNT_HOPS").is_ok_and(|v| v == "false") {
+                route["count_hops"] = json!(false);
+            }
+            route
         })
         .collect();
     // JSON is YAML: the routes file is written in its flow form.
