@@ -287,18 +287,23 @@ async fn in_flight_is_bounded_by_max_in_flight() {
     harness.stop().await;
 }
 
-#[tokio::test]
-async fn message_looping_between_two_routes_stops_at_the_hop_limit() {
-    let yaml = "settings: {max_hops: 5}\nconnections:\n  mem: {type: memory}\nroutes:\n  - name: there\n    from: mem:a\n    to: mem:b\n    dead_letter: mem:dlq\n  - name: back\n    from: mem:b\n    to: mem:a\n    dead_letter: mem:dlq\n";
-    let harness = start(yaml).await;
-    harness.queue("a").push(Message::new("ping"));
+/// The one message a loop ended in the dead letter `dlq`.
+async fn looping_letter(harness: &support::Harness) -> Message {
     wait_for(
         &harness.queue("dlq"),
         "the looping message is dead-lettered",
         |q| q.len() == 1,
     )
     .await;
-    let letter = &harness.queue("dlq").messages()[0];
+    harness.queue("dlq").messages().remove(0)
+}
+
+#[tokio::test]
+async fn message_looping_between_two_routes_stops_at_the_hop_limit() {
+    let yaml = "settings: {max_hops: 5}\nconnections:\n  mem: {type: memory}\nroutes:\n  - name: there\n    from: mem:a\n    to: mem:b\n    dead_letter: mem:dlq\n  - name: back\n    from: mem:b\n    to: mem:a\n    dead_letter: mem:dlq\n";
+    let harness = start(yaml).await;
+    harness.queue("a").push(Message::new("ping"));
+    let letter = &looping_letter(&harness).await;
     assert_eq!(letter.headers.get_text(reserved::HOPS), Some("5"));
     assert!(
         letter
@@ -329,13 +334,7 @@ async fn a_route_that_does_not_count_hops_passes_the_count_on() {
     let plain = harness.queue("plain").messages();
     assert_eq!(plain[0].headers.get_text(reserved::HOPS), None);
     assert_eq!(plain[1].headers.get_text(reserved::HOPS), Some("2"));
-    wait_for(
-        &harness.queue("dlq"),
-        "the looping message is dead-lettered",
-        |q| q.len() == 1,
-    )
-    .await;
-    let letter = &harness.queue("dlq").messages()[0];
+    let letter = &looping_letter(&harness).await;
     // Only `there` counts, so the loop still ends: `back` receives the fifth count.
     assert_eq!(letter.headers.get_text(reserved::HOPS), Some("5"));
     assert_eq!(letter.headers.get_text(reserved::DLQ_ROUTE), Some("back"));

@@ -155,20 +155,28 @@ fn default_replication() -> i32 {
     1
 }
 
-/// Options of a Kafka source (`from.options`). `Default` is what an empty mapping gives
-/// (a route without options); it is written out so the two cannot drift apart.
+/// Options of a Kafka source (`from.options`). Missing fields take their values from
+/// `Default`, the one place the defaults are written, so a route without options and one
+/// with `options: {}` cannot differ.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SourceOptions {
     /// Consumer group for this route, instead of the connection's.
-    #[serde(default)]
     pub group_id: Option<String>,
     /// Where a group without committed offsets starts: `earliest` (default) or `latest`.
-    #[serde(default)]
     pub start: Start,
     /// How often settled offsets are committed, in milliseconds. Default 500.
-    #[serde(default = "default_commit_interval_ms")]
     pub commit_interval_ms: u64,
+}
+
+impl Default for SourceOptions {
+    fn default() -> SourceOptions {
+        SourceOptions {
+            group_id: None,
+            start: Start::default(),
+            commit_interval_ms: 500,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -177,20 +185,6 @@ pub enum Start {
     #[default]
     Earliest,
     Latest,
-}
-
-fn default_commit_interval_ms() -> u64 {
-    500
-}
-
-impl Default for SourceOptions {
-    fn default() -> SourceOptions {
-        SourceOptions {
-            group_id: None,
-            start: Start::default(),
-            commit_interval_ms: default_commit_interval_ms(),
-        }
-    }
 }
 
 /// A Kafka endpoint path: `TOPIC` or `TOPIC/PARTITION` (sinks only).
