@@ -3,6 +3,7 @@
 #
 #   scripts/bench.sh                 full run, optimized build (about 15 minutes here)
 #   scripts/bench.sh --only Kafka    only scenarios whose name contains the text (A|B: either)
+#   scripts/bench.sh --rounds 2      two drains per pipe and scenario, the order swapped
 #   scripts/bench.sh --quick         smoke run (under a minute): a few small scenarios on an
 #                                    unoptimized build, so the harness cannot rot; its
 #                                    figures are not the performance figures

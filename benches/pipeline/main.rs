@@ -7,9 +7,11 @@
 //! child processes measured the same way from outside: throughput from the sink's own counts,
 //! CPU from `/proc/PID/stat`, resident memory from `/proc/PID/status`, latency from a send
 //! timestamp carried in the body to its arrival at the sink, at half the raw pipe's peak rate.
+//! A peer bridge on PATH (`mq-bridge-app`, see `peer.rs`) is measured the same way after them.
 //! It is a measurement, not a test: it fails only when a message does not arrive.
 
 mod latency;
+mod peer;
 mod places;
 mod procfs;
 mod proxy;
@@ -96,6 +98,8 @@ pub struct Options {
     pub stall_for: Duration,
     /// The in-flight window of both pipes (the route's `max_in_flight`).
     pub window: usize,
+    /// Drains measured per pipe and scenario, the order alternating (see `run`).
+    pub rounds: usize,
 }
 
 fn options() -> Options {
@@ -103,8 +107,9 @@ fn options() -> Options {
     let mut quick = false;
     let mut only = None;
     let mut window = bridge::config::model::default_max_in_flight();
+    let mut rounds = 1;
     let usage = |problem: String| -> ! {
-        eprintln!("usage: pipeline [--quick] [--only TEXT] [--window N]  ({problem})");
+        eprintln!("usage: pipeline [--quick] [--only TEXT] [--window N] [--rounds N]  ({problem})");
         std::process::exit(2);
     };
     while let Some(arg) = args.next() {
@@ -117,6 +122,12 @@ fn options() -> Options {
                     _ => usage("--window needs a positive number".into()),
                 }
             }
+            "--rounds" => {
+                rounds = match args.next().and_then(|n| n.parse().ok()) {
+                    Some(n) if n > 0 => n,
+                    _ => usage("--rounds needs a positive number".into()),
+                }
+            }
             "--bench" => {}
             other => usage(format!("unknown argument `{other}`")),
         }
@@ -127,6 +138,7 @@ fn options() -> Options {
         latency_for: Duration::from_secs(if quick { 2 } else { 10 }),
         stall_for: Duration::from_secs(if quick { 3 } else { 30 }),
         window,
+        rounds,
     }
 }
 
@@ -199,10 +211,11 @@ fn main() {
         .expect("tokio runtime");
     let scenarios = scenarios(&options);
     println!(
-        "pipeline benchmark: {} scenario(s){}, window {} in flight\n",
+        "pipeline benchmark: {} scenario(s){}, window {} in flight, {} round(s)\n",
         scenarios.len(),
         if options.quick { " (quick mode)" } else { "" },
-        options.window
+        options.window,
+        options.rounds
     );
     let mut rows = Vec::new();
     for scenario in &scenarios {

@@ -196,6 +196,11 @@ pub fn age(body: &[u8]) -> Option<Duration> {
 }
 
 impl Places {
+    /// The URL of the SQS queue `name` created for this run.
+    pub fn sqs_url(&self, name: &str) -> &str {
+        &self.sqs_urls[name]
+    }
+
     pub async fn create(clients: &Clients, scenario: &Scenario, prefix: &str) -> Places {
         let routes: Vec<RoutePlaces> = (0..scenario.routes)
             .map(|r| RoutePlaces {

@@ -6,6 +6,11 @@
 //! only after every sink confirmed it, with the same in-flight window. It carries the key,
 //! headers and body (to RabbitMQ, the key and headers as entries of the headers table), and
 //! nothing else: no conditions, templates, retries, dead letters or hop count.
+//!
+//! `BENCH_RAW_AS_BRIDGE=1` makes it also write what bridge adds to each message: the
+//! `bridge-hops` header (Kafka and RabbitMQ), and to RabbitMQ `mandatory`, the key as
+//! `bridge-key`, the timestamp property and `bridge-timestamp-ms`. The brokers' cost for that
+//! metadata then weighs on both pipes, and the ratio shows bridge's own overhead.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,7 +26,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
 
@@ -60,24 +65,30 @@ pub fn main(spec: &str) {
 type Confirmation = BoxFuture<'static, ()>;
 
 enum RawSink {
-    Kafka(FutureProducer),
+    Kafka {
+        producer: FutureProducer,
+        /// Add bridge's metadata (BENCH_RAW_AS_BRIDGE).
+        as_bridge: bool,
+    },
     /// The connection is kept so that it stays open as long as the channel is used.
     Rabbit {
         channel: Channel,
         _connection: Box<Connection>,
-        /// Publish as bridge does in part, to tell what makes RabbitMQ work harder under
-        /// bridge: BENCH_RAW_AMQP_AS_BRIDGE=mandatory,headers (either or both).
-        mandatory: bool,
-        hop_header: bool,
+        as_bridge: bool,
     },
+}
+
+/// Whether the raw pipe writes bridge's metadata too (see the module doc).
+fn as_bridge() -> bool {
+    std::env::var("BENCH_RAW_AS_BRIDGE").is_ok_and(|v| v == "1")
 }
 
 impl RawSink {
     async fn connect(spec: &PipeSpec) -> RawSink {
         match spec.to {
             // The same producer settings as bridge's Kafka sink.
-            Sys::Kafka => RawSink::Kafka(
-                ClientConfig::new()
+            Sys::Kafka => RawSink::Kafka {
+                producer: ClientConfig::new()
                     .set("bootstrap.servers", KAFKA)
                     .set("enable.idempotence", "true")
                     .set("acks", "all")
@@ -85,7 +96,8 @@ impl RawSink {
                     .set("partitioner", "murmur2_random")
                     .create()
                     .expect("Kafka producer"),
-            ),
+                as_bridge: as_bridge(),
+            },
             Sys::Rabbit => {
                 let connection =
                     Connection::connect(&spec.rabbit_url, ConnectionProperties::default())
@@ -96,12 +108,10 @@ impl RawSink {
                     .confirm_select(ConfirmSelectOptions::default())
                     .await
                     .expect("confirm mode");
-                let as_bridge = std::env::var("BENCH_RAW_AMQP_AS_BRIDGE").unwrap_or_default();
                 RawSink::Rabbit {
                     channel,
                     _connection: Box::new(connection),
-                    mandatory: as_bridge.contains("mandatory"),
-                    hop_header: as_bridge.contains("headers"),
+                    as_bridge: as_bridge(),
                 }
             }
             other => unreachable!("{other:?} is never a sink here"),
@@ -114,17 +124,25 @@ impl RawSink {
         place: &str,
         key: Option<&[u8]>,
         headers: Option<OwnedHeaders>,
+        timestamp_ms: Option<i64>,
         body: &[u8],
     ) -> Confirmation {
         match self {
-            RawSink::Kafka(producer) => {
+            RawSink::Kafka {
+                producer,
+                as_bridge,
+            } => {
+                let headers = match (*as_bridge, headers) {
+                    (false, headers) => headers,
+                    (true, headers) => Some(headers.unwrap_or_default().insert(Header {
+                        key: "bridge-hops",
+                        value: Some("1"),
+                    })),
+                };
                 crate::places::produce(producer, place, key, headers, body).await
             }
             RawSink::Rabbit {
-                channel,
-                mandatory,
-                hop_header,
-                ..
+                channel, as_bridge, ..
             } => {
                 let mut properties = BasicProperties::default().with_delivery_mode(2);
                 // AMQP has no key: like any pipe that keeps it, this one puts it (and the
@@ -132,20 +150,28 @@ impl RawSink {
                 let mut table = FieldTable::default();
                 let text =
                     |bytes: &[u8]| lapin::types::AMQPValue::LongString(bytes.to_vec().into());
-                if let Some(key) = key {
-                    table.insert("key".into(), text(key));
-                }
                 for header in headers.iter().flat_map(|h| h.iter()) {
                     table.insert(header.key.into(), text(header.value.unwrap_or_default()));
                 }
-                if *hop_header {
+                let key_name = if *as_bridge { "bridge-key" } else { "key" };
+                if let Some(key) = key {
+                    table.insert(key_name.into(), text(key));
+                }
+                if *as_bridge {
                     table.insert("bridge-hops".into(), text(b"1"));
+                    if let Some(ms) = timestamp_ms.filter(|ms| *ms >= 0) {
+                        properties = properties.with_timestamp(ms as u64 / 1000);
+                        table.insert(
+                            "bridge-timestamp-ms".into(),
+                            text(ms.to_string().as_bytes()),
+                        );
+                    }
                 }
                 if !table.inner().is_empty() {
                     properties = properties.with_headers(table);
                 }
                 let options = BasicPublishOptions {
-                    mandatory: *mandatory,
+                    mandatory: *as_bridge,
                     ..BasicPublishOptions::default()
                 };
                 let confirm = channel
@@ -164,11 +190,15 @@ impl RawSink {
         places: &[String],
         key: Option<&[u8]>,
         headers: Option<OwnedHeaders>,
+        timestamp_ms: Option<i64>,
         body: &[u8],
     ) -> Confirmation {
         let mut confirmations = Vec::with_capacity(places.len());
         for place in places {
-            confirmations.push(self.send(place, key, headers.clone(), body).await);
+            confirmations.push(
+                self.send(place, key, headers.clone(), timestamp_ms, body)
+                    .await,
+            );
         }
         if confirmations.len() == 1 {
             return confirmations.pop().expect("one");
@@ -206,6 +236,7 @@ async fn from_kafka(spec: &PipeSpec, routes: HashMap<String, Vec<String>>, sink:
                         &routes[message.topic()],
                         message.key(),
                         headers,
+                        message.timestamp().to_millis(),
                         message.payload().unwrap_or_default(),
                     )
                     .await;
@@ -255,7 +286,7 @@ async fn from_rabbit(spec: &PipeSpec, sink: Arc<RawSink>) {
             }
             Some((sinks, delivery)) = consumers.next(), if pending.len() < spec.window => {
                 let delivery = delivery.expect("RabbitMQ consumer");
-                let confirmation = sink.send_all(&sinks, None, None, &delivery.data).await;
+                let confirmation = sink.send_all(&sinks, None, None, None, &delivery.data).await;
                 let acker = delivery.acker;
                 pending.push(confirmation.map(move |()| acker));
             }
@@ -294,7 +325,7 @@ async fn from_sqs(spec: &PipeSpec, routes: HashMap<String, Vec<String>>, sink: A
         let mut delete = sqs.delete_message_batch().queue_url(&url);
         for (index, message) in messages.iter().enumerate() {
             let body = message.body.as_deref().unwrap_or_default().as_bytes();
-            confirmations.push(sink.send_all(&sinks, None, None, body).await);
+            confirmations.push(sink.send_all(&sinks, None, None, None, body).await);
             delete = delete.entries(
                 DeleteMessageBatchRequestEntry::builder()
                     .id(index.to_string())
@@ -326,7 +357,7 @@ async fn from_pubsub(spec: &PipeSpec, routes: HashMap<String, Vec<String>>, sink
         .build();
     while let Some(received) = stream.next().await {
         let (message, handler) = received.expect("Pub/Sub stream");
-        let confirmation = sink.send_all(&sinks, None, None, &message.data).await;
+        let confirmation = sink.send_all(&sinks, None, None, None, &message.data).await;
         tokio::spawn(async move {
             confirmation.await;
             handler.ack();

@@ -1,5 +1,6 @@
 //! Printing the figures: one line per run as it finishes, then a Markdown table (the one in
-//! docs/performance.md) with bridge's throughput as a ratio of the raw pipe's.
+//! docs/performance.md) with bridge's throughput as a ratio of the raw pipe's (over several
+//! rounds: the ratio of the mean throughputs; every other column is from the first round).
 
 use std::time::Duration;
 
@@ -69,17 +70,40 @@ fn describe(label: &str, m: &Measured) -> String {
 pub fn print_row(row: &Row) {
     println!("{}", describe("raw", &row.raw));
     println!("{}", describe("bridge", &row.bridge));
-    println!(
-        "   bridge / raw throughput: {:.2}x",
-        row.bridge.per_second() / row.raw.per_second()
-    );
+    if let Some(peer) = &row.peer {
+        println!("{}", describe("peer", peer));
+    }
+    for (round, (raw, bridge)) in row.more.iter().enumerate() {
+        println!("   round {}:", round + 2);
+        println!("{}", describe("raw", raw));
+        println!("{}", describe("bridge", bridge));
+    }
+    let each: Vec<String> = row
+        .rounds()
+        .map(|(raw, bridge)| format!("{:.2}x", bridge.per_second() / raw.per_second()))
+        .collect();
+    if each.len() == 1 {
+        println!("   bridge / raw throughput: {}", each[0]);
+    } else {
+        println!(
+            "   bridge / raw throughput: {:.2}x of the means (rounds: {})",
+            row.ratio(),
+            each.join(", ")
+        );
+    }
+    if let Some(peer) = &row.peer {
+        println!(
+            "   peer / raw throughput: {:.2}x (first round)",
+            peer.per_second() / row.raw.per_second()
+        );
+    }
 }
 
 pub fn print_table(rows: &[Row]) {
     println!(
-        "| scenario | raw msg/s | bridge msg/s | bridge MB/s | ratio | CPU us/msg raw / bridge (outside librdkafka) | brokers' CPU us/msg raw / bridge | p50 / p99 / max ms raw | p50 / p99 / max ms bridge | RSS MiB bridge idle / peak | stalled sink RSS MiB before / max / end |"
+        "| scenario | raw msg/s | bridge msg/s | bridge MB/s | ratio | CPU us/msg raw / bridge (outside librdkafka) | brokers' CPU us/msg raw / bridge | p50 / p99 / max ms raw | p50 / p99 / max ms bridge | RSS MiB bridge idle / peak | stalled sink RSS MiB before / max / end | peer msg/s, ratio |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for row in rows {
         let (raw, bridge) = (&row.raw, &row.bridge);
         let latency = |m: &Measured| match &m.latency {
@@ -95,13 +119,21 @@ pub fn print_table(rows: &[Row]) {
             ),
             None => "-".into(),
         };
+        let peer = match &row.peer {
+            Some(peer) => format!(
+                "{:.0}, {:.2}x",
+                peer.per_second(),
+                peer.per_second() / raw.per_second()
+            ),
+            None => "-".into(),
+        };
         println!(
-            "| {} | {:.0} | {:.0} | {:.1} | {:.2}x | {:.0} ({:.0}) / {:.0} ({:.0}) | {:.0} / {:.0} | {} | {} | {} / {} | {} |",
+            "| {} | {:.0} | {:.0} | {:.1} | {:.2}x | {:.0} ({:.0}) / {:.0} ({:.0}) | {:.0} / {:.0} | {} | {} | {} / {} | {} | {} |",
             row.name,
-            raw.per_second(),
-            bridge.per_second(),
-            bridge.mb_per_second(),
-            bridge.per_second() / raw.per_second(),
+            row.mean_per_second().0,
+            row.mean_per_second().1,
+            row.mean_per_second().1 * bridge.size as f64 / 1_000_000.0,
+            row.ratio(),
             raw.cpu_us_per_message(raw.cpu.total),
             raw.cpu_us_per_message(raw.cpu.outside_librdkafka()),
             bridge.cpu_us_per_message(bridge.cpu.total),
@@ -113,6 +145,7 @@ pub fn print_table(rows: &[Row]) {
             mib(bridge.rss_idle_kib),
             mib(bridge.rss_peak_kib),
             stall,
+            peer,
         );
     }
 }

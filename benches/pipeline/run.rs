@@ -2,6 +2,14 @@
 //! rate of the latency phase for both), then `bridge run` with the equivalent routes file.
 //! Each run gets fresh places, a preloaded backlog, and the same phases: drain (throughput,
 //! CPU, memory), steady-rate latency, an optional stalled sink, and idle memory.
+//!
+//! With `--rounds N` the drain is measured N times per pipe, the order swapping each round
+//! (raw, bridge, then bridge, raw, ...). A broker that slows down as it fills (tansu's sqlite
+//! file grows through a run) would otherwise always charge the slowdown to the pipe measured
+//! second; alternating cancels a steady drift. Rounds after the first measure the drain only.
+//!
+//! A peer bridge on PATH ([`crate::peer`]) is measured last, once, with every phase and the
+//! raw pipe's latency rate.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -20,6 +28,8 @@ use crate::{AWS, KAFKA, Options, PROJECT, PUBSUB, RABBIT, Scenario, Sys};
 pub enum Pipe {
     Raw,
     Bridge,
+    /// A peer bridge found on PATH (see [`crate::peer`]).
+    Peer,
 }
 
 /// Memory while the sink stops answering for a while with a backlog waiting at the source.
@@ -69,20 +79,98 @@ impl Measured {
 
 pub struct Row {
     pub name: String,
+    /// The first round, with every phase.
     pub raw: Measured,
     pub bridge: Measured,
+    /// Later rounds (drain only), as (raw, bridge).
+    pub more: Vec<(Measured, Measured)>,
+    /// The peer bridge's first round, when one is on PATH and handles the scenario.
+    pub peer: Option<Measured>,
+}
+
+impl Row {
+    /// Every round's (raw, bridge) pair, the first included.
+    pub fn rounds(&self) -> impl Iterator<Item = (&Measured, &Measured)> {
+        std::iter::once((&self.raw, &self.bridge)).chain(self.more.iter().map(|(r, b)| (r, b)))
+    }
+
+    /// Mean throughput over the rounds, raw and bridge.
+    pub fn mean_per_second(&self) -> (f64, f64) {
+        let n = self.rounds().count() as f64;
+        let (raw, bridge) = self.rounds().fold((0.0, 0.0), |(r, b), (raw, bridge)| {
+            (r + raw.per_second(), b + bridge.per_second())
+        });
+        (raw / n, bridge / n)
+    }
+
+    /// Bridge's mean throughput as a share of the raw pipe's.
+    pub fn ratio(&self) -> f64 {
+        let (raw, bridge) = self.mean_per_second();
+        bridge / raw
+    }
 }
 
 pub async fn compare(scenario: &Scenario, options: &Options) -> Row {
     let clients = Clients::connect().await;
-    let raw = measure(&clients, scenario, options, Pipe::Raw, None).await;
+    let raw = measure(&clients, scenario, options, Pipe::Raw, Phases::All(None)).await;
     let rate = raw.per_second() / 2.0;
-    let bridge = measure(&clients, scenario, options, Pipe::Bridge, Some(rate)).await;
+    let bridge = measure(
+        &clients,
+        scenario,
+        options,
+        Pipe::Bridge,
+        Phases::All(Some(rate)),
+    )
+    .await;
+    let mut more = Vec::new();
+    for round in 1..options.rounds {
+        println!("   round {}", round + 1);
+        let order = if round % 2 == 1 {
+            [Pipe::Bridge, Pipe::Raw]
+        } else {
+            [Pipe::Raw, Pipe::Bridge]
+        };
+        let mut pair = Vec::new();
+        for pipe in order {
+            pair.push((
+                pipe,
+                measure(&clients, scenario, options, pipe, Phases::Drain).await,
+            ));
+        }
+        pair.sort_by_key(|(pipe, _)| *pipe != Pipe::Raw);
+        let mut pair = pair.into_iter().map(|(_, measured)| measured);
+        let (raw, bridge) = (pair.next().expect("raw"), pair.next().expect("bridge"));
+        more.push((raw, bridge));
+    }
+    let peer = match crate::peer::binary() {
+        Some(_) if crate::peer::handles(scenario) => Some(
+            measure(
+                &clients,
+                scenario,
+                options,
+                Pipe::Peer,
+                Phases::All(Some(rate)),
+            )
+            .await,
+        ),
+        _ => None,
+    };
     Row {
         name: scenario.name(),
         raw,
         bridge,
+        more,
+        peer,
     }
+}
+
+/// What one measurement covers.
+#[derive(Clone, Copy)]
+enum Phases {
+    /// Drain, latency (at this rate, or half the pipe's own peak), stall, idle memory.
+    All(Option<f64>),
+    /// The drain and idle memory only.
+    Drain,
 }
 
 fn nonce() -> String {
@@ -98,11 +186,12 @@ async fn measure(
     scenario: &Scenario,
     options: &Options,
     pipe: Pipe,
-    rate: Option<f64>,
+    phases: Phases,
 ) -> Measured {
     let tag = match pipe {
         Pipe::Raw => "raw",
         Pipe::Bridge => "bridge",
+        Pipe::Peer => "peer",
     };
     let prefix = format!("bench-{tag}-{}", nonce());
     let places = Places::create(clients, scenario, &prefix).await;
@@ -127,6 +216,13 @@ async fn measure(
     let child = match pipe {
         Pipe::Raw => start_raw(&places, options, &prefix, &rabbit_url, &dir),
         Pipe::Bridge => start_bridge(&places, options, &prefix, &rabbit_url, &dir),
+        Pipe::Peer => {
+            let file = dir.path().join("peer.yaml");
+            let config = crate::peer::config(&places, &prefix, &rabbit_url, options.window);
+            std::fs::write(&file, config).expect("peer config");
+            let command = crate::peer::command(&file, dir.path());
+            Running::start(command, dir.path().join("peer.log"), "peer bridge")
+        }
     };
     let expected = per_route * scenario.routes * scenario.fan_out;
 
@@ -158,7 +254,7 @@ async fn measure(
     let (start, at_start, start_usage, start_brokers) = first.expect("something arrived");
     let measured_messages = (expected - at_start) / scenario.fan_out;
 
-    let latency = if scenario.routes == 1 {
+    let latency = if let (Phases::All(rate), 1) = (phases, scenario.routes) {
         let rate = rate.unwrap_or_else(|| {
             measured_messages as f64 / end.duration_since(start).as_secs_f64() / 2.0
         });
@@ -168,9 +264,11 @@ async fn measure(
         None
     };
 
-    let stall = match &proxy {
-        Some(proxy) => Some(stall(clients, &places, proxy, &child, options, scenario.size).await),
-        None => None,
+    let stall = match (&proxy, phases) {
+        (Some(proxy), Phases::All(_)) => {
+            Some(stall(clients, &places, proxy, &child, options, scenario.size).await)
+        }
+        _ => None,
     };
 
     tokio::time::sleep(Duration::from_secs(2)).await;
