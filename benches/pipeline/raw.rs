@@ -132,12 +132,13 @@ impl RawSink {
                 producer,
                 as_bridge,
             } => {
-                let headers = match (*as_bridge, headers) {
-                    (false, headers) => headers,
-                    (true, headers) => Some(headers.unwrap_or_default().insert(Header {
+                let headers = if *as_bridge {
+                    Some(headers.unwrap_or_default().insert(Header {
                         key: "bridge-hops",
                         value: Some("1"),
-                    })),
+                    }))
+                } else {
+                    headers
                 };
                 crate::places::produce(producer, place, key, headers, body).await
             }

@@ -106,6 +106,7 @@ pub fn print_table(rows: &[Row]) {
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for row in rows {
         let (raw, bridge) = (&row.raw, &row.bridge);
+        let (raw_rate, bridge_rate) = row.mean_per_second();
         let latency = |m: &Measured| match &m.latency {
             Some(l) => format!("{} / {} / {}", ms(l.p50), ms(l.p99), ms(l.max)),
             None => "-".into(),
@@ -130,10 +131,10 @@ pub fn print_table(rows: &[Row]) {
         println!(
             "| {} | {:.0} | {:.0} | {:.1} | {:.2}x | {:.0} ({:.0}) / {:.0} ({:.0}) | {:.0} / {:.0} | {} | {} | {} / {} | {} | {} |",
             row.name,
-            row.mean_per_second().0,
-            row.mean_per_second().1,
-            row.mean_per_second().1 * bridge.size as f64 / 1_000_000.0,
-            row.ratio(),
+            raw_rate,
+            bridge_rate,
+            bridge_rate * bridge.size as f64 / 1_000_000.0,
+            bridge_rate / raw_rate,
             raw.cpu_us_per_message(raw.cpu.total),
             raw.cpu_us_per_message(raw.cpu.outside_librdkafka()),
             bridge.cpu_us_per_message(bridge.cpu.total),

@@ -125,21 +125,14 @@ pub async fn compare(scenario: &Scenario, options: &Options) -> Row {
     let mut more = Vec::new();
     for round in 1..options.rounds {
         println!("   round {}", round + 1);
-        let order = if round % 2 == 1 {
-            [Pipe::Bridge, Pipe::Raw]
+        let drain = |pipe| measure(&clients, scenario, options, pipe, Phases::Drain);
+        let (raw, bridge) = if round % 2 == 1 {
+            let bridge = drain(Pipe::Bridge).await;
+            (drain(Pipe::Raw).await, bridge)
         } else {
-            [Pipe::Raw, Pipe::Bridge]
+            let raw = drain(Pipe::Raw).await;
+            (raw, drain(Pipe::Bridge).await)
         };
-        let mut pair = Vec::new();
-        for pipe in order {
-            pair.push((
-                pipe,
-                measure(&clients, scenario, options, pipe, Phases::Drain).await,
-            ));
-        }
-        pair.sort_by_key(|(pipe, _)| *pipe != Pipe::Raw);
-        let mut pair = pair.into_iter().map(|(_, measured)| measured);
-        let (raw, bridge) = (pair.next().expect("raw"), pair.next().expect("bridge"));
         more.push((raw, bridge));
     }
     let peer = match crate::peer::binary() {
