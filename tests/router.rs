@@ -317,6 +317,25 @@ async fn message_looping_between_two_routes_stops_at_the_hop_limit() {
     harness.stop().await;
 }
 
+/// By default (`count_hops: auto`) a route that cannot feed its own source adds no hop
+/// header, but carries on a count a message already has (another bridge's, say).
+#[tokio::test]
+async fn a_route_that_cannot_loop_adds_no_hop_header_and_carries_a_count_on() {
+    let yaml = "connections:\n  mem: {type: memory}\nroutes:\n  - name: out\n    from: mem:in\n    to: mem:plain\n    dead_letter: mem:dlq\n";
+    let harness = start(yaml).await;
+    harness.queue("in").push(Message::new("no header"));
+    let mut counted = Message::new("counted");
+    counted
+        .headers
+        .set(reserved::HOPS, HeaderValue::Text("2".into()));
+    harness.queue("in").push(counted);
+    wait_for(&harness.queue("plain"), "both forwarded", |q| q.len() == 2).await;
+    let plain = harness.queue("plain").messages();
+    assert_eq!(plain[0].headers.get_text(reserved::HOPS), None);
+    assert_eq!(plain[1].headers.get_text(reserved::HOPS), Some("3"));
+    harness.stop().await;
+}
+
 /// A route with `count_hops: false` passes the received count on unchanged, so one that
 /// counts still stops the loop (later); the one that does not adds no header of its own.
 #[tokio::test]

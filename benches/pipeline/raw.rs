@@ -7,9 +7,10 @@
 //! headers and body (to RabbitMQ, the key and headers as entries of the headers table), and
 //! nothing else: no conditions, templates, retries, dead letters or hop count.
 //!
-//! `BENCH_RAW_AS_BRIDGE=1` makes it also write what bridge adds to each message: the
-//! `bridge-hops` header (Kafka and RabbitMQ), and to RabbitMQ `mandatory`, the key as
-//! `bridge-key`, the timestamp property and `bridge-timestamp-ms`. The brokers' cost for that
+//! `BENCH_RAW_AS_BRIDGE=1` makes it also write what bridge adds to each message: to RabbitMQ
+//! `mandatory`, the key as `bridge-key`, the timestamp property and `bridge-timestamp-ms`,
+//! and the `bridge-hops` header (Kafka and RabbitMQ) when bridge's routes write it
+//! (`BENCH_COUNT_HOPS=true`; by default they do not, as none feeds its own source). The brokers' cost for that
 //! metadata then weighs on both pipes, and the ratio shows bridge's own overhead.
 
 use std::collections::HashMap;
@@ -67,20 +68,26 @@ type Confirmation = BoxFuture<'static, ()>;
 enum RawSink {
     Kafka {
         producer: FutureProducer,
-        /// Add bridge's metadata (BENCH_RAW_AS_BRIDGE).
-        as_bridge: bool,
+        /// Add the hop header as bridge does (BENCH_RAW_AS_BRIDGE, BENCH_COUNT_HOPS).
+        hops: bool,
     },
     /// The connection is kept so that it stays open as long as the channel is used.
     Rabbit {
         channel: Channel,
         _connection: Box<Connection>,
         as_bridge: bool,
+        hops: bool,
     },
 }
 
 /// Whether the raw pipe writes bridge's metadata too (see the module doc).
 fn as_bridge() -> bool {
     std::env::var("BENCH_RAW_AS_BRIDGE").is_ok_and(|v| v == "1")
+}
+
+/// Whether the raw pipe writes the hop header as bridge's routes do in this run.
+fn hops_as_bridge() -> bool {
+    as_bridge() && std::env::var("BENCH_COUNT_HOPS").is_ok_and(|v| v == "true")
 }
 
 impl RawSink {
@@ -96,7 +103,7 @@ impl RawSink {
                     .set("partitioner", "murmur2_random")
                     .create()
                     .expect("Kafka producer"),
-                as_bridge: as_bridge(),
+                hops: hops_as_bridge(),
             },
             Sys::Rabbit => {
                 let connection =
@@ -112,6 +119,7 @@ impl RawSink {
                     channel,
                     _connection: Box::new(connection),
                     as_bridge: as_bridge(),
+                    hops: hops_as_bridge(),
                 }
             }
             other => unreachable!("{other:?} is never a sink here"),
@@ -128,11 +136,8 @@ impl RawSink {
         body: &[u8],
     ) -> Confirmation {
         match self {
-            RawSink::Kafka {
-                producer,
-                as_bridge,
-            } => {
-                let headers = if *as_bridge {
+            RawSink::Kafka { producer, hops } => {
+                let headers = if *hops {
                     Some(headers.unwrap_or_default().insert(Header {
                         key: "bridge-hops",
                         value: Some("1"),
@@ -143,7 +148,10 @@ impl RawSink {
                 crate::places::produce(producer, place, key, headers, body).await
             }
             RawSink::Rabbit {
-                channel, as_bridge, ..
+                channel,
+                as_bridge,
+                hops,
+                ..
             } => {
                 let mut properties = BasicProperties::default().with_delivery_mode(2);
                 // AMQP has no key: like any pipe that keeps it, this one puts it (and the
@@ -158,15 +166,15 @@ impl RawSink {
                 if let Some(key) = key {
                     table.insert(key_name.into(), text(key));
                 }
-                if *as_bridge {
+                if *hops {
                     table.insert("bridge-hops".into(), text(b"1"));
-                    if let Some(ms) = timestamp_ms.filter(|ms| *ms >= 0) {
-                        properties = properties.with_timestamp(ms as u64 / 1000);
-                        table.insert(
-                            "bridge-timestamp-ms".into(),
-                            text(ms.to_string().as_bytes()),
-                        );
-                    }
+                }
+                if *as_bridge && let Some(ms) = timestamp_ms.filter(|ms| *ms >= 0) {
+                    properties = properties.with_timestamp(ms as u64 / 1000);
+                    table.insert(
+                        "bridge-timestamp-ms".into(),
+                        text(ms.to_string().as_bytes()),
+                    );
                 }
                 if !table.inner().is_empty() {
                     properties = properties.with_headers(table);

@@ -477,10 +477,13 @@ fn routes_file(places: &Places, options: &Options, prefix: &str, rabbit_url: &st
                 "max_in_flight": options.window,
                 "dead_letter": format!("kafka:{}", places.dead_letter),
             });
-            // BENCH_COUNT_HOPS=false runs bridge without the loop guard's header, as the raw
-            // pipe runs (docs/guarantees.md#loop-guard).
-            if std::env::var("BENCH_COUNT_HOPS").is_ok_and(|v| v == "false") {
-                route["count_hops"] = json!(false);
+            // BENCH_COUNT_HOPS=true|false|auto sets the routes' `count_hops`; by default
+            // (`auto`) they write no loop guard's header, as none feeds its own source
+            // (docs/guarantees.md#loop-guard).
+            match std::env::var("BENCH_COUNT_HOPS").as_deref() {
+                Ok("true") => route["count_hops"] = json!(true),
+                Ok("false") => route["count_hops"] = json!(false),
+                _ => {}
             }
             route
         })

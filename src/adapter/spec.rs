@@ -303,6 +303,31 @@ impl ConnectionSpec {
         }
     }
 
+    /// Whether a message this connection sends to `sink` may come back through a source on
+    /// `source`, a path of a connection of the same system (two connections can reach one
+    /// broker, so their names are not compared). `None` for a sink whose place is known
+    /// only per message (a templated path or a reply-to). Errs toward yes: it decides where
+    /// the loop guard's header is needed (`count_hops: auto`).
+    pub fn may_feed(&self, sink: Option<&str>, source: &str) -> bool {
+        let Some(sink) = sink else {
+            return true;
+        };
+        match self {
+            ConnectionSpec::Memory(_) => sink == source,
+            // What goes to stdout is not read back by this process.
+            ConnectionSpec::Stdio(_) => false,
+            #[cfg(feature = "kafka")]
+            ConnectionSpec::Kafka(_) => kafka::may_feed(sink, source),
+            #[cfg(feature = "rabbitmq")]
+            ConnectionSpec::RabbitMq(_) => rabbitmq::may_feed(sink, source),
+            #[cfg(feature = "aws")]
+            ConnectionSpec::Aws(_) => aws::may_feed(sink, source),
+            // Any subscription may be attached to a topic.
+            #[cfg(feature = "pubsub")]
+            ConnectionSpec::PubSub(_) => true,
+        }
+    }
+
     /// Whether replies can be published back to requesters on this system.
     pub fn accepts_replies(&self) -> bool {
         !matches!(self, ConnectionSpec::Stdio(_))

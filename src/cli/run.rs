@@ -6,7 +6,9 @@ use anyhow::anyhow;
 
 use super::{CliError, RunArgs};
 use crate::adapter::ConnectContext;
+use crate::config::model::CountHops;
 use crate::config::{self, ProcessEnvironment};
+use crate::message::HopCounting;
 use crate::router::{Router, RouterError};
 use crate::telemetry::http::{self, Readiness};
 
@@ -44,6 +46,15 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
     };
     readiness.ready();
     tracing::info!(routes = plan.routes.len(), "bridge is running");
+    for route in plan
+        .routes
+        .iter()
+        .filter(|r| r.count_hops == CountHops::Auto)
+    {
+        if route.hop_counting == HopCounting::Always {
+            tracing::info!(route = %route.name, "the route can feed its own source: it counts hops on every message");
+        }
+    }
     let report = router.run(shutdown).await;
     drain_flag.abort();
     if let Some((route, error)) = report.failed_routes.first() {

@@ -6,6 +6,7 @@
 //! `bridge run`.
 
 mod interpolate;
+mod loops;
 pub mod model;
 mod plan;
 pub(crate) mod strict;

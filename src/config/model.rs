@@ -114,11 +114,9 @@ pub struct RouteModel {
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
     /// Whether the route adds one to the `bridge-hops` header of what it sends (the loop
-    /// guard). Default true. With false, a received `bridge-hops` travels on unchanged:
-    /// for routes whose sinks are never read back by a route, where the header is only
-    /// a cost (on tansu, a stored row per message).
-    #[serde(default = "default_count_hops")]
-    pub count_hops: bool,
+    /// guard): `auto` (default), `true` or `false`. See [`CountHops`].
+    #[serde(default)]
+    pub count_hops: CountHops,
     /// Makes the route a request-reply relay (docs/request-reply.md).
     #[serde(default)]
     pub reply: Option<ReplyModel>,
@@ -185,8 +183,53 @@ pub fn default_reply_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
-fn default_count_hops() -> bool {
-    true
+/// `routes[].count_hops`: where the route adds one to the `bridge-hops` header of what it
+/// sends (the loop guard, docs/guarantees.md#loop-guard).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CountHops {
+    /// `auto`: on every message when the route can feed its own source through the routes
+    /// of this file (a loop is possible), else only on messages that already carry a count
+    /// (from another bridge or route), so that no header is added where no loop can form.
+    #[default]
+    Auto,
+    /// `true`: on every message.
+    Always,
+    /// `false`: never; a received count travels on unchanged.
+    Never,
+}
+
+impl<'de> Deserialize<'de> for CountHops {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CountHopsVisitor;
+
+        impl Visitor<'_> for CountHopsVisitor {
+            type Value = CountHops;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("`auto`, `true` or `false`")
+            }
+
+            fn visit_bool<E: de::Error>(self, value: bool) -> Result<CountHops, E> {
+                Ok(if value {
+                    CountHops::Always
+                } else {
+                    CountHops::Never
+                })
+            }
+
+            // `true` and `false` also come as text from `${VAR}` interpolation.
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<CountHops, E> {
+                match value {
+                    "auto" => Ok(CountHops::Auto),
+                    "true" => Ok(CountHops::Always),
+                    "false" => Ok(CountHops::Never),
+                    _ => Err(E::invalid_value(de::Unexpected::Str(value), &self)),
+                }
+            }
+        }
+
+        deserializer.deserialize_any(CountHopsVisitor)
+    }
 }
 
 pub fn default_max_in_flight() -> usize {

@@ -9,11 +9,12 @@ use serde_json::Value;
 use serde_path_to_error::Segment;
 
 use super::ConfigError;
-use super::model::{Ordering, RetryPolicy, RouteModel, Settings, SinkRef};
+use super::model::{CountHops, Ordering, RetryPolicy, RouteModel, Settings, SinkRef};
 use super::yaml::{Document, child, index};
 use crate::adapter::{ConnectionSpec, Role, System};
 use crate::address::Endpoint;
 use crate::expr::{Condition, Template};
+use crate::message::HopCounting;
 
 /// `off`, or an address `bridge run` can bind.
 pub fn check_listen(listen: &str) -> Result<(), String> {
@@ -71,8 +72,11 @@ pub struct RoutePlan {
     pub retry: RetryPolicy,
     pub ordering: Ordering,
     pub max_in_flight: usize,
-    /// Whether sent messages get one more `bridge-hops`.
-    pub count_hops: bool,
+    /// `count_hops` as written.
+    pub count_hops: CountHops,
+    /// What the route does with `bridge-hops` on what it sends, resolved from `count_hops`
+    /// against the whole file.
+    pub hop_counting: HopCounting,
     pub reply: Option<ReplyPlan>,
     pub dedup: Option<DedupPlan>,
 }
@@ -94,6 +98,9 @@ pub struct ReplyPlan {
     pub address: String,
     pub timeout: std::time::Duration,
     pub unmatched: crate::relay::Unmatched,
+    /// What the relay does with `bridge-hops` on the replies it sends (as the route's
+    /// `hop_counting`).
+    pub hop_counting: HopCounting,
 }
 
 /// The source of a route.
@@ -659,6 +666,8 @@ impl Builder<'_> {
             ordering: model.ordering,
             max_in_flight: model.max_in_flight,
             count_hops: model.count_hops,
+            // Resolved once every route is known (`loops::resolve`).
+            hop_counting: HopCounting::Always,
             reply,
             dedup,
         })
@@ -798,6 +807,7 @@ impl Builder<'_> {
             address: address.unwrap_or_default(),
             timeout: reply.timeout,
             unmatched: reply.unmatched,
+            hop_counting: HopCounting::Always,
         })
     }
 
@@ -900,6 +910,7 @@ pub(super) fn build(document: &Document) -> Result<Plan, Vec<ConfigError>> {
         (None, None) => None,
     };
     if builder.errors.is_empty() {
+        super::loops::resolve(&mut routes, &builder.connections);
         Ok(Plan {
             settings,
             connections: builder.connections,

@@ -112,6 +112,18 @@ impl Message {
             .unwrap_or(0)
     }
 
+    /// Records one more bridge hop as `counting` asks.
+    pub fn count_hop(&mut self, counting: HopCounting) {
+        let counts = match counting {
+            HopCounting::Always => true,
+            HopCounting::WhenPresent => self.headers.get(reserved::HOPS).is_some(),
+            HopCounting::Never => false,
+        };
+        if counts {
+            self.increment_hops();
+        }
+    }
+
     /// Records one more bridge hop.
     pub fn increment_hops(&mut self) {
         let next = self.hops().saturating_add(1);
@@ -128,6 +140,18 @@ impl Message {
         let valid = trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit());
         valid.then_some(trace_id)
     }
+}
+
+/// What a route does with the `bridge-hops` header of what it sends (`routes[].count_hops`,
+/// resolved against the routes file: docs/guarantees.md#loop-guard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HopCounting {
+    /// Adds one to every message (starting from 0 when it has none).
+    Always,
+    /// Adds one to a message that carries a count; adds no header to one that does not.
+    WhenPresent,
+    /// Sends the received count, if any, unchanged.
+    Never,
 }
 
 /// For tests of the broker mappings: `message` as brokers give it back in general, its

@@ -21,7 +21,7 @@ use crate::adapter::{Confirmation, Delivery, ErrorClass, Receipt, SendError, Sin
 use crate::address::Endpoint;
 use crate::config::{RetryPolicy, SinkPlan};
 use crate::expr::{Condition, EvalError};
-use crate::message::Message;
+use crate::message::{HopCounting, Message};
 use crate::telemetry::metrics::{RouteMetrics, SinkMetrics};
 
 use super::dead_letter::{self, Failure};
@@ -36,8 +36,8 @@ pub struct RouteContext {
     pub dead_letter: Option<RouteSink>,
     pub retry: RetryPolicy,
     pub max_hops: u32,
-    /// Whether sent messages get one more `bridge-hops` (`routes[].count_hops`).
-    pub count_hops: bool,
+    /// What sent messages' `bridge-hops` becomes (`routes[].count_hops`, resolved).
+    pub hop_counting: HopCounting,
     pub cache: Arc<SinkCache>,
     /// Request half of a request-reply route: requests leave with a token.
     pub requests: Option<crate::relay::RequestRelay>,
@@ -138,9 +138,7 @@ fn outgoing(
     if let Some(requests) = &context.requests {
         requests.apply(&mut message);
     }
-    if context.count_hops {
-        message.increment_hops();
-    }
+    message.count_hop(context.hop_counting);
     Ok(message)
 }
 

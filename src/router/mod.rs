@@ -151,7 +151,7 @@ fn route_context(plan: &Plan, route: &RoutePlan, cache: &Arc<SinkCache>) -> Rout
             .map(|sink| RouteSink::new(sink, &metrics)),
         retry: route.retry.clone(),
         max_hops: plan.settings.max_hops,
-        count_hops: route.count_hops,
+        hop_counting: route.hop_counting,
         cache: cache.clone(),
         requests: route
             .reply
@@ -198,7 +198,7 @@ fn reply_context(plan: &Plan, route: &RoutePlan, cache: &Arc<SinkCache>) -> Opti
         retry: route.retry.clone(),
         max_hops: plan.settings.max_hops,
         // A reply goes back to its requester: it counts as a hop like any forward.
-        count_hops: route.count_hops,
+        hop_counting: reply.hop_counting,
         cache: cache.clone(),
         requests: None,
         replies: Some(crate::relay::ReplyRelay {

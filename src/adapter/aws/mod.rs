@@ -51,6 +51,18 @@ pub(super) fn check_config(config: &Config) -> Result<(), FieldError> {
     }
 }
 
+/// Whether a message sent to `sink` can reach a source on `source`: a queue only itself
+/// (by name, whether written as a name or a URL), a topic any queue (its subscriptions are
+/// the account's, not the routes file's).
+pub(super) fn may_feed(sink: &str, source: &str) -> bool {
+    match (Target::parse(sink), Target::parse(source)) {
+        (Ok(Target::Queue(sink)), Ok(Target::Queue(source))) => {
+            sink.rsplit('/').next() == source.rsplit('/').next()
+        }
+        _ => true,
+    }
+}
+
 pub(super) fn check_endpoint(
     path: &str,
     role: Role,

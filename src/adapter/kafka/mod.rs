@@ -67,6 +67,15 @@ pub(super) fn check_endpoint(
     Ok(())
 }
 
+/// Whether a record sent to `sink` can be read by a source on `source`: when both name
+/// one topic (whatever the sink's partition).
+pub(super) fn may_feed(sink: &str, source: &str) -> bool {
+    match (TopicPath::parse(sink), TopicPath::parse(source)) {
+        (Ok(sink), Ok(source)) => sink.topic == source.topic,
+        _ => true,
+    }
+}
+
 /// `kafka://HOST:PORT[,HOST:PORT...]` for `--url`.
 pub(super) fn from_url(url: &str) -> Result<Config, String> {
     let brokers = url

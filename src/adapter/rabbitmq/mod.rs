@@ -78,6 +78,15 @@ pub(super) fn check_reject(
     }
 }
 
+/// Whether a message published to `sink` can reach a source on `source`: a queue only
+/// itself, an exchange any queue (its bindings are the broker's, not the routes file's).
+pub(super) fn may_feed(sink: &str, source: &str) -> bool {
+    match (Target::parse(sink), Target::parse(source)) {
+        (Ok(Target::Queue(sink)), Ok(Target::Queue(source))) => sink == source,
+        _ => true,
+    }
+}
+
 pub(super) fn check_endpoint(
     path: &str,
     role: Role,
