@@ -1,8 +1,8 @@
 //! Kafka consumer-group source.
 //!
 //! A reader task polls the consumer and hands records to the router through a bounded
-//! channel (backpressure: when the router is full, polling waits; after a second of that
-//! the reader pauses its partitions and polls on, so rebalances are still served).
+//! channel (backpressure: when the router is full, polling waits; after ten seconds of
+//! that the reader pauses its partitions and polls on, so rebalances are still served).
 //! Offsets are committed by a committer task every `commit_interval_ms`, or as soon as
 //! an eighth of a window was settled, only up to the lowest unsettled offset of each partition
 //! ([`super::offsets`]). Commits are synchronous, one at a time, so the source knows what
@@ -284,8 +284,11 @@ struct Read {
 
 /// How long the reader waits for room in the channel to the router before it pauses its
 /// partitions. Not polling delays rebalances (the group waits for every member), and
-/// pausing makes librdkafka drop what it fetched ahead: a second keeps both rare.
-const HANDOFF_PATIENCE: Duration = Duration::from_secs(1);
+/// pausing makes librdkafka drop what it fetched ahead, which the broker then serves
+/// again. Ten seconds: a saturated broker holds the route's window for seconds at a time,
+/// and with one second Kafka -> Kafka 100 B on tansu ran at about half the raw pipe's
+/// rate, tansu reading the dropped records twice (docs/performance.md).
+const HANDOFF_PATIENCE: Duration = Duration::from_secs(10);
 
 async fn read(
     consumer: Arc<GroupConsumer>,
