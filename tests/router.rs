@@ -317,18 +317,23 @@ async fn message_looping_between_two_routes_stops_at_the_hop_limit() {
     harness.stop().await;
 }
 
-/// By default (`count_hops: auto`) a route that cannot feed its own source adds no hop
-/// header, but carries on a count a message already has (another bridge's, say).
-#[tokio::test]
-async fn a_route_that_cannot_loop_adds_no_hop_header_and_carries_a_count_on() {
-    let yaml = "connections:\n  mem: {type: memory}\nroutes:\n  - name: out\n    from: mem:in\n    to: mem:plain\n    dead_letter: mem:dlq\n";
-    let harness = start(yaml).await;
+/// Pushes to `in` a message without a hop count, then one that carries a count of 2.
+fn push_plain_and_counted(harness: &support::Harness) {
     harness.queue("in").push(Message::new("no header"));
     let mut counted = Message::new("counted");
     counted
         .headers
         .set(reserved::HOPS, HeaderValue::Text("2".into()));
     harness.queue("in").push(counted);
+}
+
+/// By default (`count_hops: auto`) a route that cannot feed its own source adds no hop
+/// header, but carries on a count a message already has (another bridge's, say).
+#[tokio::test]
+async fn a_route_that_cannot_loop_adds_no_hop_header_and_carries_a_count_on() {
+    let yaml = "connections:\n  mem: {type: memory}\nroutes:\n  - name: out\n    from: mem:in\n    to: mem:plain\n    dead_letter: mem:dlq\n";
+    let harness = start(yaml).await;
+    push_plain_and_counted(&harness);
     wait_for(&harness.queue("plain"), "both forwarded", |q| q.len() == 2).await;
     let plain = harness.queue("plain").messages();
     assert_eq!(plain[0].headers.get_text(reserved::HOPS), None);
@@ -342,12 +347,7 @@ async fn a_route_that_cannot_loop_adds_no_hop_header_and_carries_a_count_on() {
 async fn a_route_that_does_not_count_hops_passes_the_count_on() {
     let yaml = "settings: {max_hops: 5}\nconnections:\n  mem: {type: memory}\nroutes:\n  - name: there\n    from: mem:a\n    to: mem:b\n    dead_letter: mem:dlq\n  - name: back\n    from: mem:b\n    to: mem:a\n    dead_letter: mem:dlq\n    count_hops: false\n  - name: out\n    from: mem:in\n    to: mem:plain\n    dead_letter: mem:dlq\n    count_hops: false\n";
     let harness = start(yaml).await;
-    harness.queue("in").push(Message::new("no header"));
-    let mut counted = Message::new("counted");
-    counted
-        .headers
-        .set(reserved::HOPS, HeaderValue::Text("2".into()));
-    harness.queue("in").push(counted);
+    push_plain_and_counted(&harness);
     harness.queue("a").push(Message::new("ping"));
     wait_for(&harness.queue("plain"), "both forwarded", |q| q.len() == 2).await;
     let plain = harness.queue("plain").messages();

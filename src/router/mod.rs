@@ -197,7 +197,8 @@ fn reply_context(plan: &Plan, route: &RoutePlan, cache: &Arc<SinkCache>) -> Opti
             .map(|sink| RouteSink::new(sink, &metrics)),
         retry: route.retry.clone(),
         max_hops: plan.settings.max_hops,
-        // A reply goes back to its requester: it counts as a hop like any forward.
+        // A reply goes back to its requester: a hop like any forward, counted as the
+        // reply flow's `count_hops` resolves (config::loops).
         hop_counting: reply.hop_counting,
         cache: cache.clone(),
         requests: None,
