@@ -223,7 +223,7 @@ impl Connector for RabbitConnector {
         }
         Ok(Arc::new(sink::RabbitSink {
             publisher: self.publisher.clone(),
-            target,
+            target: Arc::new(target),
         }))
     }
 

@@ -85,7 +85,8 @@ fn send_error(what: &str, error: &lapin::Error) -> SendError {
 
 pub struct RabbitSink {
     pub publisher: Arc<Publisher>,
-    pub target: Target,
+    /// Shared with the confirmation, which names it in errors.
+    pub target: Arc<Target>,
 }
 
 #[async_trait]
@@ -145,8 +146,13 @@ impl Sink for RabbitSink {
             std::task::Poll::Pending => None,
         };
         let timeout = publisher.confirm_timeout;
-        let described = format!("exchange `{exchange}` with routing key `{routing_key}`");
         let publisher = self.publisher.clone();
+        // Named in errors only: formatted when one happens, not for every message.
+        let target = self.target.clone();
+        let described = move || {
+            let (exchange, routing_key) = target.publish_to();
+            format!("exchange `{exchange}` with routing key `{routing_key}`")
+        };
         Ok(Box::pin(async move {
             // One timer for the write and the broker's confirm together.
             let confirmed = tokio::time::timeout(timeout, async move {
@@ -167,14 +173,18 @@ impl Sink for RabbitSink {
                 }
                 Ok(Ok(AmqpConfirmation::Ack(Some(returned)))) => {
                     Err(SendError::permanent(format!(
-                        "unroutable: {described} has no bound queue ({})",
+                        "unroutable: {} has no bound queue ({})",
+                        described(),
                         returned.reply_text
                     )))
                 }
                 Ok(Ok(AmqpConfirmation::Nack(_))) => {
                     Err(SendError::transient("RabbitMQ nacked the message"))
                 }
-                Ok(Err(error)) => Err(send_error(&format!("publishing to {described}"), &error)),
+                Ok(Err(error)) => Err(send_error(
+                    &format!("publishing to {}", described()),
+                    &error,
+                )),
                 Err(_) => Err(SendError::transient(format!(
                     "no publisher confirm within {timeout:?}"
                 ))),
