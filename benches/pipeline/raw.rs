@@ -7,8 +7,11 @@
 //! headers and body (to RabbitMQ, the key and headers as entries of the headers table), and
 //! nothing else: no conditions, templates, retries, dead letters or hop count.
 //!
+//! Into RabbitMQ it publishes with `mandatory`, as bridge does: at-least-once needs it, since
+//! RabbitMQ confirms a message that no queue takes and drops it.
+//!
 //! `BENCH_RAW_AS_BRIDGE=1` makes it also write what bridge adds to each message: to RabbitMQ
-//! `mandatory`, the key as `bridge-key`, the timestamp property and `bridge-timestamp-ms`,
+//! the key as `bridge-key`, the timestamp property and `bridge-timestamp-ms`,
 //! and the `bridge-hops` header (Kafka and RabbitMQ) when bridge's routes write it
 //! (`BENCH_COUNT_HOPS=true`; by default they do not, as none feeds its own source). The brokers' cost for that
 //! metadata then weighs on both pipes, and the ratio shows bridge's own overhead.
@@ -75,19 +78,25 @@ enum RawSink {
     Rabbit {
         channel: Channel,
         _connection: Box<Connection>,
-        as_bridge: bool,
+        /// The parts of bridge's metadata it writes too (see [`as_bridge_part`]).
+        bridge_key: bool,
+        timestamp: bool,
         hops: bool,
     },
 }
 
-/// Whether the raw pipe writes bridge's metadata too (see the module doc).
-fn as_bridge() -> bool {
-    std::env::var("BENCH_RAW_AS_BRIDGE").is_ok_and(|v| v == "1")
+/// Whether the raw pipe writes this part of bridge's metadata too (see the module doc):
+/// `BENCH_RAW_AS_BRIDGE=1` means every part, or it lists some of `key` (the key as
+/// `bridge-key`), `timestamp` (the property and `bridge-timestamp-ms`) and `hops`, comma
+/// separated, to find what a broker charges for.
+fn as_bridge_part(part: &str) -> bool {
+    std::env::var("BENCH_RAW_AS_BRIDGE")
+        .is_ok_and(|v| v == "1" || v.split(',').any(|listed| listed.trim() == part))
 }
 
 /// Whether the raw pipe writes the hop header as bridge's routes do in this run.
 fn hops_as_bridge() -> bool {
-    as_bridge() && std::env::var("BENCH_COUNT_HOPS").is_ok_and(|v| v == "true")
+    as_bridge_part("hops") && std::env::var("BENCH_COUNT_HOPS").is_ok_and(|v| v == "true")
 }
 
 impl RawSink {
@@ -118,7 +127,8 @@ impl RawSink {
                 RawSink::Rabbit {
                     channel,
                     _connection: Box::new(connection),
-                    as_bridge: as_bridge(),
+                    bridge_key: as_bridge_part("key"),
+                    timestamp: as_bridge_part("timestamp"),
                     hops: hops_as_bridge(),
                 }
             }
@@ -149,7 +159,8 @@ impl RawSink {
             }
             RawSink::Rabbit {
                 channel,
-                as_bridge,
+                bridge_key,
+                timestamp,
                 hops,
                 ..
             } => {
@@ -162,14 +173,14 @@ impl RawSink {
                 for header in headers.iter().flat_map(|h| h.iter()) {
                     table.insert(header.key.into(), text(header.value.unwrap_or_default()));
                 }
-                let key_name = if *as_bridge { "bridge-key" } else { "key" };
+                let key_name = if *bridge_key { "bridge-key" } else { "key" };
                 if let Some(key) = key {
                     table.insert(key_name.into(), text(key));
                 }
                 if *hops {
                     table.insert("bridge-hops".into(), text(b"1"));
                 }
-                if *as_bridge && let Some(ms) = timestamp_ms.filter(|ms| *ms >= 0) {
+                if *timestamp && let Some(ms) = timestamp_ms.filter(|ms| *ms >= 0) {
                     properties = properties.with_timestamp(ms as u64 / 1000);
                     table.insert(
                         "bridge-timestamp-ms".into(),
@@ -179,8 +190,10 @@ impl RawSink {
                 if !table.inner().is_empty() {
                     properties = properties.with_headers(table);
                 }
+                // `mandatory`, as at-least-once needs: without it RabbitMQ confirms a message
+                // that no queue takes, and drops it.
                 let options = BasicPublishOptions {
-                    mandatory: *as_bridge,
+                    mandatory: true,
                     ..BasicPublishOptions::default()
                 };
                 let confirm = channel
@@ -188,7 +201,11 @@ impl RawSink {
                     .await
                     .expect("basic.publish");
                 Box::pin(async move {
-                    assert!(confirm.await.expect("confirm").is_ack(), "nacked");
+                    match confirm.await.expect("confirm") {
+                        lapin::Confirmation::Ack(None) => {}
+                        lapin::Confirmation::Ack(Some(_)) => panic!("returned as unroutable"),
+                        other => panic!("not confirmed: {other:?}"),
+                    }
                 })
             }
         }
