@@ -184,7 +184,7 @@ impl RawSink {
                     properties = properties.with_timestamp(ms as u64 / 1000);
                     table.insert(
                         "bridge-timestamp-ms".into(),
-                        text(ms.to_string().as_bytes()),
+                        lapin::types::AMQPValue::LongLongInt(ms),
                     );
                 }
                 if !table.inner().is_empty() {
