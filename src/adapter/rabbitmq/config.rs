@@ -175,6 +175,12 @@ impl Target {
             Target::Exchange { name, routing_key } => (name, routing_key),
         }
     }
+
+    /// Where a publish goes, as errors name it.
+    pub fn described(&self) -> String {
+        let (exchange, routing_key) = self.publish_to();
+        format!("exchange `{exchange}` with routing key `{routing_key}`")
+    }
 }
 
 #[cfg(test)]

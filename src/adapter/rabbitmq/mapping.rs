@@ -127,7 +127,6 @@ fn text(value: &Option<ShortString>) -> Option<String> {
     value.as_ref().map(|v| v.as_str().to_owned())
 }
 
-/// The envelope of a consumed AMQP delivery.
 /// The value of `bridge-timestamp-ms`: a long-long-int as bridge writes it, or the
 /// decimal text that bridge wrote before (and that other writers may use).
 fn milliseconds(value: &AMQPValue) -> Option<u64> {
@@ -141,6 +140,7 @@ fn milliseconds(value: &AMQPValue) -> Option<u64> {
     }
 }
 
+/// The envelope of a consumed AMQP delivery.
 pub fn incoming(delivery: &Delivery, endpoint: &str) -> Message {
     let properties = &delivery.properties;
     let mut message = Message::new(Bytes::copy_from_slice(&delivery.data));

@@ -147,12 +147,8 @@ impl Sink for RabbitSink {
         };
         let timeout = publisher.confirm_timeout;
         let publisher = self.publisher.clone();
-        // Named in errors only: formatted when one happens, not for every message.
+        // Named in errors only: described when one happens, not for every message.
         let target = self.target.clone();
-        let described = move || {
-            let (exchange, routing_key) = target.publish_to();
-            format!("exchange `{exchange}` with routing key `{routing_key}`")
-        };
         Ok(Box::pin(async move {
             // One timer for the write and the broker's confirm together.
             let confirmed = tokio::time::timeout(timeout, async move {
@@ -174,7 +170,7 @@ impl Sink for RabbitSink {
                 Ok(Ok(AmqpConfirmation::Ack(Some(returned)))) => {
                     Err(SendError::permanent(format!(
                         "unroutable: {} has no bound queue ({})",
-                        described(),
+                        target.described(),
                         returned.reply_text
                     )))
                 }
@@ -182,7 +178,7 @@ impl Sink for RabbitSink {
                     Err(SendError::transient("RabbitMQ nacked the message"))
                 }
                 Ok(Err(error)) => Err(send_error(
-                    &format!("publishing to {}", described()),
+                    &format!("publishing to {}", target.described()),
                     &error,
                 )),
                 Err(_) => Err(SendError::transient(format!(
