@@ -29,6 +29,19 @@ impl Sys {
         !matches!(self, Sys::Sqs | Sys::Sns)
     }
 
+    /// How many deliveries one fault (a crash, a lost connection, an outage) may make this
+    /// system, as the source of a route with the in-flight window `window`, deliver again
+    /// in the tests: a Kafka source hands out up to two windows past its last confirmed
+    /// commit, a RabbitMQ source holds its prefetch (the window). SQS, SNS and Pub/Sub are
+    /// held to one window too, tighter than their documented bounds (docs/guarantees.md,
+    /// which add read-ahead and acknowledgements not yet sent).
+    pub fn redelivered_at_most(self, window: u32) -> u32 {
+        match self {
+            Sys::Kafka => 2 * window,
+            Sys::Rabbit | Sys::Sqs | Sys::SqsFifo | Sys::Sns | Sys::PubSub => window,
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Sys::Kafka => "kafka",

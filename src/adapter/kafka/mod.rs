@@ -333,13 +333,13 @@ impl Connector for KafkaConnector {
             tracing::warn!("{warning}");
         }
         let consumer = Arc::into_inner(consumer).expect("the metadata probe has finished");
-        let buffer = settings.max_in_flight.clamp(16, 1024);
+        let window = settings.max_in_flight.clamp(16, 1024);
         let source = source::KafkaSource::start(
             consumer,
             tracker,
             endpoint.to_string(),
             self.config.header_names.clone(),
-            buffer,
+            window,
             Duration::from_millis(options.commit_interval_ms.max(10)),
         );
         let lag = lag::probe(

@@ -4,12 +4,14 @@
 //! channel (backpressure: when the router is full, polling waits; after ten seconds of
 //! that the reader pauses its partitions and polls on, so rebalances are still served).
 //! Offsets are committed by a committer task every `commit_interval_ms`, or as soon as
-//! an eighth of a window was settled, only up to the lowest unsettled offset of each partition
-//! ([`super::offsets`]). Commits are synchronous, one at a time, so the source knows what
-//! the broker has. Once `max_in_flight` records handed to the router are past the
-//! confirmed commit points, the source hands out no more until commits catch up, so a
-//! crash makes a sink receive again at most that many records (the duplicates of
-//! at-least-once are bounded by the window). Records waiting in the channel do not count:
+//! an eighth of a window was settled, only up to the lowest unsettled offset of each
+//! partition ([`super::offsets`]). Commits are synchronous, one at a time, so the source
+//! knows what the broker has. Once two windows (twice `max_in_flight`) of records handed
+//! to the router are past the confirmed commit points, the source hands out no more until
+//! commits catch up, so a crash makes a sink receive again at most that many records (the
+//! duplicates of at-least-once are bounded). Two, because the route's own window is then
+//! still free to fill while a commit travels: with one, the route waited for nearly every
+//! commit (docs/performance.md). Records waiting in the channel do not count:
 //! after a crash they are read again, but no sink had them. On a rebalance the settled
 //! offsets of revoked partitions are committed synchronously before they are given up,
 //! and settlements that arrive for them afterwards are ignored (the new owner redelivers
@@ -134,7 +136,7 @@ struct Shared {
     commit_batch: usize,
     commit_now: Notify,
     /// Handed-out records past the confirmed commit points at which the source hands out
-    /// no more.
+    /// no more: two windows.
     unconfirmed_limit: usize,
     /// Set while the window is full: then every settlement asks for a commit.
     window_full: AtomicBool,
@@ -197,8 +199,8 @@ fn delivery(
     Delivery { message, ack }
 }
 
-/// A running consumer-group source. After a crash, at most `buffer` records (handed out
-/// past the last confirmed commit) reach a sink again.
+/// A running consumer-group source. After a crash, at most twice `window` records (handed
+/// out past the last confirmed commit) reach a sink again.
 pub struct KafkaSource {
     deliveries: mpsc::Receiver<Read>,
     shared: Arc<Shared>,
@@ -222,30 +224,35 @@ impl KafkaSource {
         }
     }
 
-    /// Starts reading `consumer` (already subscribed) for `endpoint`, with at most `buffer`
-    /// records handed out past the confirmed commit points.
+    /// Starts reading `consumer` (already subscribed) for `endpoint`, reading ahead at most
+    /// `window` records and handing out at most twice `window` past the confirmed commit
+    /// points.
     pub fn start(
         consumer: GroupConsumer,
         tracker: Arc<Mutex<OffsetTracker>>,
         endpoint: String,
         names: HeaderNames,
-        buffer: usize,
+        window: usize,
         commit_interval: Duration,
     ) -> KafkaSource {
+        let window = window.max(1);
         let consumer = Arc::new(consumer);
-        let (deliveries_tx, deliveries) = mpsc::channel(buffer);
+        let (deliveries_tx, deliveries) = mpsc::channel(window);
         let (retries_tx, retries) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             tracker,
             retries: retries_tx,
             settled_since_commit: AtomicUsize::new(0),
-            // A commit starts once an eighth of the limit was settled, so that commits run
-            // nearly back to back under load and the window rarely waits for one. Half the
-            // limit measured Kafka -> Kafka at 0.86x of the raw pipe against 1.00x for an
-            // eighth (tansu, no hop header): the window starved while a commit travelled.
-            commit_batch: (buffer / 8).max(1),
+            // A commit starts once an eighth of a window was settled, so that commits run
+            // nearly back to back under load. Half a window measured Kafka -> Kafka at 0.86x
+            // of the raw pipe against 1.00x for an eighth (tansu, no hop header): the window
+            // starved while a commit travelled.
+            commit_batch: (window / 8).max(1),
             commit_now: Notify::new(),
-            unconfirmed_limit: buffer.max(1),
+            // With one window, the route waited for nearly every commit (a commit takes 3 to
+            // 5 ms on tansu under load): 0.85x of the raw pipe, 0.87x with 1.25 windows,
+            // 1.00x with 1.5 and 1.02x with 2 (Kafka -> Kafka 1 KiB, three rounds each).
+            unconfirmed_limit: 2 * window,
             window_full: AtomicBool::new(false),
             committed: Notify::new(),
         });
