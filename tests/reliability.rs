@@ -3,8 +3,8 @@
 //! Each scenario writes the checker's numbered messages (several keys) into sources, runs
 //! `bridge run` through a fault, and ends with a report: lost, duplicated, reordered per
 //! key, time to recover ([`support::checker`]). Every scenario asserts 0 lost, per-key
-//! order (routes use `ordering: key`) and duplicates within the in-flight window per
-//! fault. The bounded sizes run in CI; `scripts/reliability.sh --long` runs more messages
+//! order (routes use `ordering: key`) and duplicates within what one fault may make the
+//! source deliver again (one window, two from Kafka), per fault. The bounded sizes run in CI; `scripts/reliability.sh --long` runs more messages
 //! and more faults. `scripts/test.sh` runs the scenarios that stop a broker
 //! (`broker_restart` in their name), kill bridge (`sigkill`) or stall the network
 //! (`network_faults`) one at a time.
@@ -32,7 +32,8 @@ use support::process::Running;
 use support::systems::{Place, Resources, Sys, source_yaml};
 use support::{connector, init_logs, unique};
 
-/// The routes' `max_in_flight`: RabbitMQ prefetch and the Kafka source's limit too.
+/// The routes' `max_in_flight`: RabbitMQ prefetch; a Kafka source may hand out twice this
+/// past its last confirmed commit (`Sys::redelivered_at_most`).
 const WINDOW: u32 = 256;
 
 /// One route of a scenario, and what the checker saw at its sink and dead letter.

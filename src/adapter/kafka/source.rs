@@ -138,7 +138,7 @@ struct Shared {
     /// Handed-out records past the confirmed commit points at which the source hands out
     /// no more: two windows.
     unconfirmed_limit: usize,
-    /// Set while the window is full: then every settlement asks for a commit.
+    /// Set while `unconfirmed_limit` is reached: then every settlement asks for a commit.
     window_full: AtomicBool,
     /// Signalled after each confirmed commit.
     committed: Notify,
@@ -244,13 +244,14 @@ impl KafkaSource {
             retries: retries_tx,
             settled_since_commit: AtomicUsize::new(0),
             // A commit starts once an eighth of a window was settled, so that commits run
-            // nearly back to back under load. Half a window measured Kafka -> Kafka at 0.86x
-            // of the raw pipe against 1.00x for an eighth (tansu, no hop header): the window
-            // starved while a commit travelled.
+            // nearly back to back under load. With one window as the bound, half a window
+            // measured Kafka -> Kafka at 0.86x of the raw pipe against 1.00x for an eighth
+            // (tansu, no hop header, an earlier run); later runs found the cadence to matter
+            // little next to the bound (docs/performance.md, late night of 2026-11-27).
             commit_batch: (window / 8).max(1),
             commit_now: Notify::new(),
-            // With one window, the route waited for nearly every commit (a commit takes 3 to
-            // 5 ms on tansu under load): 0.85x of the raw pipe, 0.87x with 1.25 windows,
+            // With one window, the route waited for nearly every commit (a commit takes 2.6
+            // to 5.6 ms on tansu under load): 0.85x of the raw pipe, 0.87x with 1.25 windows,
             // 1.00x with 1.5 and 1.02x with 2 (Kafka -> Kafka 1 KiB, three rounds each).
             unconfirmed_limit: 2 * window,
             window_full: AtomicBool::new(false),
