@@ -4,10 +4,10 @@
 //! `bridge run` through a fault, and ends with a report: lost, duplicated, reordered per
 //! key, time to recover ([`support::checker`]). Every scenario asserts 0 lost, per-key
 //! order (routes use `ordering: key`) and duplicates within what one fault may make the
-//! source deliver again (one window, two from Kafka), per fault. The bounded sizes run in CI; `scripts/reliability.sh --long` runs more messages
-//! and more faults. `scripts/test.sh` runs the scenarios that stop a broker
-//! (`broker_restart` in their name), kill bridge (`sigkill`) or stall the network
-//! (`network_faults`) one at a time.
+//! source deliver again (one window, two from Kafka), per fault. The bounded sizes run in
+//! CI; `scripts/reliability.sh --long` runs more messages and more faults.
+//! `scripts/test.sh` runs the scenarios that stop a broker (`broker_restart` in their
+//! name), kill bridge (`sigkill`) or stall the network (`network_faults`) one at a time.
 #![cfg(all(
     feature = "kafka",
     feature = "rabbitmq",
