@@ -13,6 +13,8 @@
 //! - [`expr`]: CEL conditions and Jinja templates over messages.
 //! - [`router`]: route loops, fan-out, retries, dead letters, ordering, drain.
 //! - [`relay`]: request-reply across brokers with signed correlation tokens.
+//! - [`secret`]: secrets that are never printed; the scrubbing of logs.
+//! - [`printable`]: message text made safe for a terminal or a log line.
 //! - [`shutdown`]: signals to a cancellation token.
 //! - [`cli`]: the `bridge` commands; the only place that prints.
 //!
@@ -25,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod expr;
 pub mod message;
+pub mod printable;
 pub mod relay;
 pub mod router;
 pub mod secret;

@@ -28,10 +28,16 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            match &error {
-                CliError::Config(errors) => eprint!("{errors}"),
-                other => eprintln!("bridge: {other}"),
-            }
+            // Errors may quote what a broker or a message said: no secret and no control
+            // character reaches the terminal.
+            let text = match &error {
+                CliError::Config(errors) => errors.to_string(),
+                other => format!(
+                    "bridge: {}\n",
+                    bridge::printable::escape(&other.to_string())
+                ),
+            };
+            eprint!("{}", bridge::secret::scrub(&text));
             error.exit_code()
         }
     }

@@ -201,3 +201,76 @@ fn send_prints_one_receipt_per_message() {
     assert_eq!(receipts.len(), 3, "{stdout}");
     assert!(stdout.contains("\"body\":\"n=2\""), "{stdout}");
 }
+
+/// Runs `bridge validate FILE` and returns its exit code (None: killed by a signal), its
+/// standard error and its peak resident memory in KiB, measured by the kernel
+/// (`getrusage` of the waited child, through Python's `resource`).
+fn validate_with_peak_memory(file: &std::path::Path) -> (Option<i32>, String, u64) {
+    let script = "import resource, subprocess, sys\n\
+        p = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)\n\
+        sys.stderr.write(p.stderr.decode(errors='replace'))\n\
+        print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n";
+    let output = Command::new("python3")
+        .args(["-c", script, support::process::binary(), "validate"])
+        .arg(file)
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut fields = stdout.split_whitespace();
+    let code: i32 = fields.next().unwrap().parse().unwrap();
+    let peak: u64 = fields.next().unwrap().parse().unwrap();
+    let code = (code >= 0).then_some(code);
+    (code, String::from_utf8_lossy(&output.stderr).into_owned(), peak)
+}
+
+#[test]
+fn hostile_routes_files_are_refused_with_exit_2_in_little_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    // A billion laughs in under 1 KiB: nine anchors, each nine aliases of the one before.
+    let mut bomb = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for level in 1..9 {
+        let prior = format!("*a{}", level - 1);
+        let items = vec![prior.as_str(); 9].join(", ");
+        bomb.push_str(&format!("a{level}: &a{level} [{items}]\n"));
+    }
+    assert!(bomb.len() < 1024, "{}", bomb.len());
+    let cases = [
+        ("alias-bomb.yaml", bomb, "aliases"),
+        (
+            "small-alias.yaml",
+            "settings: &s {max_hops: 3}\nroutes: *s\n".to_owned(),
+            "aliases",
+        ),
+        (
+            "block-nesting.yaml",
+            "- ".repeat(100_000) + "x\n",
+            "nested more than",
+        ),
+        ("flow-nesting.yaml", "[".repeat(100_000), "nested more than"),
+        (
+            "dev-zero.yaml",
+            "settings:\n  reply_signing_key: ${file:/dev/zero}\n".to_owned(),
+            "larger than 1024 KiB",
+        ),
+    ];
+    for (name, text, expected) in cases {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        let (code, stderr, peak_kib) = validate_with_peak_memory(&file);
+        assert_eq!(code, Some(2), "{name}: {stderr}");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert!(peak_kib < 100 * 1024, "{name}: peak {peak_kib} KiB");
+    }
+}
+
+#[test]
+fn a_routes_file_larger_than_the_cap_is_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("huge.yaml");
+    let line = "# padding padding padding padding padding padding padding padding\n";
+    std::fs::write(&file, line.repeat((2 << 20) / line.len())).unwrap();
+    let output = run(&["validate", file.to_str().unwrap()], b"");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("larger than 1024 KiB"), "{stderr}");
+}

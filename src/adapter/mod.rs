@@ -38,31 +38,7 @@ use crate::message::Message;
 pub(crate) use spec::parse_strict;
 pub use spec::{ConnectContext, ConnectionSpec, Role, SourceSettings, System, TailSettings};
 
-/// `url` with any password replaced by `***`, safe to print. Text that is not a URL but
-/// has a `USER:PASSWORD@` part (a mistyped scheme, `amqps//user:secret@host`) is redacted
-/// too: it is shown in the error that says it is not a URL.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return match url.rsplit_once('@') {
-            Some((userinfo, host)) => {
-                let user_start = userinfo.rfind('/').map_or(0, |slash| slash + 1);
-                let (before, user) = userinfo.split_at(user_start);
-                let user = user.split(':').next().unwrap_or_default();
-                format!("{before}{user}:***@{host}")
-            }
-            None => url.to_owned(),
-        };
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}{tail}")
-        }
-        None => url.to_owned(),
-    }
-}
+pub use crate::secret::redact_url;
 
 /// Whether retrying can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

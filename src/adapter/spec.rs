@@ -124,7 +124,8 @@ pub enum ConnectionSpec {
     Memory(memory::Config),
     Stdio(stdio::Config),
     #[cfg(feature = "kafka")]
-    Kafka(kafka::Config),
+    // Boxed: the largest configuration by far, and a connection is cloned rarely.
+    Kafka(Box<kafka::Config>),
     #[cfg(feature = "rabbitmq")]
     RabbitMq(rabbitmq::Config),
     #[cfg(feature = "aws")]
@@ -188,7 +189,7 @@ impl ConnectionSpec {
             System::Memory => ConnectionSpec::Memory(parse_strict(value)?),
             System::Stdio => ConnectionSpec::Stdio(parse_strict(value)?),
             #[cfg(feature = "kafka")]
-            System::Kafka => ConnectionSpec::Kafka(parse_strict(value)?),
+            System::Kafka => ConnectionSpec::Kafka(Box::new(parse_strict(value)?)),
             #[cfg(feature = "rabbitmq")]
             System::RabbitMq => ConnectionSpec::RabbitMq(parse_strict(value)?),
             #[cfg(feature = "aws")]
@@ -201,14 +202,25 @@ impl ConnectionSpec {
     }
 
     /// A connection from a URL given on the command line: `memory:`, `stdio:`, and the
-    /// URL forms of each broker adapter (docs/cli.md lists them).
+    /// URL forms of each broker adapter (docs/cli.md lists them). The URL's credentials
+    /// are remembered as secrets, and no error shows them.
     pub fn from_url(url: &str) -> Result<ConnectionSpec, String> {
+        for secret in crate::secret::url_secrets(url) {
+            crate::secret::remember(&secret);
+        }
+        let spec = Self::from_url_unchecked(url)
+            .and_then(|spec| spec.check().map(|()| spec).map_err(|e| e.message))
+            .map_err(|e| crate::secret::hide_url_secrets(&e, url))?;
+        Ok(spec)
+    }
+
+    fn from_url_unchecked(url: &str) -> Result<ConnectionSpec, String> {
         let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or_default();
         match scheme {
             "memory" => Ok(ConnectionSpec::Memory(memory::Config::default())),
             "stdio" => Ok(ConnectionSpec::Stdio(stdio::Config::default())),
             #[cfg(feature = "kafka")]
-            "kafka" => kafka::from_url(url).map(ConnectionSpec::Kafka),
+            "kafka" => kafka::from_url(url).map(|config| ConnectionSpec::Kafka(Box::new(config))),
             #[cfg(feature = "rabbitmq")]
             "amqp" | "amqps" => rabbitmq::from_url(url).map(ConnectionSpec::RabbitMq),
             #[cfg(feature = "aws")]

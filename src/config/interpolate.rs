@@ -3,11 +3,17 @@
 //! - `${VAR}`: the environment variable `VAR`; an error when it is unset.
 //! - `${VAR:-default}`: `VAR` when set and not empty, else `default` (as in POSIX shells).
 //! - `${file:PATH}`: the contents of the file at `PATH` with one trailing newline removed,
-//!   for secrets mounted as files (Kubernetes secrets, Docker secrets).
+//!   for secrets mounted as files (Kubernetes secrets, Docker secrets). A file larger than
+//!   [`MAX_FILE_BYTES`] is refused without being read further, so a path such as
+//!   `/dev/zero` cannot exhaust memory.
 //! - `$$` is a literal `$`.
 //!
 //! Interpolation runs on each string value after YAML parsing, so a value can never
-//! change the structure of the file, and errors keep the value's YAML path and line.
+//! change the structure of the file, and errors keep the value's YAML path and line. Each
+//! substitution is returned with the reference it came from, so that validation errors
+//! can name the variable instead of quoting its value (which may be a secret).
+
+use std::io::Read;
 
 /// Where variables come from; tests pass their own.
 pub trait Environment {
@@ -29,6 +35,25 @@ impl<F: Fn(&str) -> Option<String>> Environment for F {
     }
 }
 
+/// The largest file `${file:PATH}` reads: 1 MiB, far more than any secret or key.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// One `${...}` replaced in a value: what was written and what it became.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Substitution {
+    /// The reference as written, e.g. `${DB_PASSWORD}` or `${file:/run/secrets/key}`.
+    pub reference: String,
+    /// What it was replaced by.
+    pub value: String,
+}
+
+/// A string after interpolation, with the substitutions made in it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Interpolated {
+    pub text: String,
+    pub substitutions: Vec<Substitution>,
+}
+
 fn valid_variable_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
@@ -37,10 +62,26 @@ fn valid_variable_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Reads a secret file, refusing one larger than [`MAX_FILE_BYTES`].
+fn read_secret_file(path: &str) -> Result<String, String> {
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read secret file `{path}`: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read secret file `{path}`: {e}"))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!(
+            "secret file `{path}` is larger than {} KiB; point ${{file:...}} at a file holding only the secret",
+            MAX_FILE_BYTES / 1024
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| format!("secret file `{path}` is not UTF-8 text"))
+}
+
 fn resolve(expression: &str, env: &dyn Environment) -> Result<String, String> {
     if let Some(path) = expression.strip_prefix("file:") {
-        let contents = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read secret file `{path}`: {e}"))?;
+        let contents = read_secret_file(path)?;
         let trimmed = contents
             .strip_suffix("\r\n")
             .or_else(|| contents.strip_suffix('\n'))
@@ -67,30 +108,42 @@ fn resolve(expression: &str, env: &dyn Environment) -> Result<String, String> {
 }
 
 /// Replaces every `${...}` in `text`.
-pub fn interpolate(text: &str, env: &dyn Environment) -> Result<String, String> {
+pub fn interpolate(text: &str, env: &dyn Environment) -> Result<Interpolated, String> {
     if !text.contains('$') {
-        return Ok(text.to_owned());
+        return Ok(Interpolated {
+            text: text.to_owned(),
+            substitutions: Vec::new(),
+        });
     }
-    let mut out = String::with_capacity(text.len());
+    let mut out = Interpolated {
+        text: String::with_capacity(text.len()),
+        substitutions: Vec::new(),
+    };
     let mut rest = text;
     while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
+        out.text.push_str(&rest[..at]);
         let after = &rest[at + 1..];
         if let Some(tail) = after.strip_prefix('$') {
-            out.push('$');
+            out.text.push('$');
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
+            // The text itself is not quoted: it may hold a secret written in the file.
             let end = body
                 .find('}')
-                .ok_or_else(|| format!("unterminated `${{` in `{text}`"))?;
-            out.push_str(&resolve(&body[..end], env)?);
+                .ok_or("unterminated `${`: close it with `}`, or write `$$` for a `$`")?;
+            let value = resolve(&body[..end], env)?;
+            out.text.push_str(&value);
+            out.substitutions.push(Substitution {
+                reference: format!("${{{}}}", &body[..end]),
+                value,
+            });
             rest = &body[end + 1..];
         } else {
-            out.push('$');
+            out.text.push('$');
             rest = after;
         }
     }
-    out.push_str(rest);
+    out.text.push_str(rest);
     Ok(out)
 }
 
@@ -106,24 +159,36 @@ mod tests {
         }
     }
 
+    fn text(source: &str) -> Result<String, String> {
+        interpolate(source, &env).map(|i| i.text)
+    }
+
     #[test]
     fn replaces_variables_and_defaults() {
-        assert_eq!(
-            interpolate("${HOST}:${PORT:-9092}", &env).unwrap(),
-            "broker:9092"
-        );
-        assert_eq!(interpolate("${EMPTY:-x}", &env).unwrap(), "x");
+        assert_eq!(text("${HOST}:${PORT:-9092}").unwrap(), "broker:9092");
+        assert_eq!(text("${EMPTY:-x}").unwrap(), "x");
+    }
+
+    #[test]
+    fn each_substitution_is_recorded_with_its_reference() {
+        let done = interpolate("${HOST}:${PORT:-9092}", &env).unwrap();
+        let pairs: Vec<_> = done
+            .substitutions
+            .iter()
+            .map(|s| (s.reference.as_str(), s.value.as_str()))
+            .collect();
+        assert_eq!(pairs, [("${HOST}", "broker"), ("${PORT:-9092}", "9092")]);
     }
 
     #[test]
     fn unset_variable_without_default_names_it() {
-        let err = interpolate("${NOPE}", &env).unwrap_err();
+        let err = text("${NOPE}").unwrap_err();
         assert!(err.contains("`NOPE` is not set"), "{err}");
     }
 
     #[test]
     fn dollar_dollar_is_a_literal_dollar() {
-        assert_eq!(interpolate("a$$b $x", &env).unwrap(), "a$b $x");
+        assert_eq!(text("a$$b $x").unwrap(), "a$b $x");
     }
 
     #[test]
@@ -131,12 +196,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pw");
         std::fs::write(&path, "s3cret\n").unwrap();
-        let text = format!("${{file:{}}}", path.display());
-        assert_eq!(interpolate(&text, &env).unwrap(), "s3cret");
+        assert_eq!(
+            text(&format!("${{file:{}}}", path.display())).unwrap(),
+            "s3cret"
+        );
     }
 
     #[test]
-    fn unterminated_reference_is_an_error() {
-        assert!(interpolate("${HOST", &env).is_err());
+    fn a_file_that_never_ends_is_refused_after_the_cap() {
+        let err = text("${file:/dev/zero}").unwrap_err();
+        assert!(err.contains("larger than 1024 KiB"), "{err}");
+    }
+
+    #[test]
+    fn an_unterminated_reference_is_an_error_that_does_not_quote_the_text() {
+        let err = text("amqp://admin:Pa55word@h/${VHOST").unwrap_err();
+        assert!(err.contains("unterminated"), "{err}");
+        assert!(!err.contains("Pa55word"), "{err}");
     }
 }

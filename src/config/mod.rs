@@ -73,16 +73,38 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// The largest routes file read: 1 MiB, about a hundred times a file of a hundred routes.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads the text of a routes file, refusing one larger than [`MAX_FILE_BYTES`] without
+/// reading further.
+fn read_routes_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read the routes file: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read the routes file: {e}"))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!(
+            "the routes file is larger than {} KiB",
+            MAX_FILE_BYTES / 1024
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| "the routes file is not UTF-8 text".to_owned())
+}
+
 /// Reads and validates the routes file at `path`.
 pub fn load_file(path: &Path, env: &dyn Environment) -> Result<Plan, ConfigErrors> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+    let text = read_routes_file(path).map_err(|message| ConfigErrors {
         file: file.clone(),
         errors: vec![ConfigError {
             path: String::new(),
             line: None,
             column: None,
-            message: format!("cannot read the routes file: {e}"),
+            message,
         }],
     })?;
     load_str(&text, &file, env)
@@ -94,16 +116,31 @@ pub fn load_str(text: &str, file: &str, env: &dyn Environment) -> Result<Plan, C
         file: file.to_owned(),
         errors,
     };
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(fail(vec![ConfigError {
+            path: String::new(),
+            line: None,
+            column: None,
+            message: format!(
+                "the routes file is larger than {} KiB",
+                MAX_FILE_BYTES / 1024
+            ),
+        }]));
+    }
     let (document, mut errors) = yaml::parse(text, env).map_err(|e| fail(vec![e]))?;
     match plan::build(&document) {
         Ok(plan) if errors.is_empty() => Ok(plan),
-        Ok(_) => Err(fail(errors)),
+        Ok(_) => {
+            document.scrub(&mut errors);
+            Err(fail(errors))
+        }
         Err(more) => {
             // A value whose interpolation failed is reported once, not again as invalid.
             let interpolated: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
             errors.extend(more.into_iter().filter(|e| !interpolated.contains(&e.path)));
             errors.sort_by_key(|e| (e.line.unwrap_or(0), e.column.unwrap_or(0)));
             errors.dedup();
+            document.scrub(&mut errors);
             Err(fail(errors))
         }
     }

@@ -140,7 +140,7 @@ pub struct DedupModel {
     /// `memory` (default): this process only, forgotten on restart. `redis://HOST:PORT/DB`
     /// (or `rediss://`): shared by every replica and kept across restarts.
     #[serde(default = "default_dedup_store")]
-    pub store: String,
+    pub store: crate::secret::SecretUrl,
     /// The most identities the memory store keeps; the oldest are forgotten first.
     /// Default 1000000.
     #[serde(default = "default_dedup_capacity")]
@@ -151,8 +151,8 @@ pub fn default_dedup_window() -> Duration {
     Duration::from_secs(600)
 }
 
-pub fn default_dedup_store() -> String {
-    "memory".to_owned()
+pub fn default_dedup_store() -> crate::secret::SecretUrl {
+    crate::secret::SecretUrl::new("memory")
 }
 
 pub fn default_dedup_capacity() -> usize {

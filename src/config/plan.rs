@@ -39,15 +39,16 @@ pub fn check_listen(listen: &str) -> Result<(), String> {
     }
 }
 
-/// Whether `url` is a Redis URL this build can use.
+/// Whether `url` is a Redis URL this build can use. The error never shows its password.
 fn check_redis_url(url: &str) -> Result<(), String> {
     #[cfg(feature = "redis")]
-    return redis::Client::open(url)
-        .map(drop)
-        .map_err(|e| format!("not a usable Redis URL: {e}"));
+    return redis::Client::open(url).map(drop).map_err(|e| {
+        crate::secret::hide_url_secrets(&format!("not a usable Redis URL: {e}"), url)
+    });
     #[cfg(not(feature = "redis"))]
     return Err(format!(
-        "this build of bridge has no Redis support (cargo feature `redis`) for `{url}`"
+        "this build of bridge has no Redis support (cargo feature `redis`) for `{}`",
+        crate::secret::redact_url(url)
     ));
 }
 
@@ -87,7 +88,7 @@ pub struct DedupPlan {
     pub key: Option<Template>,
     pub window: std::time::Duration,
     /// `None` for memory, else the Redis URL.
-    pub redis: Option<String>,
+    pub redis: Option<crate::secret::SecretUrl>,
     pub capacity: usize,
 }
 
@@ -698,20 +699,21 @@ impl Builder<'_> {
             self.error(&child(path, "capacity"), "capacity must be at least 1");
             ok = false;
         }
-        let redis = match model.store.as_str() {
+        let redis = match model.store.expose() {
             "memory" => None,
             url if url.starts_with("redis://") || url.starts_with("rediss://") => {
                 if let Err(problem) = check_redis_url(url) {
                     self.error(&child(path, "store"), problem);
                     ok = false;
                 }
-                Some(url.to_owned())
+                Some(model.store.clone())
             }
-            other => {
+            _ => {
                 self.error(
                     &child(path, "store"),
                     format!(
-                        "unknown store `{other}`: write `memory` or a `redis://HOST:PORT/DB` URL"
+                        "unknown store `{}`: write `memory` or a `redis://HOST:PORT/DB` URL",
+                        model.store.redacted()
                     ),
                 );
                 ok = false;

@@ -1,18 +1,31 @@
 //! Reads YAML text into a JSON value while remembering the line of every node.
 //!
-//! The routes file is parsed once with `saphyr` (a YAML 1.2 parser that keeps positions);
-//! each node's YAML path (`routes[0].to[1].endpoint`) is mapped to where it was written so
-//! that every later error, from serde or from validation, can name its line. String values
-//! are interpolated here (see [`super::interpolate`]), after parsing, so an environment
+//! The routes file is parsed with `saphyr` (a YAML 1.2 parser that keeps positions); each
+//! node's YAML path (`routes[0].to[1].endpoint`) is mapped to where it was written so that
+//! every later error, from serde or from validation, can name its line. String values are
+//! interpolated here (see [`super::interpolate`]), after parsing, so an environment
 //! variable can never change the file's structure.
+//!
+//! Work per file is bounded before any tree is built: the parser's events are first read
+//! as a stream, refusing aliases (`*name`, which would let a few bytes expand into a huge
+//! tree) and nesting deeper than [`MAX_DEPTH`] (which would exhaust the stack). What all
+//! `${...}` of a file produce together is capped by [`MAX_INTERPOLATED_BYTES`].
 
 use std::collections::HashMap;
 
 use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
+use saphyr_parser::{Event, Parser, ScanError, Span};
 use serde_json::{Map, Number, Value};
 
 use super::ConfigError;
-use super::interpolate::{Environment, interpolate};
+use super::interpolate::{Environment, Substitution, interpolate};
+
+/// The deepest nesting of mappings and lists a routes file may use; real files use about
+/// ten levels.
+pub const MAX_DEPTH: usize = 32;
+
+/// The most text all `${...}` references of one file may produce together (16 MiB).
+pub const MAX_INTERPOLATED_BYTES: usize = 16 << 20;
 
 /// A position in the routes file (1-based line and column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,11 +34,14 @@ pub struct Location {
     pub column: usize,
 }
 
-/// The parsed file: its value and where each path was written.
+/// The parsed file: its value, where each path was written, and which values came from
+/// `${...}` interpolation.
 #[derive(Debug, Default)]
 pub struct Document {
     pub root: Value,
     locations: HashMap<String, Location>,
+    /// The substitutions made in the string at each path.
+    substitutions: Vec<(String, Substitution)>,
 }
 
 impl Document {
@@ -51,6 +67,76 @@ impl Document {
             message: message.into(),
         }
     }
+
+    /// Rewrites each error so that it never quotes a value that came from `${...}`: the
+    /// value is replaced by the reference it came from (`${DB_PASSWORD}`), which names the
+    /// variable or file instead. An error about the value's own field (or a field around
+    /// it) loses every occurrence; any other error loses occurrences of values long enough
+    /// not to be ordinary words.
+    pub fn scrub(&self, errors: &mut [ConfigError]) {
+        for error in errors {
+            for (path, substitution) in &self.substitutions {
+                let related = is_within(&error.path, path) || is_within(path, &error.path);
+                error.message = hide(&error.message, substitution, related);
+            }
+        }
+    }
+}
+
+/// Whether `path` is `outer` or lies inside it.
+fn is_within(path: &str, outer: &str) -> bool {
+    outer.is_empty()
+        || path == outer
+        || path
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.starts_with(['.', '[']))
+}
+
+/// Values shorter than this are hidden only in errors about their own field: elsewhere a
+/// short value (`1`, `on`) would match ordinary words of the message.
+const MIN_UNRELATED_BYTES: usize = 6;
+
+/// `message` with `substitution`'s value, as written or as serde quotes it (escaped),
+/// replaced by its reference.
+fn hide(message: &str, substitution: &Substitution, related: bool) -> String {
+    let value = &substitution.value;
+    if value.is_empty() || (!related && value.len() < MIN_UNRELATED_BYTES) {
+        return message.to_owned();
+    }
+    let escaped = format!("{value:?}");
+    let escaped = &escaped[1..escaped.len() - 1];
+    let mut text = message.to_owned();
+    let forms: &[&str] = if escaped == value {
+        &[value]
+    } else {
+        &[value, escaped]
+    };
+    for form in forms {
+        if value.len() >= MIN_UNRELATED_BYTES || !related {
+            text = text.replace(form, &substitution.reference);
+        } else {
+            text = replace_delimited(&text, form, &substitution.reference);
+        }
+    }
+    text
+}
+
+/// Replaces the occurrences of a short `value` that stand alone (not inside a longer word
+/// or number), so that hiding `1` does not turn `1024` into `${PORT}024`.
+fn replace_delimited(text: &str, value: &str, by: &str) -> String {
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(value) {
+        let before = rest[..at].chars().next_back();
+        let after = rest[at + value.len()..].chars().next();
+        let alone = !before.is_some_and(is_word) && !after.is_some_and(is_word);
+        out.push_str(&rest[..at]);
+        out.push_str(if alone { by } else { value });
+        rest = &rest[at + value.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Joins a map key onto a YAML path.
@@ -78,6 +164,9 @@ struct Converter<'e> {
     env: &'e dyn Environment,
     locations: HashMap<String, Location>,
     errors: Vec<ConfigError>,
+    substitutions: Vec<(String, Substitution)>,
+    /// What interpolation has produced so far, against [`MAX_INTERPOLATED_BYTES`].
+    interpolated_bytes: usize,
 }
 
 impl Converter<'_> {
@@ -99,6 +188,37 @@ impl Converter<'_> {
         }
     }
 
+    fn interpolate(&mut self, text: &str, path: &str, at: Location) -> Value {
+        if self.interpolated_bytes > MAX_INTERPOLATED_BYTES {
+            // Already reported once; the rest of the file is read without substitutions.
+            return Value::String(text.to_owned());
+        }
+        match interpolate(text, self.env) {
+            Ok(done) => {
+                let added: usize = done.substitutions.iter().map(|s| s.value.len()).sum();
+                self.interpolated_bytes += added;
+                if self.interpolated_bytes > MAX_INTERPOLATED_BYTES {
+                    self.fail(
+                        path,
+                        at,
+                        format!(
+                            "the file's ${{...}} references produce more than {} MiB of text",
+                            MAX_INTERPOLATED_BYTES >> 20
+                        ),
+                    );
+                    return Value::String(text.to_owned());
+                }
+                self.substitutions
+                    .extend(done.substitutions.into_iter().map(|s| (path.to_owned(), s)));
+                Value::String(done.text)
+            }
+            Err(message) => {
+                self.fail(path, at, message);
+                Value::String(text.to_owned())
+            }
+        }
+    }
+
     fn convert(&mut self, node: &MarkedYaml<'_>, path: &str) -> Value {
         let at = location(node);
         self.locations.entry(path.to_owned()).or_insert(at);
@@ -110,13 +230,7 @@ impl Converter<'_> {
                 Scalar::FloatingPoint(f) => {
                     Number::from_f64(f.into_inner()).map_or(Value::Null, Value::Number)
                 }
-                Scalar::String(text) => match interpolate(text, self.env) {
-                    Ok(text) => Value::String(text),
-                    Err(message) => {
-                        self.fail(path, at, message);
-                        Value::String(text.to_string())
-                    }
-                },
+                Scalar::String(text) => self.interpolate(text, path, at),
             },
             YamlData::Sequence(items) => Value::Array(
                 items
@@ -144,12 +258,9 @@ impl Converter<'_> {
                 Value::Object(map)
             }
             YamlData::Tagged(_, inner) => self.convert(inner, path),
+            // Refused by `check_shape` before the tree is built.
             YamlData::Alias(_) => {
-                self.fail(
-                    path,
-                    at,
-                    "YAML aliases (*name) are not supported; repeat the value".into(),
-                );
+                self.fail(path, at, ALIASES_REFUSED.into());
                 Value::Null
             }
             YamlData::BadValue | YamlData::Representation(..) => {
@@ -160,18 +271,64 @@ impl Converter<'_> {
     }
 }
 
+const ALIASES_REFUSED: &str = "YAML aliases (*name) are not supported; repeat the value";
+
+fn too_deep() -> String {
+    format!("lists and mappings are nested more than {MAX_DEPTH} levels deep")
+}
+
+fn syntax_error(error: &ScanError) -> ConfigError {
+    // The scanner reads ahead of the events and stops deep flow nesting (`[[[[...`) itself.
+    let message = match error.info() {
+        "recursion limit exceeded" => too_deep(),
+        info => format!("YAML syntax error: {info}"),
+    };
+    ConfigError {
+        path: String::new(),
+        line: Some(error.marker().line()),
+        column: Some(error.marker().col() + 1),
+        message,
+    }
+}
+
+fn error_at(span: Span, message: String) -> ConfigError {
+    ConfigError {
+        path: String::new(),
+        line: Some(span.start.line()),
+        column: Some(span.start.col() + 1),
+        message,
+    }
+}
+
+/// Reads the parser's events as a stream, without building anything, and refuses what
+/// would make building the tree costly: an alias, or nesting deeper than [`MAX_DEPTH`].
+fn check_shape(text: &str) -> Result<(), ConfigError> {
+    let mut depth = 0usize;
+    for event in Parser::new_from_str(text) {
+        let (event, span) = event.map_err(|e| syntax_error(&e))?;
+        match event {
+            Event::Alias(_) => return Err(error_at(span, ALIASES_REFUSED.into())),
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(error_at(span, too_deep()));
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Parses `text`. A YAML syntax error is returned alone (nothing after it can be trusted);
 /// interpolation errors are collected and returned with the document.
 pub fn parse(
     text: &str,
     env: &dyn Environment,
 ) -> Result<(Document, Vec<ConfigError>), ConfigError> {
-    let documents = MarkedYaml::load_from_str(text).map_err(|e| ConfigError {
-        path: String::new(),
-        line: Some(e.marker().line()),
-        column: Some(e.marker().col() + 1),
-        message: format!("YAML syntax error: {}", e.info()),
-    })?;
+    check_shape(text)?;
+    let documents = MarkedYaml::load_from_str(text).map_err(|e| syntax_error(&e))?;
     if documents.len() > 1 {
         return Err(ConfigError {
             path: String::new(),
@@ -184,6 +341,8 @@ pub fn parse(
         env,
         locations: HashMap::new(),
         errors: Vec::new(),
+        substitutions: Vec::new(),
+        interpolated_bytes: 0,
     };
     let root = documents
         .first()
@@ -192,6 +351,7 @@ pub fn parse(
         Document {
             root,
             locations: converter.locations,
+            substitutions: converter.substitutions,
         },
         converter.errors,
     ))
@@ -219,6 +379,48 @@ mod tests {
     fn syntax_error_has_a_line() {
         let err = parse("a: [1, 2\nb: 3\n", &no_env).unwrap_err();
         assert!(err.line.is_some());
+    }
+
+    #[test]
+    fn a_small_alias_is_refused_with_its_line() {
+        let err = parse("a: &x 1\nb: *x\n", &no_env).unwrap_err();
+        assert_eq!(err.line, Some(2));
+        assert!(err.message.contains("aliases"), "{}", err.message);
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_refused_before_building() {
+        let fine = "a: ".to_owned() + &"[".repeat(MAX_DEPTH - 1) + &"]".repeat(MAX_DEPTH - 1);
+        assert!(parse(&fine, &no_env).is_ok());
+        let block = "- ".repeat(100_000) + "x\n";
+        let err = parse(&block, &no_env).unwrap_err();
+        assert!(err.message.contains("nested more than"), "{}", err.message);
+        let flow = "[".repeat(100_000);
+        let err = parse(&flow, &no_env).unwrap_err();
+        assert!(err.message.contains("nested more than"), "{}", err.message);
+    }
+
+    #[test]
+    fn errors_name_the_variable_instead_of_quoting_its_value() {
+        let env = |name: &str| (name == "PW").then(|| "hunter2-secret".to_owned());
+        let (document, _) = parse("a:\n  url: x://u:${PW}@h\n  port: ${P:-1}\n", &env).unwrap();
+        let mut errors = vec![
+            document.error("a.url", "`x://u:hunter2-secret@h` is not a URL"),
+            document.error("a", "whole connection: \"hunter2-secret\""),
+            document.error("a.port", "`1` is not 1024 or more"),
+            document.error("b", "1 thing"),
+        ];
+        document.scrub(&mut errors);
+        let messages: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "`x://u:${PW}@h` is not a URL",
+                "whole connection: \"${PW}\"",
+                "`${P:-1}` is not 1024 or more",
+                "1 thing",
+            ]
+        );
     }
 
     #[test]

@@ -161,7 +161,8 @@ impl RedisStore {
     /// A store at `url` (`redis://HOST:PORT/DB`); connects on first use, so a Redis that
     /// is down at start-up delays nothing.
     pub fn new(url: &str, route: &str, window: Duration) -> Result<RedisStore, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("Redis URL: {e}"))?;
+        let client = redis::Client::open(url)
+            .map_err(|e| crate::secret::hide_url_secrets(&format!("Redis URL: {e}"), url))?;
         Ok(RedisStore {
             client,
             connection: tokio::sync::OnceCell::new(),

@@ -121,7 +121,7 @@ fn dedup_step(plan: &crate::config::DedupPlan, route: &str) -> dedup::Dedup {
     let store: Box<dyn dedup::DedupStore> = match &plan.redis {
         #[cfg(feature = "redis")]
         Some(url) => Box::new(
-            dedup::RedisStore::new(url, route, plan.window)
+            dedup::RedisStore::new(url.expose(), route, plan.window)
                 .expect("the Redis URL was checked when the routes file was loaded"),
         ),
         #[cfg(not(feature = "redis"))]

@@ -3,14 +3,24 @@
 //! Logging: `tracing` to standard error, as text or JSON lines.
 //!
 //! The level comes from `--log-level`, else `BRIDGE_LOG` (an `EnvFilter` directive such as
-//! `info,bridge::router=debug`), else the command's default. Message bodies are never
-//! logged above `trace`.
+//! `info,bridge::router=debug`), else the command's default; an invalid one is reported
+//! and the default used. Message bodies are never logged above `trace`: lapin's log of
+//! returned messages (which holds their bodies) is off whatever the filter says.
+//!
+//! What reaches standard error is safe whatever a message carries: in text lines, field
+//! values have their control characters escaped ([`crate::printable`]), so a message
+//! cannot forge a log line or drive a terminal (JSON lines are escaped by JSON itself);
+//! and every line goes through [`crate::secret::scrub`], so no secret read by this process
+//! is printed, even by a client library logging at `trace`.
 
 pub mod http;
 pub mod metrics;
 
+use std::io::Write;
+
 use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::field::MakeExt;
 
 /// How log lines look.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
@@ -22,21 +32,115 @@ pub enum LogFormat {
     Json,
 }
 
+/// lapin logs returned (unroutable) messages with their bodies at WARN; bridge reports
+/// them itself as permanent errors, without the body.
+const RETURNED_MESSAGES_OFF: &str = "lapin::returned_messages=off";
+
+/// The filter for `directive`, or for `default_level` when it is empty or invalid (with
+/// the reason), always with lapin's log of returned messages off.
+fn filter(directive: Option<&str>, default_level: &str) -> (EnvFilter, Option<String>) {
+    let wanted = directive.map(str::trim).filter(|d| !d.is_empty());
+    let (filter, problem) = match wanted.map(EnvFilter::try_new) {
+        Some(Ok(filter)) => (filter, None),
+        Some(Err(error)) => (
+            EnvFilter::new(default_level),
+            Some(format!(
+                "the log filter `{}` is invalid ({error}); logging at `{default_level}`",
+                crate::printable::escape(wanted.unwrap_or_default())
+            )),
+        ),
+        None => (EnvFilter::new(default_level), None),
+    };
+    let off = RETURNED_MESSAGES_OFF
+        .parse()
+        .expect("a constant directive parses");
+    (filter.add_directive(off), problem)
+}
+
+/// Standard error, with every remembered secret hidden. The formatter hands over one whole
+/// line per write, so a secret is never split between two writes.
+struct ScrubbedStderr;
+
+impl Write for ScrubbedStderr {
+    fn write(&mut self, buffer: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buffer);
+        std::io::stderr().write_all(crate::secret::scrub(&text).as_bytes())?;
+        Ok(buffer.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// Installs the global subscriber; `default_level` applies when nothing else is given.
 pub fn init_logging(format: LogFormat, level: Option<&str>, default_level: &str) {
     let directive = level
         .map(str::to_owned)
-        .or_else(|| std::env::var("BRIDGE_LOG").ok())
-        .unwrap_or_else(|| default_level.to_owned());
-    // lapin logs returned (unroutable) messages with their bodies at WARN; bridge reports
-    // them itself as permanent errors, without the body.
-    let directive = format!("{directive},lapin::returned_messages=off");
-    let filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| EnvFilter::new(default_level));
+        .or_else(|| std::env::var("BRIDGE_LOG").ok());
+    let (filter, problem) = filter(directive.as_deref(), default_level);
+    // Field values of text lines are escaped; names are the code's own.
+    let fields = tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let name = field.name();
+        if name.starts_with("log.") {
+            return Ok(());
+        }
+        let text = format!("{value:?}");
+        let text = crate::printable::escape(&text);
+        match name {
+            "message" => write!(writer, "{text}"),
+            name => write!(writer, "{}={text}", name.trim_start_matches("r#")),
+        }
+    })
+    .delimited(" ");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| ScrubbedStderr);
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(fields).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    if let Some(problem) = problem {
+        tracing::warn!("{problem}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filter;
+
+    #[test]
+    fn an_invalid_filter_falls_back_and_keeps_returned_messages_off() {
+        for wanted in [
+            "info,lapin=warning",
+            "bridge=verbose",
+            "=debug",
+            "info,h2=of",
+        ] {
+            let (filter, problem) = filter(Some(wanted), "warn");
+            let shown = filter.to_string();
+            assert!(
+                shown.contains("lapin::returned_messages=off"),
+                "{wanted}: {shown}"
+            );
+            assert!(shown.contains("warn"), "{wanted}: {shown}");
+            assert!(problem.is_some_and(|p| p.contains("invalid")), "{wanted}");
+        }
+    }
+
+    #[test]
+    fn a_valid_filter_cannot_switch_returned_messages_back_on() {
+        let (filter, problem) = filter(Some("trace,lapin::returned_messages=trace"), "warn");
+        assert!(problem.is_none());
+        let shown = filter.to_string();
+        assert!(shown.contains("lapin::returned_messages=off"), "{shown}");
+        assert!(!shown.contains("lapin::returned_messages=trace"), "{shown}");
+    }
+
+    #[test]
+    fn an_empty_filter_means_the_default_level() {
+        let (filter, problem) = filter(Some("  "), "info");
+        assert!(problem.is_none());
+        assert!(filter.to_string().contains("info"));
+    }
 }

@@ -37,16 +37,22 @@ pub struct Config {
     #[serde(default)]
     pub header_names: HeaderNames,
     /// Extra librdkafka properties for every client of this connection (e.g.
-    /// `security.protocol`, `sasl.mechanism`); they override bridge's defaults.
+    /// `security.protocol`, `sasl.mechanism`); they override bridge's defaults. Properties
+    /// that switch off certificate checks or load code are refused unless
+    /// `allow_insecure` is true ([`INSECURE_OPTIONS`]).
     #[serde(default)]
-    pub options: BTreeMap<String, String>,
+    pub options: ClientOptions,
     /// Extra librdkafka properties for consumers only (e.g. `session.timeout.ms`).
     #[serde(default)]
-    pub consumer_options: BTreeMap<String, String>,
+    pub consumer_options: ClientOptions,
     /// Extra librdkafka properties for the producer only (e.g. `compression.type`,
     /// `linger.ms`).
     #[serde(default)]
-    pub producer_options: BTreeMap<String, String>,
+    pub producer_options: ClientOptions,
+    /// Accept librdkafka properties that switch off certificate verification or load code
+    /// (see [`INSECURE_OPTIONS`]); `bridge run` logs a warning when it is on. Default false.
+    #[serde(default)]
+    pub allow_insecure: bool,
     /// Topics to create at start-up when missing (brokers without auto-creation).
     #[serde(default)]
     pub declare: Vec<TopicDeclaration>,
@@ -58,6 +64,119 @@ pub struct Config {
     /// password crosses the network in the clear (PLAIN) or hashed (SCRAM): use both.
     #[serde(default)]
     pub sasl: Option<Sasl>,
+}
+
+/// librdkafka properties as written in the routes file. `Debug` hides the values of the
+/// properties that hold credentials, and those values are remembered as secrets so that no
+/// log line shows them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ClientOptions(BTreeMap<String, String>);
+
+impl ClientOptions {
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter()
+    }
+
+    /// The properties that [`INSECURE_OPTIONS`] names, with the reason for each.
+    pub fn insecure(&self) -> Vec<(&str, &'static str)> {
+        self.0
+            .iter()
+            .filter_map(|(key, value)| insecure_reason(key, value).map(|why| (key.as_str(), why)))
+            .collect()
+    }
+}
+
+impl<'a> IntoIterator for &'a ClientOptions {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl From<BTreeMap<String, String>> for ClientOptions {
+    fn from(map: BTreeMap<String, String>) -> Self {
+        for (key, value) in &map {
+            if is_sensitive(key) {
+                crate::secret::remember(value);
+            }
+        }
+        ClientOptions(map)
+    }
+}
+
+impl<'de> Deserialize<'de> for ClientOptions {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        BTreeMap::<String, String>::deserialize(deserializer).map(ClientOptions::from)
+    }
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(key, value)| {
+                let shown = if is_sensitive(key) {
+                    "<redacted>"
+                } else {
+                    value
+                };
+                (key, shown)
+            }))
+            .finish()
+    }
+}
+
+/// Whether a librdkafka property holds a credential (a password, a private key, a token).
+pub fn is_sensitive(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "key.pem",
+        "jaas",
+        "oauthbearer.config",
+        "token",
+        "credential",
+    ]
+    .iter()
+    .any(|word| key.contains(word))
+}
+
+/// librdkafka properties refused unless the connection says `allow_insecure: true`: they
+/// switch off the checks that make TLS and SASL worth having, or make librdkafka load or
+/// run code named in the routes file.
+pub const INSECURE_OPTIONS: [(&str, &str); 7] = [
+    (
+        "enable.ssl.certificate.verification",
+        "`false` accepts any broker certificate",
+    ),
+    (
+        "ssl.endpoint.identification.algorithm",
+        "`none` accepts a certificate issued for another host",
+    ),
+    (
+        "enable.sasl.oauthbearer.unsecure.jwt",
+        "`true` accepts unsigned OAuth tokens",
+    ),
+    ("plugin.library.paths", "loads a shared library into bridge"),
+    ("ssl.engine.location", "loads an OpenSSL engine into bridge"),
+    ("ssl.providers", "loads OpenSSL providers into bridge"),
+    ("sasl.kerberos.kinit.cmd", "runs a shell command"),
+];
+
+/// Why `key = value` is insecure, if it is.
+fn insecure_reason(key: &str, value: &str) -> Option<&'static str> {
+    let key = key.to_ascii_lowercase();
+    let value = value.trim().to_ascii_lowercase();
+    let (_, why) = INSECURE_OPTIONS.iter().find(|(name, _)| *name == key)?;
+    let insecure = match key.as_str() {
+        "enable.ssl.certificate.verification" => matches!(value.as_str(), "false" | "0"),
+        "ssl.endpoint.identification.algorithm" => value == "none",
+        "enable.sasl.oauthbearer.unsecure.jwt" => matches!(value.as_str(), "true" | "1"),
+        _ => true,
+    };
+    insecure.then_some(*why)
 }
 
 /// SASL credentials of a Kafka connection.

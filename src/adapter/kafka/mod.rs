@@ -33,7 +33,7 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -94,6 +94,23 @@ pub(super) fn describe(config: &Config) -> String {
 
 pub(super) fn check_config(config: &Config) -> Result<(), FieldError> {
     check_brokers(&config.brokers).map_err(|e| FieldError::at("brokers", e))?;
+    if !config.allow_insecure {
+        let sections = [
+            ("options", &config.options),
+            ("consumer_options", &config.consumer_options),
+            ("producer_options", &config.producer_options),
+        ];
+        for (field, options) in sections {
+            if let Some((key, why)) = options.insecure().first() {
+                return Err(FieldError::at(
+                    field,
+                    format!(
+                        "`{key}` {why}; set `allow_insecure: true` on the connection if you mean it"
+                    ),
+                ));
+            }
+        }
+    }
     match &config.tls {
         Some(tls) => tls.check().map_err(|e| FieldError::at("tls", e)),
         None => Ok(()),
@@ -106,6 +123,12 @@ fn check_brokers(brokers: &str) -> Result<(), String> {
     let hint = "give HOST:PORT[,HOST:PORT...]";
     if brokers.trim().is_empty() {
         return Err(format!("`brokers` is empty; {hint}"));
+    }
+    if brokers.contains('@') {
+        return Err(format!(
+            "`{}` holds credentials; give HOST:PORT entries and put the user and password under `sasl`",
+            crate::secret::redact_url(brokers)
+        ));
     }
     for entry in brokers.split(',').map(str::trim) {
         // A scheme such as `PLAINTEXT://` may precede the address, as in Kafka's own lists.
@@ -180,6 +203,45 @@ fn apply_options(client: &mut ClientConfig, config: &Config, role: ClientRole) {
     }
 }
 
+/// A librdkafka settings error, without the value when the property holds a credential or
+/// is unknown (a misspelt `sasl.passwd` holds one just the same).
+fn settings_error(client: &str, error: KafkaError) -> AdapterError {
+    let message = match error {
+        KafkaError::ClientConfig(result, description, key, value) => {
+            let hide = config::is_sensitive(&key)
+                || result == rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN;
+            let description = if hide && !value.is_empty() {
+                description.replace(&value, crate::secret::MASK)
+            } else {
+                description
+            };
+            format!("Kafka {client} settings: `{key}`: {description}")
+        }
+        other => format!("Kafka {client} settings: {other}"),
+    };
+    AdapterError::Invalid(message)
+}
+
+/// Logs, once per connection, the insecure librdkafka properties it was allowed to use.
+fn warn_insecure(config: &Config) {
+    let allowed: Vec<&str> = [
+        &config.options,
+        &config.consumer_options,
+        &config.producer_options,
+    ]
+    .into_iter()
+    .flat_map(|options| options.insecure())
+    .map(|(key, _)| key)
+    .collect();
+    if !allowed.is_empty() {
+        tracing::warn!(
+            brokers = %config.brokers,
+            options = ?allowed,
+            "Kafka connection uses insecure options (allow_insecure: true)"
+        );
+    }
+}
+
 fn unreachable(config: &Config, error: impl std::fmt::Display) -> AdapterError {
     AdapterError::Unavailable(format!(
         "cannot reach Kafka at {}: {error} (is the broker running and `brokers` right?)",
@@ -188,8 +250,11 @@ fn unreachable(config: &Config, error: impl std::fmt::Display) -> AdapterError {
 }
 
 pub(super) async fn connect(config: &Config) -> Result<Arc<dyn Connector>, AdapterError> {
+    warn_insecure(config);
     let mut producer_config = base_config(config);
     producer_config
+        // A templated topic must never make the broker create a topic a message names.
+        .set("allow.auto.create.topics", "false")
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
@@ -198,7 +263,7 @@ pub(super) async fn connect(config: &Config) -> Result<Arc<dyn Connector>, Adapt
     apply_options(&mut producer_config, config, ClientRole::Producer);
     let producer: FutureProducer = producer_config
         .create()
-        .map_err(|e| AdapterError::Invalid(format!("Kafka producer settings: {e}")))?;
+        .map_err(|e| settings_error("producer", e))?;
     let probe = producer.clone();
     tokio::task::spawn_blocking(move || {
         probe
@@ -224,7 +289,7 @@ async fn declare_topics(config: &Config) -> Result<(), AdapterError> {
     apply_options(&mut admin_config, config, ClientRole::Admin);
     let admin: AdminClient<DefaultClientContext> = admin_config
         .create()
-        .map_err(|e| AdapterError::Invalid(format!("Kafka admin settings: {e}")))?;
+        .map_err(|e| settings_error("admin", e))?;
     let topics: Vec<NewTopic<'_>> = config
         .declare
         .iter()
@@ -323,7 +388,7 @@ impl Connector for KafkaConnector {
         let tracker = Arc::new(Mutex::new(offsets::OffsetTracker::default()));
         let consumer: source::GroupConsumer = client
             .create_with_context(source::context(tracker.clone()))
-            .map_err(|e| AdapterError::Invalid(format!("Kafka consumer settings: {e}")))?;
+            .map_err(|e| settings_error("consumer", e))?;
         let consumer = Arc::new(consumer);
         self.require_topic(consumer.clone(), &target.topic).await?;
         consumer.subscribe(&[&target.topic]).map_err(|e| {
@@ -382,9 +447,8 @@ impl Connector for KafkaConnector {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false");
         apply_options(&mut client, &self.config, ClientRole::Consumer);
-        let consumer: StreamConsumer = client
-            .create()
-            .map_err(|e| AdapterError::Invalid(format!("Kafka consumer settings: {e}")))?;
+        let consumer: StreamConsumer =
+            client.create().map_err(|e| settings_error("consumer", e))?;
         let consumer = Arc::new(consumer);
         let partitions = self.require_topic(consumer.clone(), &target.topic).await?;
         let start = if settings.from_beginning {

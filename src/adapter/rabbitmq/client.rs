@@ -19,17 +19,22 @@ use lapin::{Channel, Connection, ConnectionProperties, ErrorKind, ExchangeKind};
 use tokio::sync::Mutex;
 
 use super::config::{Config, Declarations, ExchangeType};
+use crate::adapter::AdapterError;
 use crate::adapter::tls::TlsFiles;
-use crate::adapter::{AdapterError, redact_url};
+use crate::secret::{hide_url_secrets, redact_url};
 
 /// Default heartbeat, in seconds, when the URI has none.
 const HEARTBEAT_SECONDS: u16 = 10;
 
-/// Parses the URI and adds the default heartbeat.
+/// Parses the URI and adds the default heartbeat. The error never shows the password, even
+/// where the parser's own message quotes the whole URI.
 pub fn parse_uri(url: &str) -> Result<AMQPUri, String> {
-    let mut uri: AMQPUri = url
-        .parse()
-        .map_err(|e| format!("`{}` is not an AMQP URI: {e}", redact_url(url)))?;
+    let mut uri: AMQPUri = url.parse().map_err(|e| {
+        hide_url_secrets(
+            &format!("`{}` is not an AMQP URI: {e}", redact_url(url)),
+            url,
+        )
+    })?;
     if uri.query.heartbeat.is_none() {
         uri.query.heartbeat = Some(HEARTBEAT_SECONDS);
     }
@@ -86,7 +91,7 @@ fn tls_config(tls: Option<&TlsFiles>) -> Result<OwnedTLSConfig, String> {
 
 impl AmqpClient {
     pub fn new(config: Config) -> Result<AmqpClient, AdapterError> {
-        let uri = parse_uri(&config.url).map_err(AdapterError::Invalid)?;
+        let uri = parse_uri(config.url.expose()).map_err(AdapterError::Invalid)?;
         let tls = tls_config(config.tls.as_ref()).map_err(AdapterError::Invalid)?;
         Ok(AmqpClient {
             config,
@@ -102,10 +107,7 @@ impl AmqpClient {
 
     /// Where this client connects, without credentials.
     pub fn describe(&self) -> String {
-        format!(
-            "RabbitMQ at {}:{}",
-            self.uri.authority.host, self.uri.authority.port
-        )
+        super::describe(&self.config)
     }
 
     fn timeout(&self) -> Duration {

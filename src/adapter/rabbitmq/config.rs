@@ -10,7 +10,7 @@ use serde::Deserialize;
 pub struct Config {
     /// AMQP URI, e.g. `amqp://user:${RABBIT_PASSWORD}@host:5672/%2f`; `amqps://` for TLS.
     /// A `heartbeat` of 10 s is added when the URI sets none, so a dead socket is noticed.
-    pub url: String,
+    pub url: crate::secret::SecretUrl,
     /// Longest wait for the TCP and AMQP handshake, in milliseconds. Default 10000.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,

@@ -40,8 +40,28 @@ use super::{AdapterError, Connector, Delivery, Role, Sink, Source, SourceSetting
 use crate::ack::AckHandle;
 use crate::address::Endpoint;
 
+/// Whether the URI's credentials end where a URI parser ends its authority: a `/`, `?` or
+/// `#` written raw in the password makes the parser take part of it for the host, port or
+/// path.
+fn credentials_parse_as_written(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else {
+        return true;
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    !rest[authority_end..].contains('@')
+}
+
 pub(super) fn check_config(config: &Config) -> Result<(), FieldError> {
-    let uri = client::parse_uri(&config.url).map_err(|e| FieldError::at("url", e))?;
+    if !credentials_parse_as_written(config.url.expose()) {
+        return Err(FieldError::at(
+            "url",
+            format!(
+                "`{}`: the user name or password holds a `/`, `?` or `#`; percent-encode it (`%2F`, `%3F`, `%23`)",
+                config.url.redacted()
+            ),
+        ));
+    }
+    let uri = client::parse_uri(config.url.expose()).map_err(|e| FieldError::at("url", e))?;
     if let Some(tls) = &config.tls {
         tls.check().map_err(|e| FieldError::at("tls", e))?;
         if uri.scheme != lapin::uri::AMQPScheme::AMQPS {
@@ -116,14 +136,20 @@ pub(super) fn check_endpoint(
 
 /// `amqp://` and `amqps://` URIs for `--url`.
 pub(super) fn from_url(url: &str) -> Result<Config, String> {
-    client::parse_uri(url)?;
-    serde_json::from_value(serde_json::json!({ "url": url })).map_err(|e| e.to_string())
+    let config: Config =
+        serde_json::from_value(serde_json::json!({ "url": url })).map_err(|e| e.to_string())?;
+    check_config(&config).map_err(|e| e.message)?;
+    Ok(config)
 }
 
 pub(super) fn describe(config: &Config) -> String {
-    match client::parse_uri(&config.url) {
-        Ok(uri) => format!("RabbitMQ at {}:{}", uri.authority.host, uri.authority.port),
-        Err(_) => "RabbitMQ".into(),
+    // The host of a parsed URI is never the password: a password with a raw `/` or `@`
+    // does not parse, and one starting with digits (`u:1234/x@h`) would be read as a port.
+    match client::parse_uri(config.url.expose()) {
+        Ok(uri) if credentials_parse_as_written(config.url.expose()) => {
+            format!("RabbitMQ at {}:{}", uri.authority.host, uri.authority.port)
+        }
+        _ => format!("RabbitMQ at {}", config.url.redacted()),
     }
 }
 
