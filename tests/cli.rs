@@ -220,7 +220,11 @@ fn validate_with_peak_memory(file: &std::path::Path) -> (Option<i32>, String, u6
     let code: i32 = fields.next().unwrap().parse().unwrap();
     let peak: u64 = fields.next().unwrap().parse().unwrap();
     let code = (code >= 0).then_some(code);
-    (code, String::from_utf8_lossy(&output.stderr).into_owned(), peak)
+    (
+        code,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        peak,
+    )
 }
 
 #[test]
@@ -230,7 +234,7 @@ fn hostile_routes_files_are_refused_with_exit_2_in_little_memory() {
     let mut bomb = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
     for level in 1..9 {
         let prior = format!("*a{}", level - 1);
-        let items = vec![prior.as_str(); 9].join(", ");
+        let items = [prior.as_str(); 9].join(", ");
         bomb.push_str(&format!("a{level}: &a{level} [{items}]\n"));
     }
     assert!(bomb.len() < 1024, "{}", bomb.len());

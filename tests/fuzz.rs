@@ -54,7 +54,7 @@ use bridge::cli::{Cli, Command};
 use bridge::config::{self, ConfigErrors, Plan, check_listen};
 use bridge::expr::{Condition, Template};
 use bridge::message::{HeaderValue, Headers, Message, Origin, json, reserved};
-use bridge::relay::{Claims, ReplyRelay, RequestRelay, Signer, TokenError, Unmatched};
+use bridge::relay::{Claims, ReplyAllow, ReplyRelay, RequestRelay, Signer, TokenError, Unmatched};
 use bytes::Bytes;
 use clap::Parser as _;
 use proptest::prelude::*;
@@ -1290,7 +1290,7 @@ proptest! {
             .apply(&mut request);
             let mut answer = Message::new("answer");
             answer.correlation_id = request.correlation_id;
-            let restored = ReplyRelay { signer, unmatched: reply.unmatched }.restore(&mut answer);
+            let restored = ReplyRelay { signer, unmatched: reply.unmatched, allow: ReplyAllow::default() }.restore(&mut answer);
             // A very short timeout may have run out already; a minute cannot have.
             if reply.timeout >= Duration::from_secs(60) {
                 prop_assert!(restored.is_ok(), "{restored:?} for a timeout of {timeout}");
@@ -1495,7 +1495,7 @@ proptest! {
         prop_assert_eq!(request.reply_to.as_deref(), Some("replies"));
         let mut reply = Message::new("answer");
         reply.correlation_id = request.correlation_id;
-        ReplyRelay { signer, unmatched: Unmatched::DeadLetter }
+        ReplyRelay { signer, unmatched: Unmatched::DeadLetter, allow: ReplyAllow::default() }
             .restore(&mut reply)
             .map_err(|refusal| TestCaseError::fail(refusal.to_string()))?;
         prop_assert_eq!(reply.correlation_id, correlation_id);
@@ -1512,7 +1512,7 @@ proptest! {
         let mut reply = reply;
         reply.correlation_id = correlation_id;
         let before = reply.clone();
-        let relay = ReplyRelay { signer: Signer::new(&key), unmatched: Unmatched::Drop };
+        let relay = ReplyRelay { signer: Signer::new(&key), unmatched: Unmatched::Drop, allow: ReplyAllow::default() };
         prop_assert!(relay.restore(&mut reply).is_err());
         prop_assert_eq!(reply, before);
     }

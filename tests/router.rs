@@ -623,3 +623,159 @@ async fn dedup_drops_a_settled_identity_and_forwards_an_unsettled_one_again() {
     assert!(harness.queue("dlq").is_empty());
     harness.stop().await;
 }
+
+#[tokio::test]
+async fn a_message_over_a_limit_is_dead_lettered_with_the_limit_named() {
+    let yaml = fan_out_yaml("    limits: {max_message_bytes: 64, max_headers: 3}\n");
+    let harness = start(&yaml).await;
+    harness.queue("in").push(Message::new("x".repeat(65)));
+    let mut many = Message::new("small");
+    for i in 0..4 {
+        many.headers.push(format!("h{i}"), "v");
+    }
+    harness.queue("in").push(many);
+    harness.queue("in").push(Message::new("fits"));
+    wait_for(&harness.queue("in"), "three acks", |q| q.acked() == 3).await;
+    let errors: Vec<String> = harness
+        .queue("dlq")
+        .messages()
+        .iter()
+        .map(|m| m.headers.get_text(reserved::DLQ_ERROR).unwrap().to_owned())
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0].contains("limits.max_message_bytes"), "{errors:?}");
+    assert!(errors[1].contains("limits.max_headers"), "{errors:?}");
+    let delivered: Vec<_> = harness
+        .queue("a")
+        .messages()
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(delivered, ["fits"]);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_value_cannot_reshape_a_templated_destination() {
+    let yaml = "connections:\n  mem: {type: memory}\nroutes:\n  - name: r\n    from: mem:in\n    to: 'mem:out-{{ headers.region }}'\n    dead_letter: mem:dlq\n";
+    let harness = start(yaml).await;
+    for region in ["eu", "eu:0"] {
+        let mut message = Message::new(region.to_owned());
+        message.headers.push("region", region);
+        harness.queue("in").push(message);
+    }
+    wait_for(&harness.queue("in"), "both acks", |q| q.acked() == 2).await;
+    assert_eq!(harness.queue("out-eu").len(), 1);
+    let letters = harness.queue("dlq").messages();
+    assert_eq!(letters.len(), 1);
+    assert!(
+        letters[0]
+            .headers
+            .get_text(reserved::DLQ_ERROR)
+            .unwrap()
+            .contains("path_values: any")
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_reply_goes_only_where_reply_allow_lets_it() {
+    let harness = start(RPC_YAML).await;
+    // `mem:` queue names have no `/`, but `:` is not a plain name: refused by default.
+    harness
+        .queue("requests")
+        .push(request("a1", "client:a", "corr-a1"));
+    harness
+        .queue("requests")
+        .push(request("b1", "client-b", "corr-b1"));
+    echo_replies(&harness, 2).await;
+    wait_for(&harness.queue("client-b"), "the allowed reply", |q| {
+        q.len() == 1
+    })
+    .await;
+    wait_for(&harness.queue("dlq"), "the refused reply", |q| q.len() == 1).await;
+    let letter = &harness.queue("dlq").messages()[0];
+    assert!(
+        letter
+            .headers
+            .get_text(reserved::DLQ_ERROR)
+            .unwrap()
+            .contains("not allowed by reply.allow"),
+        "{letter:?}"
+    );
+    assert!(harness.queue("client:a").is_empty());
+    harness.stop().await;
+
+    let listed = RPC_YAML.replace("timeout: 2s", "timeout: 2s, allow: ['client:*']");
+    let harness = start(&listed).await;
+    harness
+        .queue("requests")
+        .push(request("a1", "client:a", "corr-a1"));
+    harness
+        .queue("requests")
+        .push(request("b1", "client-b", "corr-b1"));
+    echo_replies(&harness, 2).await;
+    wait_for(&harness.queue("client:a"), "the listed reply", |q| {
+        q.len() == 1
+    })
+    .await;
+    wait_for(&harness.queue("dlq"), "the unlisted reply", |q| {
+        q.len() == 1
+    })
+    .await;
+    assert!(
+        harness.queue("client-b").is_empty(),
+        "`default` was not listed"
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_minted_by_one_route_is_refused_by_another() {
+    let yaml = "settings: {reply_signing_key: 'a-test-key-of-16+bytes'}\nconnections:\n  mem: {type: memory}\nroutes:\n  - name: one\n    from: mem:requests\n    to: mem:forwarded\n    reply: {from: mem:replies, timeout: 2s}\n    dead_letter: mem:dlq\n  - name: two\n    from: mem:requests-two\n    to: mem:forwarded-two\n    reply: {from: mem:replies-two, timeout: 2s}\n    dead_letter: mem:dlq-two\n";
+    let harness = start(yaml).await;
+    harness
+        .queue("requests")
+        .push(request("a1", "client-a", "corr-a1"));
+    let forwarded = harness.queue("forwarded");
+    wait_for(&forwarded, "the forwarded request", |q| q.len() == 1).await;
+    // The replier answers route one's token on route two's reply queue.
+    let mut reply = Message::new("answer");
+    reply.correlation_id = forwarded.messages()[0].correlation_id.clone();
+    harness.queue("replies-two").push(reply);
+    wait_for(&harness.queue("dlq-two"), "the refused reply", |q| {
+        q.len() == 1
+    })
+    .await;
+    assert!(harness.queue("client-a").is_empty());
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn with_reply_dedup_a_replayed_token_is_relayed_once() {
+    let harness = start(&RPC_YAML.replace("timeout: 2s", "timeout: 2s, dedup: {}")).await;
+    harness
+        .queue("requests")
+        .push(request("a1", "client-a", "corr-a1"));
+    let forwarded = harness.queue("forwarded");
+    wait_for(&forwarded, "the forwarded request", |q| q.len() == 1).await;
+    let token = forwarded.messages()[0].correlation_id.clone();
+    for body in ["first", "replayed"] {
+        let mut reply = Message::new(body);
+        reply.correlation_id = token.clone();
+        harness.queue("replies").push(reply);
+    }
+    wait_for(&harness.queue("replies"), "both replies settled", |q| {
+        q.acked() == 2
+    })
+    .await;
+    let relayed: Vec<_> = harness
+        .queue("client-a")
+        .messages()
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(relayed, ["first"]);
+    assert!(harness.queue("dlq").is_empty());
+    harness.stop().await;
+}

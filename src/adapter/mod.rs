@@ -226,4 +226,11 @@ pub trait Connector: Send + Sync {
     fn reply_path(&self, address: &str) -> Result<String, String> {
         Err(format!("cannot send a reply to `{address}` on this system"))
     }
+
+    /// Whether a requester's reply address is a plain one of this system, where
+    /// `reply.allow: [default]` lets replies go: by default one name without `/` or `:`
+    /// (never a partition, an exchange with a routing key or a queue URL).
+    fn is_plain_reply_address(&self, address: &str) -> bool {
+        crate::relay::allow::is_plain_name(address)
+    }
 }

@@ -340,6 +340,27 @@ impl ConnectionSpec {
         }
     }
 
+    /// The largest message a source of this system delivers with the broker's and client's
+    /// default settings: the default of `limits.max_message_bytes`, so that a route never
+    /// refuses what its broker delivered unless told to.
+    pub fn max_message_bytes(&self) -> usize {
+        match self {
+            ConnectionSpec::Memory(_) | ConnectionSpec::Stdio(_) => 16 << 20,
+            // librdkafka's `receive.message.max.bytes`: nothing larger can be fetched.
+            #[cfg(feature = "kafka")]
+            ConnectionSpec::Kafka(_) => 100_000_000,
+            // RabbitMQ 3's default `max_message_size` (128 MiB).
+            #[cfg(feature = "rabbitmq")]
+            ConnectionSpec::RabbitMq(_) => 128 << 20,
+            // SQS's limit for body and attributes (SNS reaches bridge through SQS).
+            #[cfg(feature = "aws")]
+            ConnectionSpec::Aws(_) => 1 << 20,
+            // Pub/Sub's limit for a message with its attributes.
+            #[cfg(feature = "pubsub")]
+            ConnectionSpec::PubSub(_) => 10_000_000,
+        }
+    }
+
     /// Whether replies can be published back to requesters on this system.
     pub fn accepts_replies(&self) -> bool {
         !matches!(self, ConnectionSpec::Stdio(_))

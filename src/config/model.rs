@@ -31,6 +31,10 @@ pub struct Settings {
     /// The HTTP port for `/metrics`, `/healthz` and `/readyz`.
     #[serde(default)]
     pub http: HttpSettings,
+    /// Limits on each message every route receives (a route's own `limits` override
+    /// them), and on the sinks a process keeps open.
+    #[serde(default)]
+    pub limits: LimitsModel,
 }
 
 impl Default for Settings {
@@ -40,8 +44,38 @@ impl Default for Settings {
             max_hops: default_max_hops(),
             reply_signing_key: None,
             http: HttpSettings::default(),
+            limits: LimitsModel::default(),
         }
     }
+}
+
+/// Limits (`settings.limits`, `routes[].limits`). A message over one is refused as a
+/// permanent error: dead-lettered with the reason, never truncated (docs/security.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsModel {
+    /// Largest message (body, key, envelope fields, header names and values together), in
+    /// bytes. Default: the largest message the source's system delivers by default
+    /// (Kafka 100000000, RabbitMQ 134217728, SQS and SNS 1048576, Pub/Sub 10000000).
+    #[serde(default)]
+    pub max_message_bytes: Option<usize>,
+    /// Most headers of one message. Default 1000.
+    #[serde(default)]
+    pub max_headers: Option<usize>,
+    /// Longest header name, in bytes. Default 1024.
+    #[serde(default)]
+    pub max_header_name_bytes: Option<usize>,
+    /// Longest header value, in bytes. Default 1048576.
+    #[serde(default)]
+    pub max_header_value_bytes: Option<usize>,
+    /// `settings.limits` only: most sinks kept open for endpoints rendered from templates
+    /// and for reply addresses; the least recently used is closed first. Default 1000.
+    #[serde(default)]
+    pub max_open_sinks: Option<usize>,
+}
+
+pub fn default_max_open_sinks() -> usize {
+    1_000
 }
 
 /// The HTTP port (`settings.http`).
@@ -124,6 +158,9 @@ pub struct RouteModel {
     /// (docs/reliability.md#deduplication).
     #[serde(default)]
     pub dedup: Option<DedupModel>,
+    /// Limits on each message of this route, over `settings.limits`.
+    #[serde(default)]
+    pub limits: Option<LimitsModel>,
 }
 
 /// Deduplication of a route (`routes[].dedup`).
@@ -177,6 +214,28 @@ pub struct ReplyModel {
     /// `dead_letter` (default: the route's dead letter) or `drop` (logged).
     #[serde(default)]
     pub unmatched: crate::relay::Unmatched,
+    /// Reply addresses a requester may name, as patterns of the address as the requester
+    /// wrote it: `*` matches any text without `/` or `:`, `**` any text, and `default` the
+    /// plain queue and topic names of the request connection (docs/request-reply.md).
+    /// Default `[default]`. A reply to any other address is dead-lettered.
+    #[serde(default)]
+    pub allow: Option<Vec<String>>,
+    /// Relays each correlation token at most once: a replayed reply (the same token again
+    /// before its deadline) is acknowledged without being relayed. Off by default.
+    #[serde(default)]
+    pub dedup: Option<ReplyDedupModel>,
+}
+
+/// Deduplication of relayed replies by their correlation token (`routes[].reply.dedup`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyDedupModel {
+    /// `memory` (default) or `redis://HOST:PORT/DB`, as for a route's `dedup.store`.
+    #[serde(default = "default_dedup_store")]
+    pub store: crate::secret::SecretUrl,
+    /// The most tokens the memory store keeps. Default 1000000.
+    #[serde(default = "default_dedup_capacity")]
+    pub capacity: usize,
 }
 
 pub fn default_reply_timeout() -> Duration {
@@ -307,11 +366,25 @@ pub struct SourceRef {
     pub options: serde_json::Value,
 }
 
-/// A sink: `kafka:orders`, or `{endpoint, key, when, optional}`.
+/// What a value rendered from a message may hold in a templated endpoint path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathValues {
+    /// One name: a value holding `/` or `:` fails the message (it would pick another
+    /// exchange, partition or queue URL than the template's shape says).
+    #[default]
+    Name,
+    /// Any text, `/` and `:` included: the message may choose the whole destination.
+    Any,
+}
+
+/// A sink: `kafka:orders`, or `{endpoint, key, when, optional, path_values}`.
 #[derive(Debug, Clone, Default)]
 pub struct SinkRef {
     /// The endpoint address; the part after `CONNECTION:` may be a template.
     pub endpoint: String,
+    /// What values rendered into a templated endpoint may hold. Default `name`.
+    pub path_values: PathValues,
     /// Template that sets the message key before sending.
     pub key: Option<String>,
     /// CEL condition; the sink only receives messages for which it is true.
@@ -404,6 +477,8 @@ impl<'de> Deserialize<'de> for SinkRef {
             when: Option<String>,
             #[serde(default)]
             optional: bool,
+            #[serde(default)]
+            path_values: PathValues,
         }
         impl FromAddress for Full {
             fn from_address(endpoint: String) -> Self {
@@ -412,12 +487,14 @@ impl<'de> Deserialize<'de> for SinkRef {
                     key: None,
                     when: None,
                     optional: false,
+                    path_values: PathValues::Name,
                 }
             }
         }
         let full = deserializer.deserialize_any(AddressOrMap::<Full>(PhantomData))?;
         Ok(SinkRef {
             endpoint: full.endpoint,
+            path_values: full.path_values,
             key: full.key,
             when: full.when,
             optional: full.optional,

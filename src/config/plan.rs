@@ -9,12 +9,15 @@ use serde_json::Value;
 use serde_path_to_error::Segment;
 
 use super::ConfigError;
-use super::model::{CountHops, Ordering, RetryPolicy, RouteModel, Settings, SinkRef};
+use super::model::{
+    CountHops, LimitsModel, Ordering, PathValues, RetryPolicy, RouteModel, Settings, SinkRef,
+};
 use super::yaml::{Document, child, index};
 use crate::adapter::{ConnectionSpec, Role, System};
 use crate::address::Endpoint;
 use crate::expr::{Condition, Template};
 use crate::message::HopCounting;
+use crate::message::limits::Limits;
 
 /// `off`, or an address `bridge run` can bind.
 pub fn check_listen(listen: &str) -> Result<(), String> {
@@ -80,6 +83,8 @@ pub struct RoutePlan {
     pub hop_counting: HopCounting,
     pub reply: Option<ReplyPlan>,
     pub dedup: Option<DedupPlan>,
+    /// The limits each message of the route's source is checked against.
+    pub limits: Limits,
 }
 
 /// A route's deduplication step, checked.
@@ -102,6 +107,12 @@ pub struct ReplyPlan {
     /// What the relay does with `bridge-hops` on the replies it sends (as the route's
     /// `hop_counting`).
     pub hop_counting: HopCounting,
+    /// Where replies may go.
+    pub allow: crate::relay::ReplyAllow,
+    /// Relays each token at most once, when set (keyed on the token, for the timeout).
+    pub dedup: Option<DedupPlan>,
+    /// The limits each reply is checked against.
+    pub limits: Limits,
 }
 
 /// The source of a route.
@@ -239,6 +250,8 @@ struct Builder<'d> {
     errors: Vec<ConfigError>,
     connections: BTreeMap<String, ConnectionSpec>,
     broken_connections: HashSet<String>,
+    /// `settings.limits`, under each route's own.
+    limits: LimitsModel,
 }
 
 impl Builder<'_> {
@@ -310,6 +323,7 @@ impl Builder<'_> {
         if let Err(message) = check_listen(&settings.http.listen) {
             self.error("settings.http.listen", message);
         }
+        self.limits_at_least_one("settings.limits", Some(&settings.limits));
         if settings.http.backlog_interval.is_zero() {
             self.error(
                 "settings.http.backlog_interval",
@@ -465,7 +479,11 @@ impl Builder<'_> {
     }
 
     fn sink(&mut self, path: &str, sink: &SinkRef) -> Option<SinkPlan> {
-        let endpoint_path = if sink.key.is_some() || sink.when.is_some() || sink.optional {
+        let endpoint_path = if sink.key.is_some()
+            || sink.when.is_some()
+            || sink.optional
+            || sink.path_values != PathValues::Name
+        {
             child(path, "endpoint")
         } else {
             path.to_owned()
@@ -488,7 +506,8 @@ impl Builder<'_> {
             }
         };
         let spec = self.endpoint_connection(&endpoint_path, &endpoint);
-        let template = match Template::compile(&endpoint.path) {
+        let one_name = sink.path_values == PathValues::Name;
+        let template = match Template::compile_path(&endpoint.path, one_name) {
             Ok(template) => Some(template),
             Err(message) => {
                 self.error(&endpoint_path, message);
@@ -641,6 +660,20 @@ impl Builder<'_> {
             }
             None => None,
         };
+        if let Some(limits) = &model.limits
+            && limits.max_open_sinks.is_some()
+        {
+            self.error(
+                &child(&child(path, "limits"), "max_open_sinks"),
+                "max_open_sinks is a limit of the whole process: set it under settings.limits",
+            );
+            ok = false;
+        }
+        ok &= self.limits_at_least_one(&child(path, "limits"), model.limits.as_ref());
+        let route_limits = model.limits.clone().unwrap_or_default();
+        let limits = source_spec
+            .as_ref()
+            .map(|spec| self.resolve_limits(&route_limits, spec));
         let reply = match &model.reply {
             Some(reply) => {
                 let plan = self.reply(
@@ -648,6 +681,7 @@ impl Builder<'_> {
                     reply,
                     source_spec.as_ref(),
                     dead_letter.is_some(),
+                    &route_limits,
                 );
                 ok &= plan.is_some();
                 plan
@@ -671,7 +705,55 @@ impl Builder<'_> {
             hop_counting: HopCounting::Always,
             reply,
             dedup,
+            limits: limits?,
         })
+    }
+
+    /// Refuses a limit of 0 (it would refuse every message).
+    fn limits_at_least_one(&mut self, path: &str, limits: Option<&LimitsModel>) -> bool {
+        let Some(limits) = limits else {
+            return true;
+        };
+        let fields = [
+            ("max_message_bytes", limits.max_message_bytes),
+            ("max_headers", limits.max_headers),
+            ("max_header_name_bytes", limits.max_header_name_bytes),
+            ("max_header_value_bytes", limits.max_header_value_bytes),
+            ("max_open_sinks", limits.max_open_sinks),
+        ];
+        let mut ok = true;
+        for (field, value) in fields {
+            if value == Some(0) {
+                self.error(&child(path, field), format!("{field} must be at least 1"));
+                ok = false;
+            }
+        }
+        ok
+    }
+
+    /// A route's limits: its own, else the file's settings, else the defaults (the largest
+    /// message of the source's system).
+    fn resolve_limits(&self, route: &LimitsModel, source: &ConnectionSpec) -> Limits {
+        let settings = &self.limits;
+        let defaults = Limits::with_max_message_bytes(source.max_message_bytes());
+        Limits {
+            max_message_bytes: route
+                .max_message_bytes
+                .or(settings.max_message_bytes)
+                .unwrap_or(defaults.max_message_bytes),
+            max_headers: route
+                .max_headers
+                .or(settings.max_headers)
+                .unwrap_or(defaults.max_headers),
+            max_header_name_bytes: route
+                .max_header_name_bytes
+                .or(settings.max_header_name_bytes)
+                .unwrap_or(defaults.max_header_name_bytes),
+            max_header_value_bytes: route
+                .max_header_value_bytes
+                .or(settings.max_header_value_bytes)
+                .unwrap_or(defaults.max_header_value_bytes),
+        }
     }
 
     /// Checks a route's `dedup`.
@@ -735,6 +817,7 @@ impl Builder<'_> {
         reply: &crate::config::model::ReplyModel,
         requests_from: Option<&ConnectionSpec>,
         has_dead_letter: bool,
+        route_limits: &LimitsModel,
     ) -> Option<ReplyPlan> {
         let from_path = if reply.from.options.is_null() {
             child(path, "from")
@@ -801,7 +884,40 @@ impl Builder<'_> {
             );
             ok = false;
         }
-        (ok && address.is_some()).then(|| ReplyPlan {
+        let allow = match &reply.allow {
+            None => Some(crate::relay::ReplyAllow::default()),
+            Some(patterns) if patterns.is_empty() => {
+                self.error(
+                    &child(path, "allow"),
+                    "an empty list allows no reply at all; list `default` or patterns",
+                );
+                None
+            }
+            Some(patterns) => match crate::relay::ReplyAllow::compile(patterns) {
+                Ok(allow) => Some(allow),
+                Err(message) => {
+                    self.error(&child(path, "allow"), message);
+                    None
+                }
+            },
+        };
+        let dedup = match &reply.dedup {
+            None => Some(None),
+            Some(model) => self
+                .dedup(
+                    &child(path, "dedup"),
+                    &super::model::DedupModel {
+                        key: None,
+                        window: reply.timeout,
+                        store: model.store.clone(),
+                        capacity: model.capacity,
+                    },
+                )
+                .map(Some),
+        };
+        let limits = self.resolve_limits(route_limits, &spec);
+        (ok && address.is_some()).then_some(())?;
+        Some(ReplyPlan {
             source: SourcePlan {
                 endpoint,
                 options: reply.from.options.clone(),
@@ -810,6 +926,9 @@ impl Builder<'_> {
             timeout: reply.timeout,
             unmatched: reply.unmatched,
             hop_counting: HopCounting::Always,
+            allow: allow?,
+            dedup: dedup?,
+            limits,
         })
     }
 
@@ -847,6 +966,7 @@ pub(super) fn build(document: &Document) -> Result<Plan, Vec<ConfigError>> {
         errors: Vec::new(),
         connections: BTreeMap::new(),
         broken_connections: HashSet::new(),
+        limits: LimitsModel::default(),
     };
     let empty = serde_json::Map::new();
     let top = match &document.root {
@@ -871,6 +991,7 @@ pub(super) fn build(document: &Document) -> Result<Plan, Vec<ConfigError>> {
         }
     }
     let settings = builder.settings(top.get("settings"));
+    builder.limits = settings.limits.clone();
     builder.connections(top.get("connections"));
     let mut routes = Vec::new();
     match top.get("routes") {

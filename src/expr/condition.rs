@@ -8,6 +8,11 @@
 //! Compiling refuses what would fail every evaluation: syntax errors, unknown variables, and
 //! calls to functions the evaluation context does not provide (the `cel` crate itself looks
 //! those up only when evaluating).
+//!
+//! A condition comes from the trusted routes file but runs on untrusted data, so its cost
+//! must stay linear in the message: comprehensions (`all`, `exists`, `exists_one`, `map`,
+//! `filter`) may not be nested, as a comprehension inside another over the same list of a
+//! message would cost the square of its length. The `cel` crate has no budget of its own.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,14 +23,16 @@ use std::collections::BTreeSet;
 use cel::common::ast::{EntryExpr, Expr};
 use cel::{Context, ExecutionError, Program, Value};
 
-use super::{EvalError, VARIABLES, body_json, body_text, unknown_name};
-use crate::message::{HeaderValue, Message};
+use super::scope::Scope;
+use super::{EvalError, VARIABLES, body_text, unknown_name};
+use crate::message::Message;
 
 /// A compiled `when` condition.
 #[derive(Clone)]
 pub struct Condition {
     source: Arc<str>,
     program: Arc<Program>,
+    reads_headers: bool,
     reads_body: bool,
     reads_body_text: bool,
 }
@@ -140,6 +147,29 @@ fn free_variables(expr: &Expr, bound: &mut Vec<String>, free: &mut BTreeSet<Stri
     }
 }
 
+/// Refuses a comprehension inside another, whose cost could be the square of a message's
+/// list.
+fn check_nesting(expr: &Expr, inside_comprehension: bool) -> Result<(), String> {
+    if let Expr::Comprehension(comprehension) = expr {
+        if inside_comprehension {
+            return Err("comprehensions (all, exists, exists_one, map, filter) cannot be nested in a condition: their cost would grow with the square of the message".into());
+        }
+        check_nesting(&comprehension.iter_range.expr, false)?;
+        check_nesting(&comprehension.accu_init.expr, false)?;
+        for part in [
+            &comprehension.loop_cond,
+            &comprehension.loop_step,
+            &comprehension.result,
+        ] {
+            check_nesting(&part.expr, true)?;
+        }
+        return Ok(());
+    }
+    children(expr)
+        .into_iter()
+        .try_for_each(|child| check_nesting(child, inside_comprehension))
+}
+
 /// Collects the functions `expr` calls, as functions (`size(x)`, `false`) or methods
 /// (`x.startsWith(y)`, `true`). Operators are calls too, named `_==_`, `!_`, `@in` and the
 /// like: they belong to the language, and no function can be spelled so.
@@ -220,13 +250,13 @@ impl Condition {
             ));
         }
         check_functions(&program.expression().expr)?;
-        let reads_body = free.contains("body");
-        let reads_body_text = free.contains("body_text");
+        check_nesting(&program.expression().expr, false)?;
         Ok(Condition {
             source: source.into(),
             program: Arc::new(program),
-            reads_body,
-            reads_body_text,
+            reads_headers: free.contains("headers"),
+            reads_body: free.contains("body"),
+            reads_body_text: free.contains("body_text"),
         })
     }
 
@@ -234,22 +264,21 @@ impl Condition {
         &self.source
     }
 
-    /// Evaluates the condition for `message`.
+    /// Evaluates the condition for `message` alone; a route evaluating several
+    /// expressions for one message shares a [`Scope`] with [`matches_in`](Self::matches_in).
     pub fn matches(&self, message: &Message) -> Result<bool, EvalError> {
+        self.matches_in(&Scope::new(message))
+    }
+
+    /// Evaluates the condition for the message of `scope`.
+    pub fn matches_in(&self, scope: &Scope<'_>) -> Result<bool, EvalError> {
+        let message = scope.message();
         let mut context = base_context();
-        let headers: HashMap<String, Value> = message
-            .headers
-            .iter()
-            .rev()
-            .map(|(name, value)| {
-                let value = match value {
-                    HeaderValue::Text(text) => Value::from(text.as_str()),
-                    HeaderValue::Binary(bytes) => Value::from(bytes.to_vec()),
-                };
-                (name.to_owned(), value)
-            })
-            .collect();
-        context.add_variable_from_value("headers", headers);
+        if self.reads_headers {
+            context.add_variable_from_value("headers", scope.cel_headers());
+        } else {
+            context.add_variable_from_value("headers", HashMap::<String, Value>::new());
+        }
         context.add_variable_from_value(
             "key",
             message.key.as_deref().map_or(Value::Null, bytes_or_text),
@@ -282,9 +311,7 @@ impl Condition {
         };
         context.add_variable_from_value("origin", origin);
         if self.reads_body {
-            let json = body_json(&message.body)?;
-            let value = cel::to_value(json).map_err(|e| EvalError::Failed(e.to_string()))?;
-            context.add_variable_from_value("body", value);
+            context.add_variable_from_value("body", scope.cel_body()?);
         }
         if self.reads_body_text {
             context.add_variable_from_value("body_text", body_text(&message.body)?);
@@ -382,6 +409,16 @@ mod tests {
         assert_eq!(
             Condition::compile(r#"headers.type.startswith("o")"#).unwrap_err(),
             "unknown function `startswith` in condition; did you mean `startsWith`?"
+        );
+    }
+
+    #[test]
+    fn nested_comprehensions_are_refused() {
+        let error =
+            Condition::compile("body.items.all(a, body.items.exists(b, a == b))").unwrap_err();
+        assert!(error.contains("cannot be nested"), "{error}");
+        assert!(
+            Condition::compile("body.items.all(a, a > 0) && body.items.exists(b, b == 2)").is_ok()
         );
     }
 

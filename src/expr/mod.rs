@@ -17,9 +17,11 @@
 
 mod condition;
 mod jinja;
+mod scope;
 mod template;
 
 pub use condition::Condition;
+pub use scope::Scope;
 pub use template::Template;
 
 /// The variables an expression may use.

@@ -9,6 +9,11 @@
 //! Compiling refuses what would fail every rendering: syntax errors, unknown variables, and
 //! filters or tests the environment does not have (minijinja itself looks those up only
 //! when rendering).
+//!
+//! A template comes from the trusted routes file but runs on untrusted data, so one
+//! rendering is bounded: at most [`FUEL`] instructions (a loop over a list inside a loop
+//! over the same list stops there instead of running in time squared), minijinja's own
+//! recursion limit and its cap on repeated strings and ranges.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -17,10 +22,15 @@ use std::sync::Arc;
 use minijinja::{Environment, ErrorKind, State, UndefinedBehavior, Value};
 
 use super::jinja::{self, BUILTIN_FILTERS, BUILTIN_TESTS};
-use super::{EvalError, VARIABLES, body_json, body_text, unknown_name};
-use crate::message::{HeaderValue, Message};
+use super::scope::Scope;
+use super::{EvalError, VARIABLES, body_text, unknown_name};
+use crate::message::Message;
 
 const NAME: &str = "template";
+
+/// The most instructions one rendering may run: far more than a key or a destination
+/// needs, far less than a loop nested in a loop over a large message.
+pub const FUEL: u64 = 100_000;
 
 /// A compiled template, or a constant text.
 #[derive(Clone)]
@@ -31,6 +41,7 @@ pub struct Template {
 
 struct Compiled {
     environment: Environment<'static>,
+    reads_headers: bool,
     reads_body: bool,
     reads_body_text: bool,
 }
@@ -55,6 +66,25 @@ fn bytes_or_text(bytes: &[u8]) -> Value {
         Ok(text) => Value::from(text),
         Err(_) => Value::from_bytes(bytes.to_vec()),
     }
+}
+
+/// Writes a value like minijinja's own formatter, refusing one that holds `/` or `:`.
+fn one_name_formatter(
+    out: &mut minijinja::Output<'_>,
+    state: &mut State<'_, '_>,
+    value: &Value,
+) -> Result<(), minijinja::Error> {
+    let text = value.to_string();
+    if text.contains(['/', ':']) {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!(
+                "the value `{}` holds `/` or `:`, which would change the shape of the destination; set `path_values: any` on the sink to allow it",
+                crate::printable::escape(&text)
+            ),
+        ));
+    }
+    minijinja::escape_formatter(out, state, value)
 }
 
 /// Whether the environment behind `state` has the filter. minijinja offers no lookup, so the
@@ -99,6 +129,18 @@ impl Template {
     /// Compiles `source`, refusing syntax errors, unknown variables and unknown filters and
     /// tests.
     pub fn compile(source: &str) -> Result<Template, String> {
+        Self::compile_with(source, false)
+    }
+
+    /// Compiles the path of a templated endpoint. With `one_name_per_value`, each value the
+    /// template writes (`{{ ... }}`) must be one name of the path: one holding `/` or `:`
+    /// fails the rendering, so a message cannot pick a partition, an exchange's routing key
+    /// or a queue URL that the template's shape does not name.
+    pub fn compile_path(source: &str, one_name_per_value: bool) -> Result<Template, String> {
+        Self::compile_with(source, one_name_per_value)
+    }
+
+    fn compile_with(source: &str, one_name_per_value: bool) -> Result<Template, String> {
         if !is_template(source) {
             return Ok(Template {
                 source: source.into(),
@@ -107,6 +149,10 @@ impl Template {
         }
         let mut environment = Environment::new();
         environment.set_undefined_behavior(UndefinedBehavior::Strict);
+        environment.set_fuel(Some(FUEL));
+        if one_name_per_value {
+            environment.set_formatter(one_name_formatter);
+        }
         environment
             .add_template_owned(NAME, source.to_owned())
             .map_err(|e| format!("invalid template: {e}"))?;
@@ -124,14 +170,13 @@ impl Template {
             ));
         }
         check_filters_and_tests(source, &mut template.new_state())?;
-        let reads_body = variables.contains("body");
-        let reads_body_text = variables.contains("body_text");
         Ok(Template {
             source: source.into(),
             compiled: Some(Arc::new(Compiled {
                 environment,
-                reads_body,
-                reads_body_text,
+                reads_headers: variables.contains("headers"),
+                reads_body: variables.contains("body"),
+                reads_body_text: variables.contains("body_text"),
             })),
         })
     }
@@ -145,25 +190,25 @@ impl Template {
         self.compiled.is_none()
     }
 
-    /// Renders the template for `message`.
+    /// Renders the template for `message` alone; a route rendering several expressions for
+    /// one message shares a [`Scope`] with [`render_in`](Self::render_in).
     pub fn render(&self, message: &Message) -> Result<String, EvalError> {
+        self.render_in(&Scope::new(message))
+    }
+
+    /// Renders the template for the message of `scope`.
+    pub fn render_in(&self, scope: &Scope<'_>) -> Result<String, EvalError> {
         let Some(compiled) = &self.compiled else {
             return Ok(self.source.to_string());
         };
-        let headers: std::collections::BTreeMap<&str, Value> = message
-            .headers
-            .iter()
-            .rev()
-            .map(|(name, value)| {
-                let value = match value {
-                    HeaderValue::Text(text) => Value::from(text.as_str()),
-                    HeaderValue::Binary(bytes) => Value::from_bytes(bytes.to_vec()),
-                };
-                (name, value)
-            })
-            .collect();
+        let message = scope.message();
+        let headers = if compiled.reads_headers {
+            scope.jinja_headers()
+        } else {
+            Value::from(())
+        };
         let body = if compiled.reads_body {
-            Value::from(minijinja::value::Serde(body_json(&message.body)?))
+            scope.jinja_body()?
         } else {
             Value::from(())
         };
@@ -222,6 +267,35 @@ mod tests {
     fn undefined_value_is_an_error_not_an_empty_string() {
         let template = Template::compile("orders-{{ headers.missing }}").unwrap();
         assert!(template.render(&message()).is_err());
+    }
+
+    #[test]
+    fn a_loop_in_a_loop_over_a_large_message_runs_out_of_fuel() {
+        let items: Vec<String> = (0..2_000).map(|i| i.to_string()).collect();
+        let message = Message::new(format!("{{\"items\": [{}]}}", items.join(",")));
+        let single = Template::compile("{% for a in body.items %}{% endfor %}x").unwrap();
+        assert_eq!(single.render(&message).unwrap(), "x");
+        let nested = Template::compile(
+            "{% for a in body.items %}{% for b in body.items %}{% endfor %}{% endfor %}x",
+        )
+        .unwrap();
+        let error = nested.render(&message).unwrap_err().to_string();
+        assert!(error.contains("fuel"), "{error}");
+    }
+
+    #[test]
+    fn a_path_value_cannot_add_a_separator_unless_allowed() {
+        let mut message = message();
+        message.headers.set("region", "eu/0".into());
+        let plain = Template::compile_path("orders-{{ headers.region }}", true).unwrap();
+        let error = plain.render(&message).unwrap_err().to_string();
+        assert!(error.contains("path_values: any"), "{error}");
+        message.headers.set("region", "https://elsewhere".into());
+        assert!(plain.render(&message).is_err());
+        let literal = Template::compile_path("exchange/ev/{{ body.customer.id }}", true).unwrap();
+        assert_eq!(literal.render(&message).unwrap(), "exchange/ev/c-9");
+        let free = Template::compile_path("orders-{{ headers.region }}", false).unwrap();
+        assert_eq!(free.render(&message).unwrap(), "orders-https://elsewhere");
     }
 
     #[test]

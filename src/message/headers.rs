@@ -3,8 +3,90 @@
 //! Order is preserved and duplicate names are allowed because AMQP tables, Kafka headers and
 //! HTTP-like systems differ here; lookups return the first match. Names are compared
 //! case-sensitively: systems that fold case document it in their mapping.
+//!
+//! Handling one message's headers costs linear time: a lookup of one name scans once, and
+//! code that checks many names against many headers (the mappings) builds a [`NameSet`]
+//! once instead of scanning per name. Unit tests count the name comparisons both make
+//! ([`comparisons`]), so that a quadratic loop shows up as a count, not a timing.
+
+use std::collections::HashSet;
 
 use bytes::Bytes;
+
+#[cfg(test)]
+thread_local! {
+    static COMPARISONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Name comparisons (scans of [`Headers`] and probes of [`NameSet`]) made on this thread
+/// so far; unit tests read it to check that header handling is linear.
+#[cfg(test)]
+pub fn comparisons() -> u64 {
+    COMPARISONS.with(std::cell::Cell::get)
+}
+
+#[inline]
+fn counted(steps: u64) {
+    #[cfg(test)]
+    COMPARISONS.with(|count| count.set(count.get() + steps));
+    let _ = steps;
+}
+
+/// Checks that `run(n)`, which handles a message of `n` headers, makes about as many name
+/// comparisons per header for 10,000 headers as for 1,000 (at most twice as many): linear,
+/// where a loop inside a loop would make ten times as many.
+#[cfg(test)]
+pub fn assert_linear(what: &str, mut run: impl FnMut(usize)) {
+    let mut per_header = |n: usize| {
+        let before = comparisons();
+        run(n);
+        (comparisons() - before) as f64 / n as f64
+    };
+    let small = per_header(1_000);
+    let large = per_header(10_000);
+    assert!(
+        large <= 2.0 * small.max(1.0),
+        "{what}: {small:.1} name comparisons per header with 1,000 headers, {large:.1} with 10,000"
+    );
+}
+
+/// Compares two header names, counted in tests.
+#[inline]
+fn same_name(a: &str, b: &str) -> bool {
+    counted(1);
+    a == b
+}
+
+/// A set of header names for checking many names in linear time (one hash probe each).
+#[derive(Debug, Default)]
+pub struct NameSet<'a>(HashSet<&'a str>);
+
+impl<'a> NameSet<'a> {
+    pub fn new() -> Self {
+        NameSet(HashSet::new())
+    }
+
+    /// Adds `name`; false when it was there already.
+    pub fn insert(&mut self, name: &'a str) -> bool {
+        counted(1);
+        self.0.insert(name)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        counted(1);
+        self.0.contains(name)
+    }
+}
+
+impl<'a> FromIterator<&'a str> for NameSet<'a> {
+    fn from_iter<I: IntoIterator<Item = &'a str>>(names: I) -> Self {
+        let mut set = NameSet::new();
+        for name in names {
+            set.insert(name);
+        }
+        set
+    }
+}
 
 /// A header value: text where the source system said text, bytes otherwise.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -74,12 +156,12 @@ impl Headers {
 
     /// Replaces every header called `name` by one with `value`, at the position of the first.
     pub fn set(&mut self, name: &str, value: HeaderValue) {
-        match self.0.iter().position(|(n, _)| n == name) {
+        match self.0.iter().position(|(n, _)| same_name(n, name)) {
             Some(first) => {
                 self.0[first].1 = value;
                 let mut index = 0;
                 self.0.retain(|(n, _)| {
-                    let keep = index <= first || n != name;
+                    let keep = index <= first || !same_name(n, name);
                     index += 1;
                     keep
                 });
@@ -90,7 +172,10 @@ impl Headers {
 
     /// The first value of the header called `name`.
     pub fn get(&self, name: &str) -> Option<&HeaderValue> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+        self.0
+            .iter()
+            .find(|(n, _)| same_name(n, name))
+            .map(|(_, v)| v)
     }
 
     /// The first value of `name` if it is text.
@@ -100,10 +185,17 @@ impl Headers {
 
     /// Removes every header called `name` and returns the first removed value.
     pub fn remove(&mut self, name: &str) -> Option<HeaderValue> {
-        let first = self.0.iter().position(|(n, _)| n == name)?;
-        let value = self.0.remove(first).1;
-        self.0.retain(|(n, _)| n != name);
-        Some(value)
+        let mut first = None;
+        self.0.retain_mut(|(n, v)| {
+            if !same_name(n, name) {
+                return true;
+            }
+            if first.is_none() {
+                first = Some(std::mem::replace(v, HeaderValue::Text(String::new())));
+            }
+            false
+        });
+        first
     }
 
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&str, &HeaderValue)> {
@@ -116,6 +208,38 @@ impl Headers {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod linear {
+    use super::*;
+
+    fn many(n: usize) -> Headers {
+        (0..n)
+            .map(|i| (format!("h{i}"), HeaderValue::from("v")))
+            .collect()
+    }
+
+    #[test]
+    fn set_and_remove_scan_once() {
+        assert_linear("Headers::set", |n| many(n).set("h0", "x".into()));
+        assert_linear("Headers::remove", |n| {
+            many(n).remove("h1");
+        });
+    }
+
+    #[test]
+    fn a_quadratic_loop_is_caught() {
+        let result = std::panic::catch_unwind(|| {
+            assert_linear("a lookup per header", |n| {
+                let headers = many(n);
+                for (name, _) in headers.iter() {
+                    let _ = headers.get(name);
+                }
+            })
+        });
+        assert!(result.is_err(), "the check must be able to fail");
     }
 }
 

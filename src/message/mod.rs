@@ -7,13 +7,16 @@
 
 mod headers;
 pub mod json;
+pub mod limits;
 pub mod reserved;
 
 use std::time::SystemTime;
 
 use bytes::Bytes;
 
-pub use headers::{HeaderValue, Headers};
+pub use headers::{HeaderValue, Headers, NameSet};
+#[cfg(test)]
+pub use headers::{assert_linear, comparisons};
 
 /// One message as the router sees it, independent of any broker.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -14,10 +14,12 @@
 //! valid token (forged, altered, signed with another key) or whose deadline has passed
 //! goes to the route's dead letter, or is dropped when `reply.unmatched: drop`.
 
+pub mod allow;
 pub mod token;
 
 use std::time::{Duration, SystemTime};
 
+pub use allow::ReplyAllow;
 pub use token::{Claims, Signer, TokenError};
 
 use crate::message::Message;
@@ -76,8 +78,11 @@ pub enum Refusal {
 /// Reads the replies of a reply route (the return half).
 #[derive(Debug, Clone)]
 pub struct ReplyRelay {
+    /// Bound to the route, as the request half's.
     pub signer: Signer,
     pub unmatched: Unmatched,
+    /// Where replies may go.
+    pub allow: ReplyAllow,
 }
 
 impl ReplyRelay {
@@ -138,6 +143,7 @@ mod tests {
         let replies = ReplyRelay {
             signer,
             unmatched: Unmatched::DeadLetter,
+            allow: ReplyAllow::default(),
         };
         replies.restore(&mut reply).unwrap();
         assert_eq!(reply.correlation_id.as_deref(), Some("c-1"));
@@ -164,6 +170,7 @@ mod tests {
         let replies = ReplyRelay {
             signer: signer.clone(),
             unmatched: Unmatched::Drop,
+            allow: ReplyAllow::default(),
         };
         let late = signer.encode(&Claims {
             reply_to: "r".into(),

@@ -7,11 +7,21 @@
 //! matches and the reply is refused. Because the token holds all the state, any bridge
 //! replica can relay any reply, and a restart loses nothing.
 //!
-//! Format: `b1.` + base64url(payload) + `.` + base64url(first 16 bytes of the HMAC of
-//! `b1.` + payload). Payload: deadline in milliseconds since the epoch (8 bytes, big
-//! endian), then the reply address and the original correlation id, each as a 2-byte
-//! big-endian length and UTF-8 bytes (length 0xFFFF means "no correlation id").
+//! A token is bound to the route that made it: the route's name is signed with it, so a
+//! token minted by one route is refused by every other (a requester cannot have route A's
+//! token relayed by route B, whose reply address rules differ). Within its route a token
+//! can be replayed until its deadline: a replier that answers twice is relayed twice,
+//! unless the route deduplicates by token (`reply.dedup`).
+//!
+//! Format: `b2.` + base64url(payload) + `.` + base64url(first 16 bytes of the HMAC of the
+//! route name's length (4 bytes, big endian), the route name, and `b2.` + payload).
+//! Payload: deadline in milliseconds since the epoch (8 bytes, big endian), then the reply
+//! address and the original correlation id, each as a 2-byte big-endian length and UTF-8
+//! bytes (length 0xFFFF means "no correlation id"). Tokens of the earlier format `b1.`
+//! (the same, without the route in the HMAC) are still accepted by any route of the key
+//! until their deadline, so requests in flight across an upgrade get their replies.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -19,7 +29,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-const PREFIX: &str = "b1.";
+const PREFIX: &str = "b2.";
+/// Tokens made before routes were bound into the signature.
+const UNBOUND_PREFIX: &str = "b1.";
 const TAG_BYTES: usize = 16;
 const NO_CORRELATION: u16 = u16::MAX;
 
@@ -45,10 +57,11 @@ pub enum TokenError {
     Malformed,
 }
 
-/// Signs and reads tokens with one key.
+/// Signs and reads tokens with one key, for one route.
 #[derive(Clone)]
 pub struct Signer {
-    key: Vec<u8>,
+    key: Arc<[u8]>,
+    route: Arc<str>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -58,15 +71,39 @@ impl std::fmt::Debug for Signer {
 }
 
 impl Signer {
+    /// A signer with `key` for the route with no name; [`for_route`](Self::for_route)
+    /// binds it to one.
     pub fn new(key: &[u8]) -> Signer {
-        Signer { key: key.to_vec() }
+        Signer {
+            key: key.into(),
+            route: "".into(),
+        }
+    }
+
+    /// The same key, binding tokens to `route`.
+    pub fn for_route(&self, route: &str) -> Signer {
+        Signer {
+            key: self.key.clone(),
+            route: route.into(),
+        }
+    }
+
+    /// The HMAC over what a token of this route signs: for `b2.` tokens the route name and
+    /// the signed text, for `b1.` tokens the signed text alone.
+    fn mac(&self, signed: &str) -> Hmac<Sha256> {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        if !signed.starts_with(UNBOUND_PREFIX) {
+            let route = self.route.as_bytes();
+            mac.update(&u32::try_from(route.len()).unwrap_or(u32::MAX).to_be_bytes());
+            mac.update(route);
+        }
+        mac.update(signed.as_bytes());
+        mac
     }
 
     fn tag(&self, signed: &str) -> Vec<u8> {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
-        mac.update(signed.as_bytes());
-        mac.finalize().into_bytes()[..TAG_BYTES].to_vec()
+        self.mac(signed).finalize().into_bytes()[..TAG_BYTES].to_vec()
     }
 
     /// The token for a request whose reply goes to `claims.reply_to`.
@@ -97,23 +134,22 @@ impl Signer {
         format!("{signed}.{tag}")
     }
 
-    /// Verifies and reads a token.
+    /// Verifies and reads a token of this route (or an earlier unbound one).
     pub fn decode(&self, token: &str) -> Result<Claims, TokenError> {
-        if !token.starts_with(PREFIX) {
-            return Err(TokenError::NotAToken);
-        }
+        let prefix = [PREFIX, UNBOUND_PREFIX]
+            .into_iter()
+            .find(|prefix| token.starts_with(prefix))
+            .ok_or(TokenError::NotAToken)?;
         let (signed, tag) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
         let tag = B64.decode(tag).map_err(|_| TokenError::Malformed)?;
         // A shorter tag would be easier to guess: only the full 16 bytes are accepted.
         if tag.len() != TAG_BYTES {
             return Err(TokenError::BadSignature);
         }
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
-        mac.update(signed.as_bytes());
-        mac.verify_truncated_left(&tag)
+        self.mac(signed)
+            .verify_truncated_left(&tag)
             .map_err(|_| TokenError::BadSignature)?;
-        let encoded = signed.strip_prefix(PREFIX).ok_or(TokenError::Malformed)?;
+        let encoded = signed.strip_prefix(prefix).ok_or(TokenError::Malformed)?;
         let payload = B64.decode(encoded).map_err(|_| TokenError::Malformed)?;
         let (millis, rest) = payload.split_at_checked(8).ok_or(TokenError::Malformed)?;
         let millis = u64::from_be_bytes(millis.try_into().map_err(|_| TokenError::Malformed)?);
@@ -193,6 +229,36 @@ mod tests {
             Err(TokenError::NotAToken)
         );
         assert!(signer.decode("b1.x.y").is_err());
+        assert!(signer.decode("b2.x.y").is_err());
+    }
+
+    #[test]
+    fn a_token_of_one_route_is_refused_by_another() {
+        let key = Signer::new(b"secret");
+        let token = key.for_route("orders").encode(&claims());
+        assert_eq!(key.for_route("orders").decode(&token), Ok(claims()));
+        assert_eq!(
+            key.for_route("payments").decode(&token),
+            Err(TokenError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn tokens_made_before_routes_were_bound_are_still_read() {
+        // A `b1.` token as the earlier format made it: the HMAC of the signed text alone.
+        let key = b"secret";
+        let b2 = Signer::new(key).encode(&claims());
+        let payload = b2.strip_prefix("b2.").unwrap().rsplit_once('.').unwrap().0;
+        let signed = format!("b1.{payload}");
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+        mac.update(signed.as_bytes());
+        let tag = B64.encode(&mac.finalize().into_bytes()[..TAG_BYTES]);
+        let b1 = format!("{signed}.{tag}");
+        assert_eq!(Signer::new(key).for_route("any").decode(&b1), Ok(claims()));
+        assert_eq!(
+            Signer::new(b"other").decode(&b1),
+            Err(TokenError::BadSignature)
+        );
     }
 
     #[test]
@@ -204,6 +270,8 @@ mod tests {
             "b1.AAAA.",
             "b1.AAAAAAAAAAAAAAAAAA.AAAA",
             "b1.////.////",
+            "b2.",
+            "b2.AAAA.",
         ] {
             let _ = signer.decode(text);
         }

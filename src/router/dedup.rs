@@ -14,15 +14,42 @@
 //! store is this process's only and empty after a restart; the Redis store is shared by
 //! replicas and survives restarts. When the store cannot be reached the message is
 //! forwarded (at-least-once wins over deduplication) and a warning is logged.
+//!
+//! Identities come from messages, so their length is the sender's choice: stores keep a
+//! 128-bit digest of each (SHA-256, truncated), never the identity itself, so an entry
+//! costs the same whatever the message carried and the memory store's `capacity` bounds
+//! its bytes (about 100 bytes an entry).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use sha2::{Digest as _, Sha256};
 
-use crate::expr::Template;
-use crate::message::Message;
+use crate::expr::{Scope, Template};
+
+/// What a route deduplicates by.
+#[derive(Debug, Clone)]
+pub enum IdentityOf {
+    /// The message id.
+    MessageId,
+    /// A template's rendering (`dedup.key`).
+    Template(Template),
+    /// The correlation id: a reply route's token, read before it is restored.
+    CorrelationId,
+}
+
+/// The fixed-size digest a store keeps of an identity.
+pub type Digest = [u8; 16];
+
+/// The digest of `identity`.
+pub fn digest(identity: &str) -> Digest {
+    let full = Sha256::digest(identity.as_bytes());
+    let mut digest = [0u8; 16];
+    digest.copy_from_slice(&full[..16]);
+    digest
+}
 
 /// Where identities are remembered.
 #[async_trait]
@@ -31,31 +58,42 @@ pub trait DedupStore: Send + Sync {
     async fn seen(&self, identity: &str) -> Result<bool, String>;
     /// Remembers `identity` for the window.
     async fn remember(&self, identity: &str) -> Result<(), String>;
+    /// Remembers `identity` unless it is remembered already, in one step (two copies
+    /// processed at once cannot both claim it); true when this call remembered it.
+    async fn claim(&self, identity: &str) -> Result<bool, String>;
+    /// Forgets `identity`.
+    async fn forget(&self, identity: &str) -> Result<(), String>;
 }
 
 /// A route's deduplication step.
 pub struct Dedup {
-    /// Renders the identity; `None` reads the message id.
-    key: Option<Template>,
+    identity: IdentityOf,
     store: Box<dyn DedupStore>,
     /// Rate limit of the warning about an unreachable store.
     last_warning: Mutex<Option<Instant>>,
 }
 
 impl Dedup {
-    pub fn new(key: Option<Template>, store: Box<dyn DedupStore>) -> Dedup {
+    pub fn new(identity: IdentityOf, store: Box<dyn DedupStore>) -> Dedup {
         Dedup {
-            key,
+            identity,
             store,
             last_warning: Mutex::new(None),
         }
     }
 
-    /// The message's identity; `None` (not deduplicated) when it has none.
-    pub fn identity(&self, message: &Message) -> Option<String> {
-        let identity = match &self.key {
-            None => message.message_id.clone()?,
-            Some(template) => template.render(message).ok()?,
+    /// Whether the identity is the correlation id (read before a reply is restored).
+    pub fn by_correlation_id(&self) -> bool {
+        matches!(self.identity, IdentityOf::CorrelationId)
+    }
+
+    /// The identity of the message of `scope`; `None` (not deduplicated) when it has none.
+    pub fn identity_in(&self, scope: &Scope<'_>) -> Option<String> {
+        let message = scope.message();
+        let identity = match &self.identity {
+            IdentityOf::MessageId => message.message_id.clone()?,
+            IdentityOf::Template(template) => template.render_in(scope).ok()?,
+            IdentityOf::CorrelationId => message.correlation_id.clone()?,
         };
         (!identity.is_empty()).then_some(identity)
     }
@@ -70,6 +108,22 @@ impl Dedup {
 
     pub async fn remember(&self, route: &str, identity: &str) {
         if let Err(error) = self.store.remember(identity).await {
+            self.warn(route, &error);
+        }
+    }
+
+    /// Claims the identity for this delivery (see [`DedupStore::claim`]); true when it was
+    /// not claimed before, or when the store cannot answer.
+    pub async fn claim(&self, route: &str, identity: &str) -> bool {
+        self.store.claim(identity).await.unwrap_or_else(|error| {
+            self.warn(route, &error);
+            true
+        })
+    }
+
+    /// Gives a claim back, for a delivery handed back to its source.
+    pub async fn forget(&self, route: &str, identity: &str) {
+        if let Err(error) = self.store.forget(identity).await {
             self.warn(route, &error);
         }
     }
@@ -96,9 +150,9 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct Remembered {
-    until: HashMap<String, Instant>,
+    until: HashMap<Digest, Instant>,
     /// Identities in the order they were remembered, with their expiry, for forgetting.
-    order: VecDeque<(Instant, String)>,
+    order: VecDeque<(Instant, Digest)>,
 }
 
 impl MemoryStore {
@@ -132,7 +186,7 @@ impl DedupStore for MemoryStore {
         let remembered = self.remembered.lock().expect("dedup store lock");
         Ok(remembered
             .until
-            .get(identity)
+            .get(&digest(identity))
             .is_some_and(|until| *until > Instant::now()))
     }
 
@@ -140,14 +194,41 @@ impl DedupStore for MemoryStore {
         let now = Instant::now();
         let until = now + self.window;
         let mut remembered = self.remembered.lock().expect("dedup store lock");
-        remembered.until.insert(identity.to_owned(), until);
-        remembered.order.push_back((until, identity.to_owned()));
+        let digest = digest(identity);
+        remembered.until.insert(digest, until);
+        remembered.order.push_back((until, digest));
         remembered.forget_expired(now, self.capacity);
+        Ok(())
+    }
+
+    async fn claim(&self, identity: &str) -> Result<bool, String> {
+        let now = Instant::now();
+        let digest = digest(identity);
+        let mut remembered = self.remembered.lock().expect("dedup store lock");
+        if remembered
+            .until
+            .get(&digest)
+            .is_some_and(|until| *until > now)
+        {
+            return Ok(false);
+        }
+        let until = now + self.window;
+        remembered.until.insert(digest, until);
+        remembered.order.push_back((until, digest));
+        remembered.forget_expired(now, self.capacity);
+        Ok(true)
+    }
+
+    async fn forget(&self, identity: &str) -> Result<(), String> {
+        let mut remembered = self.remembered.lock().expect("dedup store lock");
+        // Its entry in `order` no longer matches and is dropped when it comes up.
+        remembered.until.remove(&digest(identity));
         Ok(())
     }
 }
 
-/// Identities in Redis, as keys `bridge:dedup:ROUTE:IDENTITY` that expire after the window.
+/// Identities in Redis, as keys `bridge:dedup:ROUTE:DIGEST` (the identity's digest in hex)
+/// that expire after the window.
 #[cfg(feature = "redis")]
 pub struct RedisStore {
     client: redis::Client,
@@ -171,6 +252,20 @@ impl RedisStore {
         })
     }
 
+    fn window_millis(&self) -> u64 {
+        u64::try_from(self.window.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    fn key(&self, identity: &str) -> String {
+        let mut key = self.prefix.clone();
+        for byte in digest(identity) {
+            key.push_str(&format!("{byte:02x}"));
+        }
+        key
+    }
+
     async fn connection(&self) -> Result<redis::aio::ConnectionManager, String> {
         self.connection
             .get_or_try_init(|| redis::aio::ConnectionManager::new(self.client.clone()))
@@ -186,7 +281,7 @@ impl DedupStore for RedisStore {
     async fn seen(&self, identity: &str) -> Result<bool, String> {
         let mut connection = self.connection().await?;
         redis::cmd("EXISTS")
-            .arg(format!("{}{identity}", self.prefix))
+            .arg(self.key(identity))
             .query_async::<bool>(&mut connection)
             .await
             .map_err(|e| format!("Redis EXISTS: {e}"))
@@ -194,15 +289,37 @@ impl DedupStore for RedisStore {
 
     async fn remember(&self, identity: &str) -> Result<(), String> {
         let mut connection = self.connection().await?;
-        let millis = u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX);
         redis::cmd("SET")
-            .arg(format!("{}{identity}", self.prefix))
+            .arg(self.key(identity))
             .arg(1)
             .arg("PX")
-            .arg(millis.max(1))
+            .arg(self.window_millis())
             .query_async::<()>(&mut connection)
             .await
             .map_err(|e| format!("Redis SET: {e}"))
+    }
+
+    async fn claim(&self, identity: &str) -> Result<bool, String> {
+        let mut connection = self.connection().await?;
+        redis::cmd("SET")
+            .arg(self.key(identity))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(self.window_millis())
+            .query_async::<Option<String>>(&mut connection)
+            .await
+            .map(|set| set.is_some())
+            .map_err(|e| format!("Redis SET NX: {e}"))
+    }
+
+    async fn forget(&self, identity: &str) -> Result<(), String> {
+        let mut connection = self.connection().await?;
+        redis::cmd("DEL")
+            .arg(self.key(identity))
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(|e| format!("Redis DEL: {e}"))
     }
 }
 
@@ -222,6 +339,15 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_claim_is_taken_once_until_given_back() {
+        let store = MemoryStore::new(Duration::from_secs(60), 10);
+        assert!(store.claim("t").await.unwrap());
+        assert!(!store.claim("t").await.unwrap());
+        store.forget("t").await.unwrap();
+        assert!(store.claim("t").await.unwrap());
+    }
+
+    #[tokio::test]
     async fn forgets_the_oldest_beyond_capacity() {
         let store = MemoryStore::new(Duration::from_secs(60), 2);
         for identity in ["a", "b", "c"] {
@@ -233,17 +359,34 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_without_identity_is_not_deduplicated() {
-        let dedup = Dedup::new(None, Box::new(MemoryStore::new(Duration::from_secs(1), 10)));
-        let mut message = Message::new("x");
-        assert_eq!(dedup.identity(&message), None);
-        message.message_id = Some("m-1".into());
-        assert_eq!(dedup.identity(&message).as_deref(), Some("m-1"));
-        let by_header = Dedup::new(
-            Some(Template::compile("{{ headers.order }}").unwrap()),
+        use crate::message::Message;
+        let identity = |dedup: &Dedup, message: &Message| dedup.identity_in(&Scope::new(message));
+        let dedup = Dedup::new(
+            IdentityOf::MessageId,
             Box::new(MemoryStore::new(Duration::from_secs(1), 10)),
         );
-        assert_eq!(by_header.identity(&message), None, "renders empty");
+        let mut message = Message::new("x");
+        assert_eq!(identity(&dedup, &message), None);
+        message.message_id = Some("m-1".into());
+        assert_eq!(identity(&dedup, &message).as_deref(), Some("m-1"));
+        let by_header = Dedup::new(
+            IdentityOf::Template(Template::compile("{{ headers.order }}").unwrap()),
+            Box::new(MemoryStore::new(Duration::from_secs(1), 10)),
+        );
+        assert_eq!(identity(&by_header, &message), None, "renders empty");
         message.headers.push("order", "o-7");
-        assert_eq!(by_header.identity(&message).as_deref(), Some("o-7"));
+        assert_eq!(identity(&by_header, &message).as_deref(), Some("o-7"));
+    }
+
+    #[tokio::test]
+    async fn an_entry_costs_the_same_whatever_the_identity_holds() {
+        let store = MemoryStore::new(Duration::from_secs(60), 10);
+        let huge = "x".repeat(1 << 20);
+        store.remember(&huge).await.unwrap();
+        assert!(store.seen(&huge).await.unwrap());
+        assert!(!store.seen(&huge[1..]).await.unwrap());
+        let remembered = store.remembered.lock().unwrap();
+        assert_eq!(remembered.order.len(), 1);
+        assert_eq!(std::mem::size_of_val(&remembered.order[0].1), 16);
     }
 }

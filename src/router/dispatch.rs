@@ -20,7 +20,8 @@ use crate::ack::AckHandle;
 use crate::adapter::{Confirmation, Delivery, ErrorClass, Receipt, SendError, Sink};
 use crate::address::Endpoint;
 use crate::config::{RetryPolicy, SinkPlan};
-use crate::expr::{Condition, EvalError};
+use crate::expr::{Condition, EvalError, Scope};
+use crate::message::limits::Limits;
 use crate::message::{HopCounting, Message};
 use crate::telemetry::metrics::{RouteMetrics, SinkMetrics};
 
@@ -45,6 +46,8 @@ pub struct RouteContext {
     pub replies: Option<crate::relay::ReplyRelay>,
     /// Skips messages whose identity was already delivered.
     pub dedup: Option<super::dedup::Dedup>,
+    /// Checked before any other work on a message.
+    pub limits: Limits,
     pub metrics: RouteMetrics,
 }
 
@@ -120,17 +123,23 @@ fn eval_failure(sink: &str, error: EvalError) -> Failure {
     }
 }
 
-/// The message a sink receives: the original with one more hop and the rendered key. The
-/// origin stays attached (read-only) so a sink can derive stable ids from it.
+/// The message a sink receives: the original with one more hop, the rendered key and the
+/// route's deduplication identity. The origin stays attached (read-only) so a sink can
+/// derive stable ids from it.
 fn outgoing(
     context: &RouteContext,
-    original: &Message,
+    scope: &Scope<'_>,
     plan: &SinkPlan,
+    dedup_identity: Option<&str>,
 ) -> Result<Message, EvalError> {
-    let mut message = original.clone();
+    let mut message = scope.message().clone();
     if let Some(key) = &plan.key {
-        message.key = Some(key.render(original)?.into());
+        message.key = Some(key.render_in(scope)?.into());
     }
+    // A send still unconfirmed when bridge dies is sent again after the redelivery; a sink
+    // that deduplicates by this identity (SQS FIFO) drops the second copy. Set afresh by
+    // every route, so none inherits another's.
+    message.set_dedup_identity(dedup_identity.map(str::to_owned));
     if plan.to_reply_address {
         // The reply-to was where this reply goes; a reply carries none of its own.
         message.reply_to = None;
@@ -171,13 +180,40 @@ async fn first_attempt(
     }
 }
 
+/// The endpoint path of a requester's reply address, if `reply.allow` lets replies go
+/// there (a refusal is counted as `not_allowed`).
+fn reply_path(context: &RouteContext, plan: &SinkPlan, address: &str) -> Result<String, Failure> {
+    let refused = |reason: String| Failure {
+        sink: plan.label(),
+        ..Failure::of_route(reason)
+    };
+    if let Some(replies) = &context.replies {
+        let plain = |address: &str| {
+            context
+                .cache
+                .is_plain_reply_address(&plan.connection, address)
+        };
+        if !replies.allow.permits(address, plain) {
+            context.metrics.reply_refused("not_allowed");
+            return Err(refused(format!(
+                "the reply address `{address}` is not allowed by reply.allow"
+            )));
+        }
+    }
+    context
+        .cache
+        .reply_path(&plan.connection, address)
+        .map_err(|reason| refused(format!("cannot reach reply address `{address}`: {reason}")))
+}
+
 async fn attempt_for(
     context: &RouteContext,
-    original: &Message,
+    scope: &Scope<'_>,
     RouteSink { plan, metrics }: &RouteSink,
+    dedup_identity: Option<&str>,
 ) -> Result<Option<Attempt>, Failure> {
     if let Some(when) = &plan.when {
-        match when.matches(original) {
+        match when.matches_in(scope) {
             Ok(true) => {}
             Ok(false) => return Ok(None),
             Err(error) => return Err(eval_failure(&metrics.label, error)),
@@ -185,25 +221,19 @@ async fn attempt_for(
     }
     let label = &metrics.label;
     let path = if plan.to_reply_address {
-        let address = original.reply_to.as_deref().unwrap_or_default();
-        context
-            .cache
-            .reply_path(&plan.connection, address)
-            .map_err(|reason| Failure {
-                sink: label.to_string(),
-                ..Failure::of_route(format!("cannot reach reply address `{address}`: {reason}"))
-            })?
+        let address = scope.message().reply_to.as_deref().unwrap_or_default();
+        reply_path(context, plan, address)?
     } else {
         plan.path
-            .render(original)
+            .render_in(scope)
             .map_err(|e| eval_failure(label, e))?
     };
     let endpoint = Endpoint {
         connection: plan.connection.clone(),
         path,
     };
-    let message =
-        outgoing(context, original, plan).map_err(|e| eval_failure(&endpoint.to_string(), e))?;
+    let message = outgoing(context, scope, plan, dedup_identity)
+        .map_err(|e| eval_failure(&endpoint.to_string(), e))?;
     Ok(Some(
         first_attempt(context, endpoint, message, metrics, plan.optional).await,
     ))
@@ -213,6 +243,21 @@ async fn attempt_for(
 pub async fn start(context: &RouteContext, delivery: Delivery) -> Started {
     let Delivery { mut message, ack } = delivery;
     let in_flight = context.metrics.start();
+    if let Err(reason) = context.limits.check(&message) {
+        context.metrics.over_limit.increment(1);
+        return Started {
+            original: message,
+            ack,
+            state: StartState::Refused(Failure::of_route(reason)),
+            identity: None,
+            _in_flight: in_flight,
+        };
+    }
+    // A reply route deduplicates by the token as it arrived, before it is restored.
+    let token_identity = match &context.dedup {
+        Some(dedup) if dedup.by_correlation_id() => dedup.identity_in(&Scope::new(&message)),
+        _ => None,
+    };
     if let Some(replies) = &context.replies
         && let Err(refusal) = replies.restore(&mut message)
     {
@@ -237,11 +282,24 @@ pub async fn start(context: &RouteContext, delivery: Delivery) -> Started {
             _in_flight: in_flight,
         };
     }
-    let identity = context.dedup.as_ref().and_then(|d| d.identity(&message));
-    if let (Some(dedup), Some(identity)) = (&context.dedup, &identity)
-        && dedup.seen(&context.name, identity).await
-    {
+    let scope = Scope::new(&message);
+    let identity = match &context.dedup {
+        Some(dedup) if dedup.by_correlation_id() => token_identity,
+        Some(dedup) => dedup.identity_in(&scope),
+        None => None,
+    };
+    let duplicate = match (&context.dedup, &identity) {
+        // A reply's token is claimed at once: replayed copies arriving together are not
+        // relayed twice (docs/request-reply.md).
+        (Some(dedup), Some(identity)) if dedup.by_correlation_id() => {
+            !dedup.claim(&context.name, identity).await
+        }
+        (Some(dedup), Some(identity)) => dedup.seen(&context.name, identity).await,
+        _ => false,
+    };
+    if duplicate {
         context.metrics.deduplicated.increment(1);
+        drop(scope);
         return Started {
             original: message,
             ack,
@@ -250,16 +308,13 @@ pub async fn start(context: &RouteContext, delivery: Delivery) -> Started {
             _in_flight: in_flight,
         };
     }
-    // A send still unconfirmed when bridge dies is sent again after the redelivery; a sink
-    // that deduplicates by this identity (SQS FIFO) drops the second copy. Scoped by route,
-    // as the store is, so that two routes into one FIFO queue never drop each other's
-    // messages; and set afresh by every route, so none inherits another's.
-    message.set_dedup_identity(
-        identity
-            .as_ref()
-            .map(|identity| format!("{}/{identity}", context.name)),
-    );
-    let state = start_state(context, &message).await;
+    // Scoped by route, as the store is, so that two routes into one FIFO queue never drop
+    // each other's messages.
+    let fifo_identity = identity
+        .as_ref()
+        .map(|identity| format!("{}/{identity}", context.name));
+    let state = start_state(context, &scope, fifo_identity.as_deref()).await;
+    drop(scope);
     Started {
         original: message,
         ack,
@@ -277,7 +332,12 @@ async fn remember_and_ack(context: &RouteContext, identity: Option<&str>, ack: A
     ack.ack();
 }
 
-async fn start_state(context: &RouteContext, message: &Message) -> StartState {
+async fn start_state(
+    context: &RouteContext,
+    scope: &Scope<'_>,
+    dedup_identity: Option<&str>,
+) -> StartState {
+    let message = scope.message();
     if message.hops() >= context.max_hops {
         return StartState::Refused(Failure::of_route(format!(
             "hop limit reached: bridge already forwarded this message {} times (settings.max_hops = {})",
@@ -286,7 +346,7 @@ async fn start_state(context: &RouteContext, message: &Message) -> StartState {
         )));
     }
     if let Some(when) = &context.when {
-        match when.matches(message) {
+        match when.matches_in(scope) {
             Ok(true) => {}
             Ok(false) => {
                 context.metrics.filtered.increment(1);
@@ -297,7 +357,7 @@ async fn start_state(context: &RouteContext, message: &Message) -> StartState {
     }
     let mut attempts = Vec::with_capacity(context.sinks.len());
     for sink in &context.sinks {
-        match attempt_for(context, message, sink).await {
+        match attempt_for(context, scope, sink, dedup_identity).await {
             Ok(Some(attempt)) => attempts.push(attempt),
             Ok(None) => {}
             Err(failure) if sink.plan.optional => {
@@ -516,6 +576,13 @@ async fn dead_letter_or_reject(
         remember_and_ack(context, identity, ack).await;
     } else {
         context.metrics.source_retries.increment(1);
+        // A claimed token is given back with the reply, which will be relayed when it is
+        // delivered again.
+        if let (Some(dedup), Some(identity)) = (&context.dedup, identity)
+            && dedup.by_correlation_id()
+        {
+            dedup.forget(&context.name, identity).await;
+        }
         // Never acknowledged; handed back after a pause so a dead letter that keeps
         // failing does not turn into a busy loop of redeliveries.
         tracing::error!(route = %context.name, errors = ?errors, pause = ?context.retry.max_backoff, "dead letter could not be written; the message will be redelivered");

@@ -117,7 +117,11 @@ struct Loop {
 }
 
 /// A route's deduplication step with its store.
-fn dedup_step(plan: &crate::config::DedupPlan, route: &str) -> dedup::Dedup {
+fn dedup_step(
+    plan: &crate::config::DedupPlan,
+    route: &str,
+    identity: dedup::IdentityOf,
+) -> dedup::Dedup {
     let store: Box<dyn dedup::DedupStore> = match &plan.redis {
         #[cfg(feature = "redis")]
         Some(url) => Box::new(
@@ -128,7 +132,7 @@ fn dedup_step(plan: &crate::config::DedupPlan, route: &str) -> dedup::Dedup {
         Some(_) => unreachable!("a Redis store is refused when the routes file is loaded: {route}"),
         None => Box::new(dedup::MemoryStore::new(plan.window, plan.capacity)),
     };
-    dedup::Dedup::new(plan.key.clone(), store)
+    dedup::Dedup::new(identity, store)
 }
 
 /// The context of a route's forward loop.
@@ -158,15 +162,19 @@ fn route_context(plan: &Plan, route: &RoutePlan, cache: &Arc<SinkCache>) -> Rout
             .as_ref()
             .zip(plan.signer.as_ref())
             .map(|(reply, signer)| crate::relay::RequestRelay {
-                signer: signer.clone(),
+                signer: signer.for_route(&route.name),
                 address: reply.address.clone(),
                 timeout: reply.timeout,
             }),
         replies: None,
-        dedup: route
-            .dedup
-            .as_ref()
-            .map(|plan| dedup_step(plan, &route.name)),
+        dedup: route.dedup.as_ref().map(|dedup| {
+            let identity = match &dedup.key {
+                Some(template) => dedup::IdentityOf::Template(template.clone()),
+                None => dedup::IdentityOf::MessageId,
+            };
+            dedup_step(dedup, &route.name, identity)
+        }),
+        limits: route.limits,
         metrics,
     }
 }
@@ -203,10 +211,19 @@ fn reply_context(plan: &Plan, route: &RoutePlan, cache: &Arc<SinkCache>) -> Opti
         cache: cache.clone(),
         requests: None,
         replies: Some(crate::relay::ReplyRelay {
-            signer: signer.clone(),
+            signer: signer.for_route(&route.name),
             unmatched: reply.unmatched,
+            allow: reply.allow.clone(),
         }),
-        dedup: None,
+        // Keyed on the token as received, under the route's name like its forward half.
+        dedup: reply.dedup.as_ref().map(|dedup| {
+            dedup_step(
+                dedup,
+                &format!("{}/replies", route.name),
+                dedup::IdentityOf::CorrelationId,
+            )
+        }),
+        limits: reply.limits,
         metrics,
     })
 }
@@ -292,7 +309,12 @@ impl Router {
         if shutdown.is_cancelled() {
             return Err(RouterError::Interrupted);
         }
-        let cache = Arc::new(SinkCache::new(connectors.clone()));
+        let max_open_sinks = plan
+            .settings
+            .limits
+            .max_open_sinks
+            .unwrap_or_else(crate::config::model::default_max_open_sinks);
+        let cache = Arc::new(SinkCache::new(connectors.clone(), max_open_sinks));
         let mut loops = Vec::new();
         for route in &plan.routes {
             for sink in route.sinks.iter().chain(&route.dead_letter) {
@@ -302,7 +324,7 @@ impl Router {
                         path: sink.path.source().to_owned(),
                     };
                     with_patience(&format!("sink {endpoint}"), shutdown, || {
-                        cache.get(&endpoint)
+                        cache.pin(&endpoint)
                     })
                     .await
                     .map_err(|source| match source {

@@ -18,7 +18,9 @@
 //! | `bridge_messages_in_flight{route}` | gauge | deliveries not settled yet |
 //! | `bridge_processing_seconds{route}` | histogram | from receipt to settlement |
 //! | `bridge_replies_relayed_total{route}` | counter | replies sent back to requesters |
-//! | `bridge_replies_refused_total{route,reason}` | counter | replies not relayed (`late`, `invalid`) |
+//! | `bridge_replies_refused_total{route,reason}` | counter | replies not relayed (`late`, `invalid`, `not_allowed`: the requester's reply address is outside `reply.allow`) |
+//! | `bridge_messages_over_limit_total{route}` | counter | messages over a limit of `limits` (dead-lettered or rejected) |
+//! | `bridge_open_sinks` | gauge | sinks open for rendered endpoints and reply addresses (at most `settings.limits.max_open_sinks`) |
 //! | `bridge_source_backlog_messages{route,endpoint}` | gauge | messages waiting at the source: Kafka consumer lag, RabbitMQ ready messages, SQS visible + in flight |
 //!
 //! Without an installed recorder (library use, tests) every call is a no-op.
@@ -42,6 +44,8 @@ pub const PROCESSING: &str = "bridge_processing_seconds";
 pub const REPLIES_RELAYED: &str = "bridge_replies_relayed_total";
 pub const REPLIES_REFUSED: &str = "bridge_replies_refused_total";
 pub const BACKLOG: &str = "bridge_source_backlog_messages";
+pub const OVER_LIMIT: &str = "bridge_messages_over_limit_total";
+pub const OPEN_SINKS: &str = "bridge_open_sinks";
 
 /// Buckets of the processing-time histogram, in seconds.
 pub const PROCESSING_BUCKETS: [f64; 14] = [
@@ -61,6 +65,7 @@ pub struct RouteMetrics {
     pub in_flight: Gauge,
     pub processing: Histogram,
     pub replies_relayed: Counter,
+    pub over_limit: Counter,
 }
 
 impl RouteMetrics {
@@ -76,7 +81,8 @@ impl RouteMetrics {
             source_retries: counter!(SOURCE_RETRIES, "route" => route_label.clone()),
             in_flight: gauge!(IN_FLIGHT, "route" => route_label.clone()),
             processing: histogram!(PROCESSING, "route" => route_label.clone()),
-            replies_relayed: counter!(REPLIES_RELAYED, "route" => route_label),
+            replies_relayed: counter!(REPLIES_RELAYED, "route" => route_label.clone()),
+            over_limit: counter!(OVER_LIMIT, "route" => route_label),
         }
     }
 
@@ -131,6 +137,11 @@ impl Drop for InFlight {
             .processing
             .record(self.since.elapsed().as_secs_f64());
     }
+}
+
+/// The gauge of sinks open for rendered endpoints and reply addresses.
+pub fn open_sinks() -> Gauge {
+    gauge!(OPEN_SINKS)
 }
 
 /// Records the backlog of a route's source.

@@ -29,7 +29,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::message::{HeaderValue, Headers, Message, reserved};
+use crate::message::{HeaderValue, Headers, Message, NameSet, reserved};
 
 /// The most message attributes SQS and SNS (towards SQS) accept.
 pub const MAX_ATTRIBUTES: usize = 10;
@@ -201,6 +201,13 @@ pub fn encode(message: &Message, mode: Mode) -> Encoded {
     // Room for headers: keep a slot for the packed list and, on SNS, the binary list.
     let reserved_slots = 1 + usize::from(mode.sns);
     let mut binary_names: Vec<&str> = Vec::new();
+    // Every name given an attribute or packed so far, to find a header's namesake in one
+    // probe rather than a scan per header.
+    let envelope: Vec<String> = attributes.iter().map(|(n, _)| n.clone()).collect();
+    let mut taken: NameSet = envelope.iter().map(String::as_str).collect();
+    for (name, _) in &overflow {
+        taken.insert(name);
+    }
     for (name, value) in message.headers.iter() {
         let fits = attributes.len() + reserved_slots < MAX_ATTRIBUTES;
         let native = match value {
@@ -210,8 +217,7 @@ pub fn encode(message: &Message, mode: Mode) -> Encoded {
             _ => None,
         };
         // A header whose namesake was packed is packed too, so the two keep their order.
-        let unique =
-            !attributes.iter().any(|(n, _)| n == name) && !overflow.iter().any(|(n, _)| *n == name);
+        let unique = taken.insert(name);
         match native {
             Some(attribute) if fits && unique && valid_name(name) && !is_envelope_name(name) => {
                 if mode.sns && matches!(value, HeaderValue::Binary(_)) {
@@ -297,11 +303,12 @@ pub fn decode(body: &str, attributes: Vec<(String, Attribute)>, group_id: Option
     let binary_names = take_text(&mut attributes, reserved::BINARY_HEADERS)
         .map(|list| reserved::split_names(&list))
         .unwrap_or_default();
+    let binary: NameSet = binary_names.iter().map(String::as_str).collect();
     let packed = take_text(&mut attributes, PACKED_HEADERS);
     let mut headers = Headers::new();
     for (name, attribute) in attributes {
         let value = match attribute {
-            Attribute::String(text) if binary_names.contains(&name) => match BASE64.decode(&text) {
+            Attribute::String(text) if binary.contains(&name) => match BASE64.decode(&text) {
                 Ok(bytes) => HeaderValue::Binary(Bytes::from(bytes)),
                 Err(_) => HeaderValue::Text(text),
             },
@@ -373,6 +380,20 @@ mod tests {
         message.content_type = Some("application/octet-stream".into());
         message.timestamp = Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_123));
         message
+    }
+
+    #[test]
+    fn headers_are_mapped_in_linear_time() {
+        for mode in [SQS, SNS] {
+            crate::message::assert_linear("SQS/SNS attributes both ways", |n| {
+                let mut message = full();
+                for i in 0..n {
+                    message.headers.push(format!("h{i}"), vec![0u8, 1]);
+                }
+                let encoded = encode(&message, mode);
+                decode(&encoded.body, encoded.attributes, None);
+            });
+        }
     }
 
     #[test]

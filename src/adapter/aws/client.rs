@@ -106,6 +106,8 @@ pub struct AwsClients {
     pub config: Config,
     queue_urls: Mutex<HashMap<String, String>>,
     topic_arns: Mutex<HashMap<String, String>>,
+    /// The account of the first queue URL or topic ARN resolved.
+    account: std::sync::OnceLock<String>,
 }
 
 impl AwsClients {
@@ -147,6 +149,7 @@ impl AwsClients {
             config: config.clone(),
             queue_urls: Mutex::new(HashMap::new()),
             topic_arns: Mutex::new(HashMap::new()),
+            account: std::sync::OnceLock::new(),
         })
     }
 
@@ -178,6 +181,11 @@ impl AwsClients {
     }
 
     /// The URL of a queue named by a target (`sqs/NAME` or a URL).
+    /// The AWS account of this connection, once a queue URL or topic ARN has been resolved.
+    pub fn account(&self) -> Option<&str> {
+        self.account.get().map(String::as_str)
+    }
+
     pub async fn queue_url(&self, name: &str) -> Result<String, AdapterError> {
         if name.starts_with("https://") || name.starts_with("http://") {
             return Ok(name.to_owned());
@@ -201,6 +209,10 @@ impl AwsClients {
                 });
             }
         };
+        // `https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`
+        if let Some(account) = url.rsplit('/').nth(1).filter(|a| !a.is_empty()) {
+            let _ = self.account.set(account.to_owned());
+        }
         self.queue_urls
             .lock()
             .expect("queue url cache")
@@ -248,6 +260,10 @@ impl AwsClients {
                 .filter_map(|t| t.topic_arn())
                 .find(|arn| arn.ends_with(&suffix))
             {
+                // `arn:aws:sns:REGION:ACCOUNT:NAME`
+                if let Some(account) = arn.split(':').nth(4).filter(|a| !a.is_empty()) {
+                    let _ = self.account.set(account.to_owned());
+                }
                 self.topic_arns
                     .lock()
                     .expect("topic arn cache")

@@ -235,6 +235,21 @@ impl Connector for AwsConnector {
     }
 
     /// A reply-to is an SQS queue name or URL, or an SNS topic ARN.
+    /// A queue name, or the ARN of an SNS topic of the connection's own account (known once
+    /// the connection has resolved a queue URL or topic ARN, as its request source has).
+    fn is_plain_reply_address(&self, address: &str) -> bool {
+        if let Some(arn) = address.strip_prefix("arn:aws:sns:") {
+            let parts: Vec<&str> = arn.split(':').collect();
+            return match (parts.as_slice(), self.clients.account()) {
+                ([_region, account, topic], Some(own)) => {
+                    *account == own && crate::relay::allow::is_plain_name(topic)
+                }
+                _ => false,
+            };
+        }
+        crate::relay::allow::is_plain_name(address)
+    }
+
     fn reply_path(&self, address: &str) -> Result<String, String> {
         let path = if address.starts_with("arn:aws:sns:") {
             format!("sns/{address}")

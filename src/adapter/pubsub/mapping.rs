@@ -21,7 +21,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 
-use crate::message::{HeaderValue, Headers, Message, reserved};
+use crate::message::{HeaderValue, Headers, Message, NameSet, reserved};
 
 pub const CORRELATION_ID: &str = "correlation-id";
 pub const REPLY_TO: &str = "reply-to";
@@ -75,9 +75,18 @@ pub fn encode(message: &Message) -> Result<Outgoing, String> {
     {
         attributes.push((reserved::TIMESTAMP_MS.into(), ms.as_millis().to_string()));
     }
+    // More attributes than Pub/Sub takes is refused before any other work.
+    if attributes.len() + message.headers.len() > MAX_ATTRIBUTES {
+        return Err(format!(
+            "{} attributes; Pub/Sub allows {MAX_ATTRIBUTES}",
+            attributes.len() + message.headers.len()
+        ));
+    }
     let mut binary = Vec::new();
+    let envelope: Vec<String> = attributes.iter().map(|(n, _)| n.clone()).collect();
+    let mut names: NameSet = envelope.iter().map(String::as_str).collect();
     for (name, value) in message.headers.iter() {
-        if attributes.iter().any(|(n, _)| n == name) {
+        if !names.insert(name) {
             return Err(format!(
                 "header `{name}` occurs twice or shadows an envelope field; Pub/Sub attributes are a map"
             ));
@@ -144,10 +153,11 @@ pub fn decode(
     let mut message = Message::new(data);
     let mut sorted: Vec<(&String, &String)> = attributes.iter().collect();
     sorted.sort();
-    let binary: Vec<String> = attributes
+    let binary_names: Vec<String> = attributes
         .get(reserved::BINARY_HEADERS)
         .map(|list| reserved::split_names(list))
         .unwrap_or_default();
+    let binary: NameSet = binary_names.iter().map(String::as_str).collect();
     let mut headers = Headers::new();
     for (name, value) in sorted {
         match name.as_str() {
@@ -189,6 +199,34 @@ mod tests {
         let out = encode(message).unwrap();
         let attributes: HashMap<String, String> = out.attributes.into_iter().collect();
         decode(out.data, &attributes, &out.ordering_key, None)
+    }
+
+    #[test]
+    fn headers_are_mapped_in_linear_time() {
+        crate::message::assert_linear("Pub/Sub attributes both ways", |n| {
+            let mut message = Message::new("x");
+            for i in 0..n {
+                message.headers.push(format!("h{i}"), "v");
+            }
+            assert!(
+                encode(&message).is_err(),
+                "more than Pub/Sub's 100 attributes"
+            );
+            let attributes: HashMap<String, String> = (0..n)
+                .map(|i| (format!("h{i}"), BASE64.encode("v")))
+                .chain([(
+                    reserved::BINARY_HEADERS.to_owned(),
+                    reserved::join_names(
+                        (0..n)
+                            .map(|i| format!("h{i}"))
+                            .collect::<Vec<_>>()
+                            .iter()
+                            .map(String::as_str),
+                    ),
+                )])
+                .collect();
+            decode(Bytes::new(), &attributes, "", None);
+        });
     }
 
     #[test]

@@ -195,6 +195,12 @@ impl Connector for PubSubConnector {
     }
 
     /// A reply-to is a topic id or full topic name.
+    /// A topic id, or the full name of a topic of the connection's own project.
+    fn is_plain_reply_address(&self, address: &str) -> bool {
+        let own = format!("projects/{}/topics/", self.clients.config.project);
+        crate::relay::allow::is_plain_name(address.strip_prefix(&own).unwrap_or(address))
+    }
+
     fn reply_path(&self, address: &str) -> Result<String, String> {
         let path = format!("topic/{address}");
         Target::parse(&path).map(|_| path)

@@ -452,6 +452,19 @@ mod tests {
     }
 
     #[test]
+    fn headers_are_mapped_in_linear_time() {
+        crate::message::assert_linear("AMQP headers both ways", |n| {
+            let mut message = Message::new("x");
+            for i in 0..n {
+                message
+                    .headers
+                    .push(format!("h{}", i % (n / 2)), vec![0xffu8]);
+            }
+            through_amqp(&message);
+        });
+    }
+
+    #[test]
     fn repeated_header_names_keep_every_value() {
         let mut message = Message::new("x");
         message.headers.push("tag", "a");

@@ -255,6 +255,13 @@ impl Connector for RabbitConnector {
 
     /// A reply-to is a queue name (the default exchange routes to it; direct reply-to
     /// names too), or `EXCHANGE/ROUTING_KEY`.
+    /// A queue name (RabbitMQ's own `:` included) or a direct reply-to address; never
+    /// `EXCHANGE/KEY`.
+    fn is_plain_reply_address(&self, address: &str) -> bool {
+        address.starts_with(config::DIRECT_REPLY_TO)
+            || (!address.is_empty() && !address.contains('/'))
+    }
+
     fn reply_path(&self, address: &str) -> Result<String, String> {
         // A direct reply-to address is a queue name even when its token holds a `/`.
         let path = if address.contains('/') && !address.starts_with(config::DIRECT_REPLY_TO) {
