@@ -32,6 +32,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/alone-tests.sh"
 alone=$ALONE_TESTS
 "${runner[@]}" -E "not $alone"
 "${runner[@]}" -E "$alone" --test-threads 1
-# The benchmark's quick mode: a smoke run that keeps the harness working (its figures come
+# The benchmark's quick mode: smoke runs that keep the harness working (their figures come
 # from an unoptimized build; docs/performance.md has the real ones and their command).
 time scripts/bench.sh --quick
+time scripts/bench.sh --quick --headers

@@ -278,3 +278,92 @@ fn a_routes_file_larger_than_the_cap_is_refused_unread() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("larger than 1024 KiB"), "{stderr}");
 }
+
+#[test]
+fn tail_never_passes_a_control_sequence_from_a_message_to_the_terminal() {
+    let output = run(
+        &["tail", "io:stdin", "--url", "stdio:", "--idle", "2s"],
+        b"title \x1b]0;owned\x07 and \x1b[2J clear\r\n",
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("title \\u{1b}]0;owned\\u{7} and \\u{1b}[2J clear"),
+        "{stdout:?}"
+    );
+    assert!(
+        !stdout.contains('\x1b') && !stdout.contains('\x07'),
+        "{stdout:?}"
+    );
+}
+
+#[test]
+fn a_validation_error_names_the_variable_instead_of_quoting_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(
+        &file,
+        "connections:\n  rabbit: {type: rabbitmq, url: '${RABBIT_URL}'}\n  redis-fed:\n    type: memory\nroutes:\n  - name: r\n    from: rabbit:queue/q\n    to: redis-fed:out\n    dead_letter: redis-fed:dlq\n    dedup: {store: '${DEDUP_STORE}'}\n",
+    )
+    .unwrap();
+    let output = bridge()
+        .args(["validate", file.to_str().unwrap()])
+        .env("RABBIT_URL", "amqp://u:Sq9/pa?ss#wd@h/%2f")
+        .env("DEDUP_STORE", "valkey://:Sq9-store-pw@cache:6379")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("connections.rabbit.url"), "{stderr}");
+    assert!(
+        stderr.contains("${RABBIT_URL}") && stderr.contains("${DEDUP_STORE}"),
+        "{stderr}"
+    );
+    for secret in ["Sq9/pa?ss#wd", "pa?ss", "Sq9-store-pw"] {
+        assert!(!stderr.contains(secret), "{secret} in {stderr}");
+    }
+}
+
+#[test]
+fn a_url_whose_password_does_not_parse_is_refused_without_showing_it() {
+    for url in [
+        "amqp://u:Sq9/pa@127.0.0.1:1/%2f",
+        "amqp:u:Sq9/pa@127.0.0.1",
+        "kafka://u:Sq9/pa@127.0.0.1:1",
+        "aws://us-east-1?endpoint_url=http://u:Sq9/pa@127.0.0.1:1&oops",
+        "pubsub://p?endpoint=http://u:Sq9/pa@127.0.0.1:1&oops",
+    ] {
+        for command in [
+            vec!["send", "x:queue/q", "hi", "--url", url],
+            vec!["tail", "x:queue/q", "--url", url, "--idle", "1s"],
+            vec![
+                "request",
+                "x:queue/q",
+                "hi",
+                "--reply-from",
+                "x:queue/r",
+                "--timeout",
+                "1s",
+                "--url",
+                url,
+            ],
+        ] {
+            let output = run(&command, b"");
+            let printed = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert_ne!(output.status.code(), Some(0), "{command:?}: {printed}");
+            assert!(
+                !printed.contains("Sq9/pa"),
+                "{command:?} printed the password: {printed}"
+            );
+        }
+    }
+}

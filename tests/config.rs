@@ -133,3 +133,37 @@ fn interpolated_numbers_and_numeric_option_values_take_the_expected_type() {
             .contains("settings.max_hops")
     );
 }
+
+#[test]
+fn debug_of_a_plan_never_shows_a_secret() {
+    let text = "settings: {reply_signing_key: 'Dbg-signing-key-canary'}\n\
+        connections:\n\
+        \x20 rabbit: {type: rabbitmq, url: 'amqp://u:Dbg%2Fpw-canary@h/%2f'}\n\
+        \x20 kafka:\n\
+        \x20   type: kafka\n\
+        \x20   brokers: h:9092\n\
+        \x20   sasl: {mechanism: PLAIN, username: u, password: Dbg-sasl-canary}\n\
+        \x20   options: {ssl.key.password: Dbg-key-canary}\n\
+        \x20 aws: {type: aws, region: eu-west-1, access_key_id: a, secret_access_key: Dbg-aws-canary}\n\
+        routes:\n\
+        \x20 - name: r\n\
+        \x20   from: rabbit:queue/q\n\
+        \x20   to: kafka:t\n\
+        \x20   dead_letter: rabbit:queue/dlq\n\
+        \x20   dedup: {store: 'redis://:Dbg-redis-canary@h:6379/0'}\n\
+        \x20   reply: {from: kafka:replies}\n";
+    let plan = config::load_str(text, "f.yaml", &no_env).unwrap();
+    let shown = format!("{plan:?}");
+    assert!(shown.contains("rabbit"), "the plan is shown");
+    for secret in [
+        "Dbg%2Fpw",
+        "Dbg/pw",
+        "Dbg-signing",
+        "Dbg-sasl",
+        "Dbg-key",
+        "Dbg-aws",
+        "Dbg-redis",
+    ] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+}

@@ -254,50 +254,107 @@ fn rabbitmqctl(args: &[&str]) {
     assert!(output.status.success(), "rabbitmqctl {args:?}: {output:?}");
 }
 
+/// Every character outside RFC 3986's unreserved set as `%XX`.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_secret_never_appears_in_any_output() {
     init_logs();
     let name = unique("canary");
-    // One random marker inside every secret of the file.
+    // One random marker inside every secret of the file, beside every URL-reserved
+    // character, raw where the secret is a field of its own and percent-encoded in URLs.
     let canary = format!("Cnry{}", name.rsplit('-').next().unwrap());
+    let reserved = "/?#@:%";
     let user = format!("{name}-user");
-    let password = format!("{canary}rabbit");
+    let password = format!("{canary}{reserved}rabbit");
     rabbitmqctl(&["add_user", &user, &password]);
     rabbitmqctl(&["set_permissions", "-p", "/", &user, ".*", ".*", ".*"]);
-    let (q_in, q_out, q_dlq, q_bad, sqs) = (
+    let rabbit_url = format!(
+        "amqp://{user}:{}@127.0.0.1:5672/%2f",
+        percent_encode(&password)
+    );
+    let (q_in, q_out, q_dlq, q_reply, sqs) = (
         format!("{name}-in"),
         format!("{name}-out"),
         format!("{name}-dlq"),
-        format!("{name}-bad"),
+        format!("{name}-reply"),
         format!("{name}-sqs"),
     );
     let expires = json!({"x-expires": 900_000});
-    let rabbit = json!({"type": "rabbitmq", "url": format!("amqp://{user}:{password}@127.0.0.1:5672/%2f"),
+    let rabbit = json!({"type": "rabbitmq", "url": rabbit_url,
         "declare": {"queues": [{"name": q_in, "arguments": expires}, {"name": q_out, "arguments": expires},
-            {"name": q_dlq, "arguments": expires}, {"name": q_bad, "arguments": expires}],
+            {"name": q_dlq, "arguments": expires}, {"name": q_reply, "arguments": expires}],
         "exchanges": [{"name": format!("{name}-x"), "kind": "direct", "durable": false}]}});
-    let wrong = json!({"type": "rabbitmq", "url": format!("amqp://{user}:{canary}wrong@127.0.0.1:5672/%2f")});
+    let wrong = json!({"type": "rabbitmq",
+        "url": format!("amqp://{user}:{}wrong@127.0.0.1:5672/%2f", percent_encode(&format!("{canary}{reserved}")))});
     let aws = json!({"type": "aws", "endpoint_url": "http://127.0.0.1:4566", "region": "us-east-1",
-        "access_key_id": "testing", "secret_access_key": format!("{canary}aws"),
+        "access_key_id": "testing", "secret_access_key": format!("{canary}{reserved}aws"),
         "declare": {"queues": [{"name": sqs}]}});
     let kafka = json!({"type": "kafka", "brokers": KAFKA,
-        "sasl": {"mechanism": "SCRAM-SHA-512", "username": "bridge", "password": format!("{canary}kafka")}});
-    let routes = format!(
-        "settings: {{reply_signing_key: '{canary}-signing-key'}}\nconnections:\n  rabbit: {rabbit}\n  wrong: {wrong}\n  aws: {aws}\n  kafka: {kafka}\nroutes:\n  - name: rpc\n    from: rabbit:queue/{q_in}\n    to: [aws:sqs/{sqs}, 'rabbit:exchange/{name}-x/rk']\n    dead_letter: rabbit:queue/{q_dlq}\n    retry: {{max_attempts: 2, initial_backoff: 10ms}}\n    reply: {{from: rabbit:queue/{q_out}}}\n"
-    );
+        "sasl": {"mechanism": "SCRAM-SHA-512", "username": "bridge", "password": format!("{canary}{reserved}kafka")},
+        "options": {"ssl.key.password": format!("{canary}{reserved}key")}});
     let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("reply-key");
+    std::fs::write(&key_file, format!("{canary}{reserved}-signing-key\n")).unwrap();
+    // Nothing listens at the dedup store's address: its errors are logged.
+    let store = format!(
+        "redis://:{}@127.0.0.1:1/0",
+        percent_encode(&format!("{canary}{reserved}redis"))
+    );
+    let routes = format!(
+        "settings: {{reply_signing_key: '${{file:{}}}'}}\nconnections:\n  rabbit: {rabbit}\n  wrong: {wrong}\n  aws: {aws}\n  kafka: {kafka}\nroutes:\n  - name: rpc\n    from: rabbit:queue/{q_in}\n    to: [aws:sqs/{sqs}, 'rabbit:exchange/{name}-x/rk']\n    dead_letter: rabbit:queue/{q_dlq}\n    retry: {{max_attempts: 2, initial_backoff: 10ms}}\n    dedup: {{key: '{{{{ body_text }}}}', store: '{store}'}}\n    reply: {{from: rabbit:queue/{q_out}}}\n",
+        key_file.display()
+    );
     let file = dir.path().join("routes.yaml");
     std::fs::write(&file, &routes).unwrap();
     let config = file.to_str().unwrap();
+    // The same connections, broken in ways that quote them: a password with a raw `/`
+    // (unparseable), one from the environment, and an unknown dedup store.
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(
+        &broken,
+        format!(
+            "connections:\n  raw: {{type: rabbitmq, url: 'amqp://{user}:{canary}{reserved}x@h/%2f'}}\n  env: {{type: rabbitmq, url: '${{CANARY_URL}}'}}\n  mem: {{type: memory}}\nroutes:\n  - name: r\n    from: mem:in\n    to: mem:out\n    dedup: {{store: 'valkey://:{canary}@h'}}\n"
+        ),
+    )
+    .unwrap();
     let mut outputs: Vec<(String, String)> = Vec::new();
-    let command = |args: &[&str]| bridge().args(args).stdin(Stdio::null()).output().unwrap();
+    let command = |args: &[&str]| {
+        bridge()
+            .args(args)
+            .env(
+                "CANARY_URL",
+                format!("amqp://u:{canary}{reserved}env@h/%2f"),
+            )
+            .env("BRIDGE_LOG", "trace")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
 
     let validate = command(&["validate", config]);
     assert_eq!(validate.status.code(), Some(0), "{}", printed(&validate));
     outputs.push(("validate".into(), printed(&validate)));
+    let invalid = command(&["validate", broken.to_str().unwrap()]);
+    assert_eq!(invalid.status.code(), Some(2), "{}", printed(&invalid));
+    assert!(
+        printed(&invalid).contains("${CANARY_URL}"),
+        "{}",
+        printed(&invalid)
+    );
+    outputs.push(("validate with errors".into(), printed(&invalid)));
 
     let log = dir.path().join("run.log");
-    let mut run = spawn_run(&file, &log, "debug");
+    let mut run = spawn_run(&file, &log, "trace");
     let address = wait_for_address(
         || std::fs::read_to_string(&log).unwrap_or_default(),
         Duration::from_secs(30),
@@ -348,6 +405,18 @@ async fn a_canary_secret_never_appears_in_any_output() {
     assert_eq!(tail.status.code(), Some(0), "{}", printed(&tail));
     assert!(printed(&tail).contains("hello"), "{}", printed(&tail));
     outputs.push(("tail".into(), printed(&tail)));
+    let request = command(&[
+        "request",
+        "-c",
+        config,
+        &format!("rabbit:queue/{q_in}"),
+        "ping",
+        "--reply-from",
+        &format!("rabbit:queue/{q_reply}"),
+        "--timeout",
+        "2s",
+    ]);
+    outputs.push(("request (no replier: times out)".into(), printed(&request)));
     let refused = command(&["send", "-c", config, &format!("wrong:queue/{q_in}"), "x"]);
     assert_ne!(
         refused.status.code(),
@@ -357,6 +426,74 @@ async fn a_canary_secret_never_appears_in_any_output() {
     outputs.push(("send with a wrong password".into(), printed(&refused)));
     let kafka_tail = command(&["tail", "-c", config, "kafka:anything", "--idle", "2s"]);
     outputs.push(("tail with SASL".into(), printed(&kafka_tail)));
+    let by_url = command(&[
+        "send",
+        "--url",
+        &rabbit_url,
+        &format!("x:queue/{q_reply}"),
+        "by url",
+    ]);
+    assert_eq!(by_url.status.code(), Some(0), "{}", printed(&by_url));
+    outputs.push(("send --url".into(), printed(&by_url)));
+    let tail_url = command(&[
+        "tail",
+        "--url",
+        &rabbit_url,
+        &format!("x:queue/{q_reply}"),
+        "--disturb",
+        "--count",
+        "1",
+        "--idle",
+        "5s",
+    ]);
+    assert!(
+        printed(&tail_url).contains("by url"),
+        "{}",
+        printed(&tail_url)
+    );
+    outputs.push(("tail --url".into(), printed(&tail_url)));
+    let request_url = command(&[
+        "request",
+        "--url",
+        &rabbit_url,
+        &format!("x:queue/{q_dlq}"),
+        "ping",
+        "--reply-from",
+        &format!("x:queue/{q_reply}"),
+        "--timeout",
+        "1s",
+    ]);
+    outputs.push(("request --url".into(), printed(&request_url)));
+    let raw_url = format!("amqp://{user}:{password}@127.0.0.1:5672/%2f");
+    for args in [
+        vec!["send", "--url", raw_url.as_str(), "x:queue/q", "x"],
+        vec![
+            "tail",
+            "--url",
+            raw_url.as_str(),
+            "x:queue/q",
+            "--idle",
+            "1s",
+        ],
+        vec![
+            "request",
+            "--url",
+            raw_url.as_str(),
+            "x:queue/q",
+            "x",
+            "--reply-from",
+            "x:queue/r",
+            "--timeout",
+            "1s",
+        ],
+    ] {
+        let output = command(&args);
+        assert_eq!(output.status.code(), Some(2), "{}", printed(&output));
+        outputs.push((
+            format!("{} --url with a raw password", args[0]),
+            printed(&output),
+        ));
+    }
     let (status, metrics) = get(&address, "/metrics").unwrap();
     assert_eq!(status, 200);
     assert!(metrics.contains("bridge_dead_letters_total"), "{metrics}");
@@ -372,16 +509,20 @@ async fn a_canary_secret_never_appears_in_any_output() {
     let run_log = std::fs::read_to_string(&log).unwrap();
     assert_eq!(code, Some(0), "{run_log}");
     assert!(run_log.contains("message cannot be delivered"), "{run_log}");
+    assert!(
+        run_log.contains("deduplication store unavailable"),
+        "{run_log}"
+    );
     outputs.push(("run".into(), format!("{stdout}{run_log}")));
     rabbitmqctl(&["delete_user", &user]);
 
-    // The check below would see the canary if it were printed: it is in the file, and
-    // the run logged at debug level, errors included.
+    // The check below would see the canary if it were printed: it is in the files and the
+    // environment, and every command logged at trace level, errors included.
     assert!(routes.contains(&canary));
     assert!(
         outputs
             .iter()
-            .any(|(what, text)| what == "run" && text.contains("DEBUG"))
+            .any(|(what, text)| what == "run" && text.contains("TRACE"))
     );
     for (what, text) in &outputs {
         assert!(!text.is_empty(), "{what} printed nothing");

@@ -349,3 +349,103 @@ async fn kafka_partitions_move_between_two_bridges_without_loss() {
         arrived.duplicates()
     );
 }
+
+/// Reads every record of a one-partition topic with a plain Kafka client, as a native
+/// consumer would.
+fn native_records(topic: &str, count: usize) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", KAFKA)
+        .set("group.id", format!("{topic}-native"))
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&assignment).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut records = Vec::new();
+    while records.len() < count && std::time::Instant::now() < deadline {
+        if let Some(Ok(record)) = consumer.poll(Duration::from_millis(500)) {
+            records.push(record.detach());
+        }
+    }
+    records
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_can_neither_pick_a_kafka_partition_nor_shadow_the_envelope() {
+    use rdkafka::Message as _;
+    use rdkafka::message::Headers as _;
+    init_logs();
+    let name = unique("shape");
+    let (q_in, q_dlq, topic) = (
+        format!("{name}-in"),
+        format!("{name}-dlq"),
+        format!("{name}-out"),
+    );
+    let expires = json!({"x-expires": 900_000});
+    let rabbit = json!({"type": "rabbitmq", "url": RABBIT, "declare": {"queues": [
+        {"name": q_in, "arguments": expires}, {"name": q_dlq, "arguments": expires}]}});
+    let kafka =
+        json!({"type": "kafka", "brokers": KAFKA, "declare": [{"name": topic, "partitions": 2}]});
+    let routes = format!(
+        "connections:\n  rabbit: {rabbit}\n  kafka: {kafka}\nroutes:\n  - name: shape\n    from: rabbit:queue/{q_in}\n    to: 'kafka:{{{{ headers.topic }}}}'\n    dead_letter: rabbit:queue/{q_dlq}\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(&file, &routes).unwrap();
+    let rabbit_client = connector(&rabbit).await;
+    connector(&kafka).await; // declares the topic
+    let running = Running::start(&file, &dir.path().join("bridge.log"));
+    let mut shadowing = Message::new("to the topic");
+    shadowing.headers.push("topic", topic.as_str());
+    shadowing.headers.push("correlation-id", "forged");
+    shadowing.correlation_id = Some("real".into());
+    let mut picking = Message::new("to partition 1");
+    picking.headers.push("topic", format!("{topic}/1"));
+    publish(
+        &rabbit_client,
+        &format!("test:queue/{q_in}"),
+        [shadowing, picking],
+        10,
+    )
+    .await;
+    let mut dead_letters = rabbit_client
+        .open_source(&format!("test:queue/{q_dlq}").parse().unwrap(), &settings())
+        .await
+        .unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(60), dead_letters.recv())
+        .await
+        .expect("the dead letter in time")
+        .unwrap()
+        .unwrap();
+    let letters = [delivery.message.clone()];
+    delivery.ack.ack();
+    dead_letters.close().await;
+    running.signal("TERM");
+    assert_eq!(running.wait(Duration::from_secs(60)), Some(0));
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].body, "to partition 1");
+    let error = letters[0].headers.get_text(reserved::DLQ_ERROR).unwrap();
+    assert!(error.contains("path_values: any"), "{error}");
+    let records = native_records(&topic, 1);
+    assert_eq!(
+        records.len(),
+        1,
+        "one record, on the partition the producer chose"
+    );
+    let headers = records[0].headers().unwrap();
+    let correlation: Vec<&[u8]> = headers
+        .iter()
+        .filter(|h| h.key == "correlation-id")
+        .filter_map(|h| h.value)
+        .collect();
+    assert_eq!(
+        correlation,
+        [b"real".as_slice()],
+        "the envelope's value alone"
+    );
+}

@@ -481,3 +481,101 @@ async fn rabbitmq_direct_reply_to_gets_its_reply_from_kafka() {
     assert_eq!(running.wait(Duration::from_secs(60)), Some(0));
     task.abort();
 }
+
+/// A requester on `requests_on` names `unsafe_reply_to` (an address the default
+/// `reply.allow` refuses) beside a plain one: the plain one gets its reply, the other is
+/// dead-lettered with the reason and never published, across real brokers.
+async fn an_unsafe_reply_address_is_refused(
+    requests_on: Sys,
+    replier_on: Sys,
+    unsafe_reply_to: impl Fn(&Place) -> String,
+) {
+    init_logs();
+    let name = unique(&format!(
+        "allow-{}-{}",
+        requests_on.label(),
+        replier_on.label()
+    ));
+    let mut a = Resources::new(requests_on, &format!("{name}-a"));
+    let mut b = Resources::new(replier_on, &format!("{name}-b"));
+    let inbound = a.place(&format!("{name}-in"));
+    let client = a.place(&format!("{name}-client"));
+    let victim = a.place(&format!("{name}-victim"));
+    let dead = a.place(&format!("{name}-dlq"));
+    let forwarded = b.place(&format!("{name}-fwd"));
+    let replies = b.place(&format!("{name}-rep"));
+    let routes = format!(
+        "settings: {{reply_signing_key: 'allow-signing-key-0123456789'}}\nconnections:\n  a: {}\n  b: {}\nroutes:\n  - name: rpc\n    from: {}\n    to: 'b:{}'\n    reply: {{from: {}, address: '{}'}}\n    dead_letter: 'a:{}'\n",
+        a.connection(),
+        b.connection(),
+        source_yaml("a", &inbound),
+        forwarded.sink,
+        source_yaml("b", &replies),
+        replies.address,
+        dead.sink,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(&file, &routes).unwrap();
+    let requester = connector(&a.checker_connection()).await;
+    let replier = connector(&b.checker_connection()).await;
+    let control = Arc::new(ReplierControl::default());
+    control
+        .forged_sent
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let replier_task = echo_replier(replier, forwarded, control);
+    let received: Received = Arc::new(Mutex::new(Vec::new()));
+    let inbox = requester_inbox(requester.clone(), 0, client.clone(), received.clone());
+    let letters: Received = Arc::new(Mutex::new(Vec::new()));
+    let dead_letters = requester_inbox(requester.clone(), 1, dead.clone(), letters.clone());
+    let victim_mail: Received = Arc::new(Mutex::new(Vec::new()));
+    let victim_inbox = requester_inbox(requester.clone(), 2, victim.clone(), victim_mail.clone());
+    let running = Running::start(&file, &dir.path().join("bridge.log"));
+    let sink = requester.open_sink(&endpoint(&inbound.sink)).await.unwrap();
+    for (correlation, reply_to) in [
+        ("safe", client.address.clone()),
+        ("unsafe", unsafe_reply_to(&victim)),
+    ] {
+        let mut request = Message::new(format!("req-{correlation}"));
+        request.correlation_id = Some(correlation.into());
+        request.reply_to = Some(reply_to);
+        sink.send(&request).await.unwrap().await.unwrap();
+    }
+    wait_until(
+        "the safe reply and the dead letter",
+        Duration::from_secs(90),
+        || !received.lock().unwrap().is_empty() && !letters.lock().unwrap().is_empty(),
+    )
+    .await;
+    running.signal("TERM");
+    assert_eq!(running.wait(Duration::from_secs(60)), Some(0));
+    for task in [replier_task, inbox, dead_letters, victim_inbox] {
+        task.abort();
+    }
+    assert_eq!(received.lock().unwrap()[0].1, "safe");
+    assert_eq!(letters.lock().unwrap().len(), 1);
+    assert_eq!(letters.lock().unwrap()[0].2, "reply to req-unsafe");
+    assert!(
+        victim_mail.lock().unwrap().is_empty(),
+        "the reply reached the victim"
+    );
+    let log = std::fs::read_to_string(dir.path().join("bridge.log")).unwrap();
+    assert!(log.contains("not allowed by reply.allow"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rabbitmq_requester_cannot_have_replies_published_to_an_exchange() {
+    // The default exchange with a routing key: `EXCHANGE/KEY`, which reaches any queue.
+    an_unsafe_reply_address_is_refused(Sys::Rabbit, Sys::Kafka, |victim| {
+        format!("amq.direct/{}", victim.address)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_requester_cannot_pick_a_reply_partition() {
+    an_unsafe_reply_address_is_refused(Sys::Kafka, Sys::Rabbit, |victim| {
+        format!("{}/0", victim.address)
+    })
+    .await;
+}

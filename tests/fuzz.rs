@@ -1,6 +1,8 @@
 //! Bounded property-based fuzzing of every decoding path the library exposes to text or
 //! bytes from a user or a broker: routes files (YAML, `${...}` interpolation, durations,
-//! numbers, endpoint addresses, CEL conditions, Jinja templates), the JSON line form of a
+//! numbers, endpoint addresses, CEL conditions, Jinja templates, nesting and aliases, values
+//! from the environment that errors must not quote), the limits on a message,
+//! `reply.allow` patterns, the JSON line form of a
 //! message, correlation tokens and the request-reply relay, endpoint addresses, `HOST:PORT`
 //! listen addresses, `--url` connection URLs and the endpoint paths and options their
 //! adapters check, URL redaction, binary-header name lists, hop counts and trace ids, and
@@ -53,13 +55,14 @@ use bridge::address::{Endpoint, is_connection_name};
 use bridge::cli::{Cli, Command};
 use bridge::config::{self, ConfigErrors, Plan, check_listen};
 use bridge::expr::{Condition, Template};
+use bridge::message::limits::Limits;
 use bridge::message::{HeaderValue, Headers, Message, Origin, json, reserved};
 use bridge::relay::{Claims, ReplyAllow, ReplyRelay, RequestRelay, Signer, TokenError, Unmatched};
 use bytes::Bytes;
 use clap::Parser as _;
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::{FileFailurePersistence, TestCaseResult};
+use proptest::test_runner::{FileFailurePersistence, TestCaseError, TestCaseResult};
 
 // ---------------------------------------------------------------------------------------
 // Strategies
@@ -1188,6 +1191,157 @@ fn another_key(key: &[u8], at: &Index, flip: u8) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------
 // Routes files
 // ---------------------------------------------------------------------------------------
+
+/// A YAML value nested `depth` levels deep, in block or flow style, with an anchor and an
+/// alias of it when `alias`.
+fn nested_yaml(depth: usize, flow: bool, alias: bool) -> String {
+    let leaf = if alias { "*a" } else { "x" };
+    let inner = if flow || depth == 0 {
+        "[".repeat(depth) + leaf + &"]".repeat(depth)
+    } else {
+        "\n  ".to_owned() + &"- ".repeat(depth) + leaf
+    };
+    let anchor = if alias { "anchor: &a 1\n" } else { "" };
+    format!("{anchor}settings:\n  http: {{listen: off}}\nextra: {inner}\n")
+}
+
+proptest! {
+    #![proptest_config(fuzz_config(256))]
+
+    /// Nesting deeper than the limit and any alias are refused before the file is built,
+    /// with a line; anything else gets its ordinary verdict (here, an unknown field).
+    #[test]
+    fn deep_nesting_and_aliases_are_refused_with_their_line(
+        depth in 0usize..80,
+        flow in any::<bool>(),
+        alias in any::<bool>(),
+    ) {
+        let text = nested_yaml(depth, flow, alias);
+        load_and(&text, every_variable(None), |result| -> TestCaseResult {
+            let errors = match result {
+                Ok(_) => return Err(TestCaseError::fail("`extra` is an unknown field")),
+                Err(errors) => errors,
+            };
+            check_refusal(&errors, &text)?;
+            let report = errors.to_string();
+            // The file's own mapping is one level, each list of `extra` another.
+            if depth + 1 > 32 {
+                prop_assert!(report.contains("nested more than 32"), "{report}");
+            } else if alias {
+                prop_assert!(report.contains("aliases"), "{report}");
+            } else {
+                prop_assert!(report.contains("unknown field `extra`"), "{report}");
+            }
+            Ok(())
+        })?;
+    }
+
+    /// A value from the environment is never quoted in an error, whatever it holds: the
+    /// error names the variable instead.
+    #[test]
+    fn an_interpolated_value_is_never_quoted_in_an_error(
+        secret in "Zq[A-Za-z0-9/?#@:%]{4,16}",
+        field in prop::sample::select(vec![
+            "url: '${V}'",
+            "url: 'amqp://u:${V}@h/%2f'",
+            "url: 'amqp://u:${V}@h:99999/%2f'",
+            "url: '${V}', connect_timeout_ms: '${V}'",
+        ]),
+    ) {
+        let text = format!(
+            "connections:\n  rabbit: {{type: rabbitmq, {field}}}\nroutes:\n  - name: r\n    from: rabbit:queue/q\n    to: rabbit:queue/out\n    dead_letter: rabbit:queue/dlq\n    dedup: {{store: '${{V}}'}}\n"
+        );
+        let value = secret.clone();
+        let env = move |name: &str| (name == "V").then(|| value.clone());
+        load_and(&text, env, |result| -> TestCaseResult {
+            if let Err(errors) = result {
+                let report = errors.to_string();
+                prop_assert!(!report.contains(&secret), "{report}");
+                prop_assert!(report.contains("${V}"), "{report}");
+            }
+            Ok(())
+        })?;
+    }
+}
+
+/// How big a message is, as `limits.max_message_bytes` counts it, written out field by
+/// field (an independent reading of docs/security.md).
+fn counted_bytes(message: &Message) -> usize {
+    let text = |t: &Option<String>| t.as_deref().map_or(0, str::len);
+    message.body.len()
+        + message.key.as_ref().map_or(0, |k| k.len())
+        + text(&message.correlation_id)
+        + text(&message.reply_to)
+        + text(&message.message_id)
+        + text(&message.content_type)
+        + message
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.as_bytes().len())
+            .sum::<usize>()
+}
+
+proptest! {
+    #![proptest_config(fuzz_config(512))]
+
+    /// A message passes its limits exactly when every count is within its limit, and a
+    /// refusal names the limit it broke.
+    #[test]
+    fn limits_refuse_exactly_what_is_over_them_and_say_which(
+        message in any_message(),
+        max_message_bytes in 1usize..400,
+        max_headers in 1usize..6,
+        max_header_name_bytes in 1usize..12,
+        max_header_value_bytes in 1usize..24,
+    ) {
+        let limits = Limits { max_message_bytes, max_headers, max_header_name_bytes, max_header_value_bytes };
+        let over_headers = message.headers.len() > max_headers;
+        let over_name = message.headers.iter().any(|(n, _)| n.len() > max_header_name_bytes);
+        let over_value = message.headers.iter().any(|(_, v)| v.as_bytes().len() > max_header_value_bytes);
+        let over_bytes = counted_bytes(&message) > max_message_bytes;
+        match limits.check(&message) {
+            Ok(()) => prop_assert!(!(over_headers || over_name || over_value || over_bytes)),
+            Err(reason) => {
+                let named = [
+                    ("limits.max_headers", over_headers),
+                    ("limits.max_header_name_bytes", over_name),
+                    ("limits.max_header_value_bytes", over_value),
+                    ("limits.max_message_bytes", over_bytes),
+                ];
+                prop_assert!(
+                    named.iter().any(|(setting, over)| *over && reason.contains(setting)),
+                    "{reason}"
+                );
+            }
+        }
+    }
+
+    /// `reply.allow` patterns match as a plain backtracking reading of `*` (no `/` or `:`)
+    /// and `**` (anything) says.
+    #[test]
+    fn reply_patterns_match_as_their_wildcards_say(
+        pattern in "(a|b|/|:|\\*|\\*\\*){0,6}",
+        address in "[ab/:]{0,8}",
+    ) {
+        fn reference(pattern: &[u8], text: &[u8]) -> bool {
+            match pattern {
+                [] => text.is_empty(),
+                [b'*', b'*', rest @ ..] => (0..=text.len()).any(|i| reference(rest, &text[i..])),
+                [b'*', rest @ ..] => (0..=text.len())
+                    .take_while(|&i| i == 0 || !matches!(text[i - 1], b'/' | b':'))
+                    .any(|i| reference(rest, &text[i..])),
+                [c, rest @ ..] => text.first() == Some(c) && reference(rest, &text[1..]),
+            }
+        }
+        prop_assume!(!pattern.is_empty() && pattern != "default");
+        let allow = ReplyAllow::compile(std::slice::from_ref(&pattern)).unwrap();
+        prop_assert_eq!(
+            allow.permits(&address, |_| false),
+            reference(pattern.as_bytes(), address.as_bytes()),
+            "{} against {}", pattern, address
+        );
+    }
+}
 
 proptest! {
     #![proptest_config(fuzz_config(512))]

@@ -9,7 +9,11 @@
 //! timestamp carried in the body to its arrival at the sink, at half the raw pipe's peak rate.
 //! A peer bridge on PATH (`mq-bridge-app`, see `peer.rs`) is measured the same way after them.
 //! It is a measurement, not a test: it fails only when a message does not arrive.
+//!
+//! `--headers` measures header scaling instead (`headers.rs`): bridge's cost per header of
+//! records with 1,000 to 100,000 headers, and another route's latency meanwhile.
 
+mod headers;
 mod latency;
 mod peer;
 mod places;
@@ -100,6 +104,8 @@ pub struct Options {
     pub window: usize,
     /// Drains measured per pipe and scenario, the order alternating (see `run`).
     pub rounds: usize,
+    /// Measure header scaling (`headers.rs`) instead of the scenarios.
+    pub headers: bool,
 }
 
 fn options() -> Options {
@@ -108,8 +114,11 @@ fn options() -> Options {
     let mut only = None;
     let mut window = bridge::config::model::default_max_in_flight();
     let mut rounds = 1;
+    let mut headers = false;
     let usage = |problem: String| -> ! {
-        eprintln!("usage: pipeline [--quick] [--only TEXT] [--window N] [--rounds N]  ({problem})");
+        eprintln!(
+            "usage: pipeline [--quick] [--only TEXT] [--window N] [--rounds N] [--headers]  ({problem})"
+        );
         std::process::exit(2);
     };
     while let Some(arg) = args.next() {
@@ -128,6 +137,7 @@ fn options() -> Options {
                     _ => usage("--rounds needs a positive number".into()),
                 }
             }
+            "--headers" => headers = true,
             "--bench" => {}
             other => usage(format!("unknown argument `{other}`")),
         }
@@ -139,6 +149,7 @@ fn options() -> Options {
         stall_for: Duration::from_secs(if quick { 3 } else { 30 }),
         window,
         rounds,
+        headers,
     }
 }
 
@@ -209,6 +220,14 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    if options.headers {
+        println!(
+            "header scaling{}: Kafka -> Kafka, one bridge process\n",
+            if options.quick { " (quick mode)" } else { "" }
+        );
+        runtime.block_on(headers::run(&options));
+        return;
+    }
     let scenarios = scenarios(&options);
     println!(
         "pipeline benchmark: {} scenario(s){}, window {} in flight, {} round(s)\n",

@@ -13,8 +13,6 @@
 //! substitution is returned with the reference it came from, so that validation errors
 //! can name the variable instead of quoting its value (which may be a secret).
 
-use std::io::Read;
-
 /// Where variables come from; tests pass their own.
 pub trait Environment {
     fn var(&self, name: &str) -> Option<String>;
@@ -64,19 +62,14 @@ fn valid_variable_name(name: &str) -> bool {
 
 /// Reads a secret file, refusing one larger than [`MAX_FILE_BYTES`].
 fn read_secret_file(path: &str) -> Result<String, String> {
-    let file =
-        std::fs::File::open(path).map_err(|e| format!("cannot read secret file `{path}`: {e}"))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read secret file `{path}`: {e}"))?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(format!(
+    super::read_capped(std::path::Path::new(path), MAX_FILE_BYTES).map_err(|error| match error {
+        super::ReadError::Io(e) => format!("cannot read secret file `{path}`: {e}"),
+        super::ReadError::TooLarge => format!(
             "secret file `{path}` is larger than {} KiB; point ${{file:...}} at a file holding only the secret",
             MAX_FILE_BYTES / 1024
-        ));
-    }
-    String::from_utf8(bytes).map_err(|_| format!("secret file `{path}` is not UTF-8 text"))
+        ),
+        super::ReadError::NotUtf8 => format!("secret file `{path}` is not UTF-8 text"),
+    })
 }
 
 fn resolve(expression: &str, env: &dyn Environment) -> Result<String, String> {

@@ -76,23 +76,40 @@ impl fmt::Display for ConfigErrors {
 /// The largest routes file read: 1 MiB, about a hundred times a file of a hundred routes.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
-/// Reads the text of a routes file, refusing one larger than [`MAX_FILE_BYTES`] without
-/// reading further.
-fn read_routes_file(path: &Path) -> Result<String, String> {
+/// Why a file the configuration names could not be read.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    Io(std::io::Error),
+    /// Larger than the cap; nothing past it was read.
+    TooLarge,
+    NotUtf8,
+}
+
+/// Reads a text file of at most `max` bytes, never reading past the cap (a path such as
+/// `/dev/zero` is refused, not read until memory runs out).
+pub(crate) fn read_capped(path: &Path, max: u64) -> Result<String, ReadError> {
     use std::io::Read;
-    let file =
-        std::fs::File::open(path).map_err(|e| format!("cannot read the routes file: {e}"))?;
+    let file = std::fs::File::open(path).map_err(ReadError::Io)?;
     let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
+    file.take(max + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read the routes file: {e}"))?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(format!(
+        .map_err(ReadError::Io)?;
+    if bytes.len() as u64 > max {
+        return Err(ReadError::TooLarge);
+    }
+    String::from_utf8(bytes).map_err(|_| ReadError::NotUtf8)
+}
+
+/// Reads the text of a routes file, refusing one larger than [`MAX_FILE_BYTES`].
+fn read_routes_file(path: &Path) -> Result<String, String> {
+    read_capped(path, MAX_FILE_BYTES).map_err(|error| match error {
+        ReadError::Io(e) => format!("cannot read the routes file: {e}"),
+        ReadError::TooLarge => format!(
             "the routes file is larger than {} KiB",
             MAX_FILE_BYTES / 1024
-        ));
-    }
-    String::from_utf8(bytes).map_err(|_| "the routes file is not UTF-8 text".to_owned())
+        ),
+        ReadError::NotUtf8 => "the routes file is not UTF-8 text".to_owned(),
+    })
 }
 
 /// Reads and validates the routes file at `path`.

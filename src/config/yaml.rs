@@ -96,21 +96,23 @@ fn is_within(path: &str, outer: &str) -> bool {
 /// short value (`1`, `on`) would match ordinary words of the message.
 const MIN_UNRELATED_BYTES: usize = 6;
 
-/// `message` with `substitution`'s value, as written or as serde quotes it (escaped),
-/// replaced by its reference.
+/// `message` with `substitution`'s value, as written, as serde quotes it (escaped) or as
+/// a URL redacted for printing, replaced by its reference.
 fn hide(message: &str, substitution: &Substitution, related: bool) -> String {
     let value = &substitution.value;
     if value.is_empty() || (!related && value.len() < MIN_UNRELATED_BYTES) {
         return message.to_owned();
     }
     let escaped = format!("{value:?}");
-    let escaped = &escaped[1..escaped.len() - 1];
+    let escaped = escaped[1..escaped.len() - 1].to_owned();
+    let redacted = crate::secret::redact_url(value);
+    let mut forms = vec![value.as_str()];
+    for form in [escaped.as_str(), redacted.as_str()] {
+        if !forms.contains(&form) {
+            forms.push(form);
+        }
+    }
     let mut text = message.to_owned();
-    let forms: &[&str] = if escaped == value {
-        &[value]
-    } else {
-        &[value, escaped]
-    };
     for form in forms {
         if value.len() >= MIN_UNRELATED_BYTES || !related {
             text = text.replace(form, &substitution.reference);

@@ -49,24 +49,31 @@ impl<'m> Scope<'m> {
             .map_err(Clone::clone)
     }
 
+    /// Each header name with its first value (a later duplicate is overwritten by an
+    /// earlier one), converted by `text` or `bytes`.
+    fn first_values<V>(
+        &self,
+        text: impl Fn(&str) -> V,
+        bytes: impl Fn(&[u8]) -> V,
+    ) -> impl Iterator<Item = (&str, V)> {
+        self.message.headers.iter().rev().map(move |(name, value)| {
+            let value = match value {
+                HeaderValue::Text(t) => text(t),
+                HeaderValue::Binary(b) => bytes(b),
+            };
+            (name, value)
+        })
+    }
+
     /// `headers` for templates: name to text (or bytes), the first value of duplicates.
     pub fn jinja_headers(&self) -> minijinja::Value {
         self.jinja_headers
             .get_or_init(|| {
                 let headers: BTreeMap<&str, minijinja::Value> = self
-                    .message
-                    .headers
-                    .iter()
-                    .rev()
-                    .map(|(name, value)| {
-                        let value = match value {
-                            HeaderValue::Text(text) => minijinja::Value::from(text.as_str()),
-                            HeaderValue::Binary(bytes) => {
-                                minijinja::Value::from_bytes(bytes.to_vec())
-                            }
-                        };
-                        (name, value)
-                    })
+                    .first_values(
+                        |t: &str| minijinja::Value::from(t),
+                        |b: &[u8]| minijinja::Value::from_bytes(b.to_vec()),
+                    )
                     .collect();
                 minijinja::Value::from(headers)
             })
@@ -88,17 +95,11 @@ impl<'m> Scope<'m> {
         self.cel_headers
             .get_or_init(|| {
                 let headers: HashMap<String, cel::Value> = self
-                    .message
-                    .headers
-                    .iter()
-                    .rev()
-                    .map(|(name, value)| {
-                        let value = match value {
-                            HeaderValue::Text(text) => cel::Value::from(text.as_str()),
-                            HeaderValue::Binary(bytes) => cel::Value::from(bytes.to_vec()),
-                        };
-                        (name.to_owned(), value)
-                    })
+                    .first_values(
+                        |t: &str| cel::Value::from(t),
+                        |b: &[u8]| cel::Value::from(b.to_vec()),
+                    )
+                    .map(|(name, value)| (name.to_owned(), value))
                     .collect();
                 cel::Value::from(headers)
             })

@@ -166,6 +166,13 @@ impl MemoryStore {
 }
 
 impl Remembered {
+    /// Remembers `digest` until `until`, forgetting what expired or is over `capacity`.
+    fn insert(&mut self, digest: Digest, now: Instant, until: Instant, capacity: usize) {
+        self.until.insert(digest, until);
+        self.order.push_back((until, digest));
+        self.forget_expired(now, capacity);
+    }
+
     fn forget_expired(&mut self, now: Instant, capacity: usize) {
         while let Some((until, identity)) = self.order.front() {
             if *until > now && self.order.len() <= capacity {
@@ -192,12 +199,8 @@ impl DedupStore for MemoryStore {
 
     async fn remember(&self, identity: &str) -> Result<(), String> {
         let now = Instant::now();
-        let until = now + self.window;
         let mut remembered = self.remembered.lock().expect("dedup store lock");
-        let digest = digest(identity);
-        remembered.until.insert(digest, until);
-        remembered.order.push_back((until, digest));
-        remembered.forget_expired(now, self.capacity);
+        remembered.insert(digest(identity), now, now + self.window, self.capacity);
         Ok(())
     }
 
@@ -212,10 +215,7 @@ impl DedupStore for MemoryStore {
         {
             return Ok(false);
         }
-        let until = now + self.window;
-        remembered.until.insert(digest, until);
-        remembered.order.push_back((until, digest));
-        remembered.forget_expired(now, self.capacity);
+        remembered.insert(digest, now, now + self.window, self.capacity);
         Ok(true)
     }
 

@@ -73,14 +73,10 @@ impl Write for ScrubbedStderr {
     }
 }
 
-/// Installs the global subscriber; `default_level` applies when nothing else is given.
-pub fn init_logging(format: LogFormat, level: Option<&str>, default_level: &str) {
-    let directive = level
-        .map(str::to_owned)
-        .or_else(|| std::env::var("BRIDGE_LOG").ok());
-    let (filter, problem) = filter(directive.as_deref(), default_level);
-    // Field values of text lines are escaped; names are the code's own.
-    let fields = tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+/// How text lines write fields: as tracing-subscriber's default does, with every value's
+/// control characters escaped (names are the code's own).
+fn text_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + Send + Sync + 'static {
+    tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
         let name = field.name();
         if name.starts_with("log.") {
             return Ok(());
@@ -92,12 +88,20 @@ pub fn init_logging(format: LogFormat, level: Option<&str>, default_level: &str)
             name => write!(writer, "{}={text}", name.trim_start_matches("r#")),
         }
     })
-    .delimited(" ");
+    .delimited(" ")
+}
+
+/// Installs the global subscriber; `default_level` applies when nothing else is given.
+pub fn init_logging(format: LogFormat, level: Option<&str>, default_level: &str) {
+    let directive = level
+        .map(str::to_owned)
+        .or_else(|| std::env::var("BRIDGE_LOG").ok());
+    let (filter, problem) = filter(directive.as_deref(), default_level);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| ScrubbedStderr);
     let _ = match format {
-        LogFormat::Text => builder.fmt_fields(fields).try_init(),
+        LogFormat::Text => builder.fmt_fields(text_fields()).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
     if let Some(problem) = problem {
@@ -135,6 +139,37 @@ mod tests {
         let shown = filter.to_string();
         assert!(shown.contains("lapin::returned_messages=off"), "{shown}");
         assert!(!shown.contains("lapin::returned_messages=trace"), "{shown}");
+    }
+
+    #[test]
+    fn a_message_cannot_forge_a_text_log_line() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Captured(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, buffer: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buffer);
+                Ok(buffer.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .fmt_fields(super::text_fields())
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let hostile = "x\n2026-01-01T00:00:00Z  INFO bridge: all good\u{1b}[2J";
+            tracing::warn!(error = %hostile, sink = hostile, "cannot deliver {hostile}");
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(!text.contains('\u{1b}'), "{text:?}");
+        assert!(text.contains("error=x\\n2026"), "{text}");
     }
 
     #[test]

@@ -132,6 +132,7 @@ pub fn is_sensitive(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     [
         "password",
+        "passwd",
         "secret",
         "key.pem",
         "jaas",

@@ -249,8 +249,8 @@ fn unreachable(config: &Config, error: impl std::fmt::Display) -> AdapterError {
     ))
 }
 
-pub(super) async fn connect(config: &Config) -> Result<Arc<dyn Connector>, AdapterError> {
-    warn_insecure(config);
+/// The producer's settings: bridge's defaults, then the connection's options.
+fn producer_config(config: &Config) -> ClientConfig {
     let mut producer_config = base_config(config);
     producer_config
         // A templated topic must never make the broker create a topic a message names.
@@ -261,7 +261,12 @@ pub(super) async fn connect(config: &Config) -> Result<Arc<dyn Connector>, Adapt
         .set("partitioner", "murmur2_random")
         .set("message.timeout.ms", "60000");
     apply_options(&mut producer_config, config, ClientRole::Producer);
-    let producer: FutureProducer = producer_config
+    producer_config
+}
+
+pub(super) async fn connect(config: &Config) -> Result<Arc<dyn Connector>, AdapterError> {
+    warn_insecure(config);
+    let producer: FutureProducer = producer_config(config)
         .create()
         .map_err(|e| settings_error("producer", e))?;
     let probe = producer.clone();
