@@ -58,11 +58,11 @@ impl<'de> Deserialize<'de> for Secret {
 pub struct SecretUrl(String);
 
 impl SecretUrl {
-    /// A URL; its credentials are remembered for [`scrub`].
+    /// A URL; its password is remembered for [`scrub`].
     pub fn new(url: impl Into<String>) -> SecretUrl {
         let url = url.into();
-        for secret in url_secrets(&url) {
-            remember(&secret);
+        for password in url_passwords(&url) {
+            remember(&password);
         }
         SecretUrl(url)
     }
@@ -151,6 +151,30 @@ pub fn url_secrets(url: &str) -> Vec<String> {
     secrets
 }
 
+/// The passwords of `url` (the credentials after their first `:`), as written and
+/// percent-decoded: what [`scrub`] looks for in every line. A user name alone is not
+/// remembered: `amqp://bridge@host` must not turn every `bridge` of the logs into `***`.
+pub fn url_passwords(url: &str) -> Vec<String> {
+    let Some(found) = credentials(url) else {
+        return Vec::new();
+    };
+    let password = if found.kept.contains("://") && found.kept.ends_with(':') {
+        // `scheme://user:PASSWORD`: the secret part is the password already.
+        Some(found.secret)
+    } else {
+        found.secret.split_once(':').map(|(_, password)| password)
+    };
+    let Some(password) = password.filter(|p| !p.is_empty()) else {
+        return Vec::new();
+    };
+    let decoded = percent_decode(password);
+    let mut passwords = vec![password.to_owned()];
+    if decoded != password {
+        passwords.push(decoded);
+    }
+    passwords
+}
+
 /// `text` (an error that may quote `url` or parts of it) with the URL's secret parts
 /// replaced by `***`.
 pub fn hide_url_secrets(text: &str, url: &str) -> String {
@@ -197,16 +221,29 @@ pub const MIN_SCRUBBED_BYTES: usize = 4;
 /// Every secret value read by this process, longest first.
 static REMEMBERED: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
-/// Adds `value` to the secrets [`scrub`] hides.
+/// Adds `value` to the secrets [`scrub`] hides, also in the escaped forms a log line may
+/// show it in (a JSON string, a `Debug` quoting).
 pub fn remember(value: &str) {
     if value.len() < MIN_SCRUBBED_BYTES {
         return;
     }
+    let json = serde_json::to_string(value).unwrap_or_default();
+    let debug = format!("{value:?}");
+    let forms = [
+        value,
+        json.get(1..json.len().saturating_sub(1))
+            .unwrap_or_default(),
+        debug
+            .get(1..debug.len().saturating_sub(1))
+            .unwrap_or_default(),
+    ];
     let mut known = REMEMBERED.write().unwrap_or_else(|e| e.into_inner());
-    if !known.iter().any(|k| k == value) {
-        known.push(value.to_owned());
-        known.sort_by_key(|k| std::cmp::Reverse(k.len()));
+    for form in forms {
+        if form.len() >= MIN_SCRUBBED_BYTES && !known.iter().any(|k| k == form) {
+            known.push(form.to_owned());
+        }
     }
+    known.sort_by_key(|k| std::cmp::Reverse(k.len()));
 }
 
 /// `text` with every remembered secret replaced by `***`.
@@ -262,6 +299,29 @@ mod tests {
             hide_url_secrets(error, "amqp:u:S3cret@h"),
             "Invalid URL: 'amqp:***@h' (***)"
         );
+    }
+
+    #[test]
+    fn a_user_name_alone_is_not_taken_for_a_password() {
+        assert_eq!(
+            url_passwords("amqp://bridge@rabbit/%2f"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            url_passwords("amqp://bridge:p%40ss@rabbit"),
+            ["p%40ss", "p@ss"]
+        );
+        assert_eq!(url_passwords("amqp:user:S3cret@host"), ["S3cret"]);
+        assert_eq!(url_passwords("redis://:pw-1234@h"), ["pw-1234"]);
+    }
+
+    #[test]
+    fn a_secret_is_hidden_in_its_escaped_forms_too() {
+        let _ = Secret::new("Qx\\9\"quote-canary");
+        let json = serde_json::json!({"error": "auth Qx\\9\"quote-canary"}).to_string();
+        assert!(!scrub(&json).contains("quote-canary"), "{json}");
+        let debug = format!("{:?}", "auth Qx\\9\"quote-canary");
+        assert!(!scrub(&debug).contains("quote-canary"), "{debug}");
     }
 
     #[test]

@@ -200,14 +200,44 @@ fn p99_between(arrivals: &Arrivals, from: Instant, to: Instant) -> Duration {
         .unwrap_or_default()
 }
 
+/// What one phase (records of one width, forwarded or refused) cost.
+struct Phase {
+    took: Duration,
+    /// bridge's CPU per header, all threads, less the probe route's share.
+    total: Duration,
+    /// The same outside librdkafka's threads.
+    outside: Duration,
+    /// The broker's CPU over the phase.
+    tansu: Duration,
+    /// The probe route's p99 over the phase.
+    probe_p99: Duration,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.1?}, bridge {:.3} us per header ({:.3} outside librdkafka), tansu CPU {:.1?}, probe p99 {:.1?}",
+            self.took,
+            micros(self.total),
+            micros(self.outside),
+            self.tansu,
+            self.probe_p99
+        )
+    }
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
 /// One width's figures.
 struct Width {
     width: usize,
     records: usize,
-    wide_cpu_per_header: Duration,
-    /// Measured where the width is over the default limit (refused records).
-    strict_cpu_per_header: Option<Duration>,
-    probe_p99: Duration,
+    forwarded: Phase,
+    /// Where the width is over the default limit.
+    refusal: Option<Phase>,
 }
 
 pub async fn run(options: &Options) {
@@ -256,7 +286,15 @@ pub async fn run(options: &Options) {
         .spawn()
         .expect("bridge starts");
     let pid = bridge.id();
-    let cpu = || procfs::usage(pid).expect("bridge is running").total;
+    let usage = || procfs::usage(pid).expect("bridge is running");
+    let brokers = procfs::broker_pids();
+    let tansu = || {
+        procfs::cpu_of(&brokers)
+            .iter()
+            .filter(|(name, _)| *name == "tansu")
+            .map(|(_, used)| *used)
+            .sum::<Duration>()
+    };
     let watermarks: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", KAFKA)
         .create()
@@ -268,58 +306,81 @@ pub async fn run(options: &Options) {
     let (prober, stop_probe) = probe(topics.probe_in.clone(), rate);
     // The probe alone, once its route runs: its p99 and what it costs bridge per second.
     wait_for_count(&watermarks, &topics.probe_out, 1, "the probe route").await;
-    let (quiet_from, quiet_cpu) = (Instant::now(), cpu());
+    let (quiet_from, quiet_usage) = (Instant::now(), usage());
     tokio::time::sleep(options.latency_for).await;
     let quiet_for = quiet_from.elapsed();
-    let probe_cpu_per_second = (cpu() - quiet_cpu).as_secs_f64() / quiet_for.as_secs_f64();
+    let quiet_spent = usage().since(quiet_usage);
+    let per_second = |cpu: Duration| cpu.as_secs_f64() / quiet_for.as_secs_f64();
+    let probe_rate = (
+        per_second(quiet_spent.total),
+        per_second(quiet_spent.outside_librdkafka()),
+    );
     let quiet = p99_between(&arrivals, quiet_from, Instant::now());
-    println!("   probe alone: p99 {quiet:.1?} at {rate} msg/s");
-    // CPU of a phase less what the probe route spent meanwhile.
-    let phase_cpu = |spent: Duration, took: Duration| {
-        spent.saturating_sub(Duration::from_secs_f64(
-            probe_cpu_per_second * took.as_secs_f64(),
-        ))
+    println!(
+        "   probe alone: p99 {quiet:.1?} at {rate} msg/s, bridge CPU {:.1} ms/s",
+        probe_rate.0 * 1000.0
+    );
+    // Sends the records one at a time, each once the one before has arrived (so that the
+    // broker, which stores every header of a record as a row, is not kept saturated), and
+    // measures bridge's CPU per header less what the probe route spent meanwhile.
+    let phase = async |into: &str,
+                       out: &str,
+                       arrived: &mut i64,
+                       template: &OwnedHeaders,
+                       records: usize| {
+        let (from, before, tansu_before) = (Instant::now(), usage(), tansu());
+        for _ in 0..records {
+            send(&producer, into, Some(template.clone()), b"wide").await;
+            *arrived += 1;
+            wait_for_count(&watermarks, out, *arrived, "a record").await;
+        }
+        let took = from.elapsed();
+        let spent = usage().since(before);
+        let less_probe = |cpu: Duration, rate: f64| {
+            cpu.saturating_sub(Duration::from_secs_f64(rate * took.as_secs_f64()))
+        };
+        let headers = (rdkafka::message::Headers::count(template) * records) as u32;
+        Phase {
+            took,
+            total: less_probe(spent.total, probe_rate.0) / headers,
+            outside: less_probe(spent.outside_librdkafka(), probe_rate.1) / headers,
+            tansu: tansu() - tansu_before,
+            probe_p99: p99_between(&arrivals, from, Instant::now()),
+        }
     };
     let mut figures = Vec::new();
     let (mut delivered, mut refused) = (0, 0);
     for &(width, records) in widths {
         let template = headers(width);
-        let (from, before) = (Instant::now(), cpu());
-        for _ in 0..records {
-            send(&producer, &topics.wide_in, Some(template.clone()), b"wide").await;
-        }
-        delivered += records as i64;
-        wait_for_count(&watermarks, &topics.wide_out, delivered, "the wide records").await;
-        let (wide_took, wide_cpu) = (from.elapsed(), cpu() - before);
-        let probe_p99 = p99_between(&arrivals, from, Instant::now());
-        let handled = (width * records) as u32;
-        println!("   {width} headers x {records}: forwarded in {wide_took:.1?}");
+        let forwarded = phase(
+            &topics.wide_in,
+            &topics.wide_out,
+            &mut delivered,
+            &template,
+            records,
+        )
+        .await;
+        println!("   {width} headers x {records}, forwarded: {forwarded}");
         // The default limit refuses wider records: as a dead letter, in linear time.
-        let strict_cpu_per_header = if width > DEFAULT_MAX_HEADERS {
-            let (from, before) = (Instant::now(), cpu());
-            for _ in 0..records {
-                send(
-                    &producer,
-                    &topics.strict_in,
-                    Some(template.clone()),
-                    b"strict",
-                )
-                .await;
-            }
-            refused += records as i64;
-            wait_for_count(&watermarks, &topics.dead, refused, "the refused records").await;
-            let (strict_took, strict_cpu) = (from.elapsed(), cpu() - before);
-            println!("   {width} headers x {records}: refused in {strict_took:.1?}");
-            Some(phase_cpu(strict_cpu, strict_took) / handled)
+        let refusal = if width > DEFAULT_MAX_HEADERS {
+            let refusal = phase(
+                &topics.strict_in,
+                &topics.dead,
+                &mut refused,
+                &template,
+                records,
+            )
+            .await;
+            println!("   {width} headers x {records}, refused: {refusal}");
+            Some(refusal)
         } else {
             None
         };
         figures.push(Width {
             width,
             records,
-            wide_cpu_per_header: phase_cpu(wide_cpu, wide_took) / handled,
-            strict_cpu_per_header,
-            probe_p99,
+            forwarded,
+            refusal,
         });
     }
     let _ = stop_probe.send(true);
@@ -343,29 +404,30 @@ fn report(figures: &[Width], quiet: Duration) {
     let Some(first) = figures.first() else {
         return;
     };
-    let first_refused = figures.iter().find_map(|w| w.strict_cpu_per_header);
-    let micros = |d: Duration| d.as_secs_f64() * 1e6;
+    let first_refusal = figures.iter().find_map(|w| w.refusal.as_ref());
+    let ratio = |a: Duration, b: Duration| micros(a) / micros(b).max(1e-9);
     println!(
-        "\n| headers per record | records | bridge CPU per header, forwarded | ratio to {} headers | refused at the default limit ({DEFAULT_MAX_HEADERS}) | ratio to the first refused | probe p99 | ratio to the probe alone ({quiet:.1?}) |",
+        "\n| headers per record | records | forwarded: bridge CPU per header | outside librdkafka | ratio to {} headers (outside) | refused at the default limit ({DEFAULT_MAX_HEADERS}): per header | ratio to the first refused | probe p99 while forwarding | ratio to the probe alone ({quiet:.1?}) |",
         first.width
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in figures {
-        let (refused, refused_ratio) = match (row.strict_cpu_per_header, first_refused) {
-            (Some(cpu), Some(first)) => (
-                format!("{:.3} us", micros(cpu)),
-                format!("{:.2}x", micros(cpu) / micros(first).max(1e-9)),
+        let (refused, refused_ratio) = match (&row.refusal, first_refusal) {
+            (Some(refusal), Some(first)) => (
+                format!("{:.3} us", micros(refusal.total)),
+                format!("{:.2}x", ratio(refusal.total, first.total)),
             ),
             _ => ("-".to_owned(), "-".to_owned()),
         };
         println!(
-            "| {} | {} | {:.3} us | {:.2}x | {refused} | {refused_ratio} | {:.1?} | {:.2}x |",
+            "| {} | {} | {:.3} us | {:.3} us | {:.2}x | {refused} | {refused_ratio} | {:.1?} | {:.2}x |",
             row.width,
             row.records,
-            micros(row.wide_cpu_per_header),
-            micros(row.wide_cpu_per_header) / micros(first.wide_cpu_per_header).max(1e-9),
-            row.probe_p99,
-            row.probe_p99.as_secs_f64() / quiet.as_secs_f64().max(1e-9),
+            micros(row.forwarded.total),
+            micros(row.forwarded.outside),
+            ratio(row.forwarded.outside, first.forwarded.outside),
+            row.forwarded.probe_p99,
+            row.forwarded.probe_p99.as_secs_f64() / quiet.as_secs_f64().max(1e-9),
         );
     }
 }

@@ -205,7 +205,7 @@ impl ConnectionSpec {
     /// URL forms of each broker adapter (docs/cli.md lists them). The URL's credentials
     /// are remembered as secrets, and no error shows them.
     pub fn from_url(url: &str) -> Result<ConnectionSpec, String> {
-        for secret in crate::secret::url_secrets(url) {
+        for secret in crate::secret::url_passwords(url) {
             crate::secret::remember(&secret);
         }
         let spec = Self::from_url_unchecked(url)
@@ -352,9 +352,11 @@ impl ConnectionSpec {
             // RabbitMQ 3's default `max_message_size` (128 MiB).
             #[cfg(feature = "rabbitmq")]
             ConnectionSpec::RabbitMq(_) => 128 << 20,
-            // SQS's limit for body and attributes (SNS reaches bridge through SQS).
+            // SQS's limit for body and attributes (SNS reaches bridge through SQS), and the
+            // 128 bytes of a FIFO group id, which SQS does not count but bridge counts as the
+            // key.
             #[cfg(feature = "aws")]
-            ConnectionSpec::Aws(_) => 1 << 20,
+            ConnectionSpec::Aws(_) => (1 << 20) + 128,
             // Pub/Sub's limit for a message with its attributes.
             #[cfg(feature = "pubsub")]
             ConnectionSpec::PubSub(_) => 10_000_000,

@@ -36,6 +36,12 @@ impl<F: Fn(&str) -> Option<String>> Environment for F {
 /// The largest file `${file:PATH}` reads: 1 MiB, far more than any secret or key.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
+/// The most text all `${...}` references of one file may produce together (16 MiB).
+pub const MAX_INTERPOLATED_BYTES: usize = 16 << 20;
+
+/// The error once the references of a file produce more than [`MAX_INTERPOLATED_BYTES`].
+pub const OVER_BUDGET: &str = "the file's ${...} references produce more than 16 MiB of text";
+
 /// One `${...}` replaced in a value: what was written and what it became.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Substitution {
@@ -100,8 +106,14 @@ fn resolve(expression: &str, env: &dyn Environment) -> Result<String, String> {
     }
 }
 
-/// Replaces every `${...}` in `text`.
-pub fn interpolate(text: &str, env: &dyn Environment) -> Result<Interpolated, String> {
+/// Replaces every `${...}` in `text`, failing as soon as the substitutions add up to more
+/// than `budget` bytes (so that one value with thousands of references to a large file
+/// is stopped at the budget, not expanded whole first).
+pub fn interpolate_within(
+    text: &str,
+    env: &dyn Environment,
+    budget: usize,
+) -> Result<Interpolated, String> {
     if !text.contains('$') {
         return Ok(Interpolated {
             text: text.to_owned(),
@@ -112,6 +124,7 @@ pub fn interpolate(text: &str, env: &dyn Environment) -> Result<Interpolated, St
         text: String::with_capacity(text.len()),
         substitutions: Vec::new(),
     };
+    let mut substituted = 0usize;
     let mut rest = text;
     while let Some(at) = rest.find('$') {
         out.text.push_str(&rest[..at]);
@@ -125,6 +138,10 @@ pub fn interpolate(text: &str, env: &dyn Environment) -> Result<Interpolated, St
                 .find('}')
                 .ok_or("unterminated `${`: close it with `}`, or write `$$` for a `$`")?;
             let value = resolve(&body[..end], env)?;
+            substituted += value.len();
+            if substituted > budget {
+                return Err(OVER_BUDGET.to_owned());
+            }
             out.text.push_str(&value);
             out.substitutions.push(Substitution {
                 reference: format!("${{{}}}", &body[..end]),
@@ -150,6 +167,10 @@ mod tests {
             "EMPTY" => Some(String::new()),
             _ => None,
         }
+    }
+
+    fn interpolate(text: &str, env: &dyn Environment) -> Result<Interpolated, String> {
+        interpolate_within(text, env, usize::MAX)
     }
 
     fn text(source: &str) -> Result<String, String> {
@@ -199,6 +220,16 @@ mod tests {
     fn a_file_that_never_ends_is_refused_after_the_cap() {
         let err = text("${file:/dev/zero}").unwrap_err();
         assert!(err.contains("larger than 1024 KiB"), "{err}");
+    }
+
+    #[test]
+    fn many_references_in_one_value_stop_at_the_budget() {
+        let big = |name: &str| (name == "BIG").then(|| "x".repeat(1 << 20));
+        let text = "${BIG}".repeat(100_000);
+        assert_eq!(
+            interpolate_within(&text, &big, MAX_INTERPOLATED_BYTES).unwrap_err(),
+            OVER_BUDGET
+        );
     }
 
     #[test]

@@ -56,7 +56,7 @@ impl Default for Settings {
 pub struct LimitsModel {
     /// Largest message (body, key, envelope fields, header names and values together), in
     /// bytes. Default: the largest message the source's system delivers by default
-    /// (Kafka 100000000, RabbitMQ 134217728, SQS and SNS 1048576, Pub/Sub 10000000).
+    /// (Kafka 100000000, RabbitMQ 134217728, SQS and SNS 1048704, Pub/Sub 10000000).
     #[serde(default)]
     pub max_message_bytes: Option<usize>,
     /// Most headers of one message. Default 1000.
@@ -174,8 +174,9 @@ pub struct DedupModel {
     /// How long an identity is remembered after its message was delivered. Default 10m.
     #[serde(default = "default_dedup_window", deserialize_with = "duration")]
     pub window: Duration,
-    /// `memory` (default): this process only, forgotten on restart. `redis://HOST:PORT/DB`
-    /// (or `rediss://`): shared by every replica and kept across restarts.
+    /// `memory` (default): this process only, forgotten on restart. `redis://HOST:PORT/DB`:
+    /// shared by every replica and kept across restarts (the client is built without TLS,
+    /// so `rediss://` is refused).
     #[serde(default = "default_dedup_store")]
     pub store: crate::secret::SecretUrl,
     /// The most identities the memory store keeps; the oldest are forgotten first.

@@ -18,14 +18,13 @@ use saphyr_parser::{Event, Parser, ScanError, Span};
 use serde_json::{Map, Number, Value};
 
 use super::ConfigError;
-use super::interpolate::{Environment, Substitution, interpolate};
+use super::interpolate::{
+    Environment, MAX_INTERPOLATED_BYTES, OVER_BUDGET, Substitution, interpolate_within,
+};
 
 /// The deepest nesting of mappings and lists a routes file may use; real files use about
 /// ten levels.
 pub const MAX_DEPTH: usize = 32;
-
-/// The most text all `${...}` references of one file may produce together (16 MiB).
-pub const MAX_INTERPOLATED_BYTES: usize = 16 << 20;
 
 /// A position in the routes file (1-based line and column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,14 +69,28 @@ impl Document {
 
     /// Rewrites each error so that it never quotes a value that came from `${...}`: the
     /// value is replaced by the reference it came from (`${DB_PASSWORD}`), which names the
-    /// variable or file instead. An error about the value's own field (or a field around
+    /// variable or file instead. An error about the value's own field (or a field inside
     /// it) loses every occurrence; any other error loses occurrences of values long enough
     /// not to be ordinary words.
     pub fn scrub(&self, errors: &mut [ConfigError]) {
         for error in errors {
+            let mut hidden: Vec<Hidden<'_>> = Vec::new();
             for (path, substitution) in &self.substitutions {
-                let related = is_within(&error.path, path) || is_within(path, &error.path);
-                error.message = hide(&error.message, substitution, related);
+                let value = &substitution.value;
+                let own = is_within(&error.path, path);
+                if value.is_empty() || (!own && value.len() < MIN_UNRELATED_BYTES) {
+                    continue;
+                }
+                for form in forms(value) {
+                    hidden.push(Hidden {
+                        form,
+                        reference: &substitution.reference,
+                        alone_only: value.len() < MIN_UNRELATED_BYTES,
+                    });
+                }
+            }
+            if !hidden.is_empty() {
+                error.message = replace_all(&error.message, &hidden);
             }
         }
     }
@@ -85,59 +98,68 @@ impl Document {
 
 /// Whether `path` is `outer` or lies inside it.
 fn is_within(path: &str, outer: &str) -> bool {
-    outer.is_empty()
-        || path == outer
+    path == outer
         || path
             .strip_prefix(outer)
             .is_some_and(|rest| rest.starts_with(['.', '[']))
 }
 
-/// Values shorter than this are hidden only in errors about their own field: elsewhere a
-/// short value (`1`, `on`) would match ordinary words of the message.
+/// Values shorter than this are hidden only in errors about their own field, and only where
+/// they stand alone: elsewhere a short value (`1`, `on`) would match ordinary words.
 const MIN_UNRELATED_BYTES: usize = 6;
 
-/// `message` with `substitution`'s value, as written, as serde quotes it (escaped) or as
-/// a URL redacted for printing, replaced by its reference.
-fn hide(message: &str, substitution: &Substitution, related: bool) -> String {
-    let value = &substitution.value;
-    if value.is_empty() || (!related && value.len() < MIN_UNRELATED_BYTES) {
-        return message.to_owned();
-    }
+/// A text to replace in an error: a form of an interpolated value, and its reference.
+struct Hidden<'a> {
+    form: String,
+    reference: &'a str,
+    /// Replace only where it stands alone, not inside a longer word or number.
+    alone_only: bool,
+}
+
+/// The forms a value may take in an error: as written, as serde quotes it (escaped), and
+/// as a URL redacted for printing.
+fn forms(value: &str) -> Vec<String> {
     let escaped = format!("{value:?}");
     let escaped = escaped[1..escaped.len() - 1].to_owned();
-    let redacted = crate::secret::redact_url(value);
-    let mut forms = vec![value.as_str()];
-    for form in [escaped.as_str(), redacted.as_str()] {
+    let mut forms = vec![value.to_owned()];
+    for form in [escaped, crate::secret::redact_url(value)] {
         if !forms.contains(&form) {
             forms.push(form);
         }
     }
-    let mut text = message.to_owned();
-    for form in forms {
-        if value.len() >= MIN_UNRELATED_BYTES || !related {
-            text = text.replace(form, &substitution.reference);
-        } else {
-            text = replace_delimited(&text, form, &substitution.reference);
-        }
-    }
-    text
+    forms
 }
 
-/// Replaces the occurrences of a short `value` that stand alone (not inside a longer word
-/// or number), so that hiding `1` does not turn `1024` into `${PORT}024`.
-fn replace_delimited(text: &str, value: &str, by: &str) -> String {
+/// `text` with every occurrence of a hidden form replaced by its reference, in one pass
+/// (the longest form first where several start at one place), so that a reference put in
+/// is never rewritten by a later value.
+fn replace_all(text: &str, hidden: &[Hidden<'_>]) -> String {
     let is_word = |c: char| c.is_alphanumeric() || c == '_';
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find(value) {
-        let before = rest[..at].chars().next_back();
-        let after = rest[at + value.len()..].chars().next();
-        let alone = !before.is_some_and(is_word) && !after.is_some_and(is_word);
-        out.push_str(&rest[..at]);
-        out.push_str(if alone { by } else { value });
-        rest = &rest[at + value.len()..];
+    let mut at = 0;
+    while at < text.len() {
+        let rest = &text[at..];
+        let found = hidden
+            .iter()
+            .filter(|h| !h.form.is_empty() && rest.starts_with(h.form.as_str()))
+            .filter(|h| {
+                !h.alone_only
+                    || (!text[..at].chars().next_back().is_some_and(is_word)
+                        && !rest[h.form.len()..].chars().next().is_some_and(is_word))
+            })
+            .max_by_key(|h| h.form.len());
+        match found {
+            Some(h) => {
+                out.push_str(h.reference);
+                at += h.form.len();
+            }
+            None => {
+                let c = rest.chars().next().expect("not at the end");
+                out.push(c);
+                at += c.len_utf8();
+            }
+        }
     }
-    out.push_str(rest);
     out
 }
 
@@ -157,7 +179,8 @@ pub fn index(path: &str, at: usize) -> String {
 
 fn location(node: &MarkedYaml<'_>) -> Location {
     Location {
-        line: node.span.start.line(),
+        // saphyr marks the scalar of a tagged node on the first line as line 0.
+        line: node.span.start.line().max(1),
         column: node.span.start.col() + 1,
     }
 }
@@ -195,26 +218,28 @@ impl Converter<'_> {
             // Already reported once; the rest of the file is read without substitutions.
             return Value::String(text.to_owned());
         }
-        match interpolate(text, self.env) {
+        let budget = MAX_INTERPOLATED_BYTES - self.interpolated_bytes;
+        match interpolate_within(text, self.env, budget) {
             Ok(done) => {
-                let added: usize = done.substitutions.iter().map(|s| s.value.len()).sum();
-                self.interpolated_bytes += added;
-                if self.interpolated_bytes > MAX_INTERPOLATED_BYTES {
-                    self.fail(
-                        path,
-                        at,
-                        format!(
-                            "the file's ${{...}} references produce more than {} MiB of text",
-                            MAX_INTERPOLATED_BYTES >> 20
-                        ),
-                    );
-                    return Value::String(text.to_owned());
+                self.interpolated_bytes += done
+                    .substitutions
+                    .iter()
+                    .map(|s| s.value.len())
+                    .sum::<usize>();
+                // What `${file:...}` reads is a mounted secret by convention: no log shows it.
+                for substitution in &done.substitutions {
+                    if substitution.reference.starts_with("${file:") {
+                        crate::secret::remember(&substitution.value);
+                    }
                 }
                 self.substitutions
                     .extend(done.substitutions.into_iter().map(|s| (path.to_owned(), s)));
                 Value::String(done.text)
             }
             Err(message) => {
+                if message == OVER_BUDGET {
+                    self.interpolated_bytes = MAX_INTERPOLATED_BYTES + 1;
+                }
                 self.fail(path, at, message);
                 Value::String(text.to_owned())
             }

@@ -10,9 +10,11 @@
 //! those up only when evaluating).
 //!
 //! A condition comes from the trusted routes file but runs on untrusted data, so its cost
-//! must stay linear in the message: comprehensions (`all`, `exists`, `exists_one`, `map`,
-//! `filter`) may not be nested, as a comprehension inside another over the same list of a
-//! message would cost the square of its length. The `cel` crate has no budget of its own.
+//! must stay linear in the message. The `cel` crate has no budget of its own, so
+//! comprehensions (`all`, `exists`, `exists_one`, `map`, `filter`) are limited instead: one
+//! may not hold another, and its body may read only its own variables and literals, not the
+//! message (`body.items.exists(a, a in body.other)` would scan `body.other` once per item
+//! of `body.items`, the square of the message).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -147,8 +149,9 @@ fn free_variables(expr: &Expr, bound: &mut Vec<String>, free: &mut BTreeSet<Stri
     }
 }
 
-/// Refuses a comprehension inside another, whose cost could be the square of a message's
-/// list.
+/// Refuses a comprehension whose cost could grow with the square of the message: one inside
+/// another, or one whose body reads a message variable (each step could then scan the
+/// message again).
 fn check_nesting(expr: &Expr, inside_comprehension: bool) -> Result<(), String> {
     if let Expr::Comprehension(comprehension) = expr {
         if inside_comprehension {
@@ -156,12 +159,24 @@ fn check_nesting(expr: &Expr, inside_comprehension: bool) -> Result<(), String> 
         }
         check_nesting(&comprehension.iter_range.expr, false)?;
         check_nesting(&comprehension.accu_init.expr, false)?;
+        let mut bound = vec![
+            comprehension.iter_var.clone(),
+            comprehension.accu_var.clone(),
+        ];
+        bound.extend(comprehension.iter_var2.clone());
         for part in [
             &comprehension.loop_cond,
             &comprehension.loop_step,
             &comprehension.result,
         ] {
             check_nesting(&part.expr, true)?;
+            let mut free = BTreeSet::new();
+            free_variables(&part.expr, &mut bound.clone(), &mut free);
+            if let Some(name) = free.iter().find(|v| VARIABLES.contains(&v.as_str())) {
+                return Err(format!(
+                    "a comprehension (all, exists, exists_one, map, filter) may read only its own variables, not `{name}`: reading the message in each step would cost the square of the message"
+                ));
+            }
         }
         return Ok(());
     }
@@ -420,6 +435,18 @@ mod tests {
         assert!(
             Condition::compile("body.items.all(a, a > 0) && body.items.exists(b, b == 2)").is_ok()
         );
+        for quadratic in [
+            "body.items.exists(a, a in body.items)",
+            "body.items.exists(a, a == body.items)",
+            "body.items.exists(a, body_text.contains(string(a)))",
+            "headers.exists(h, headers[h] == key)",
+        ] {
+            let error = Condition::compile(quadratic).unwrap_err();
+            assert!(
+                error.contains("only its own variables"),
+                "{quadratic}: {error}"
+            );
+        }
     }
 
     #[test]

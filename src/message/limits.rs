@@ -136,6 +136,25 @@ mod tests {
                 .unwrap_err()
                 .contains("100000 headers")
         );
-        assert_eq!(crate::message::comparisons(), before);
+        assert_eq!(
+            crate::message::comparisons(),
+            before,
+            "no header was walked"
+        );
+    }
+
+    #[test]
+    fn the_check_is_linear() {
+        crate::message::assert_linear("Limits::check", |n| {
+            let mut message = Message::new("x");
+            for i in 0..n {
+                message.headers.push(format!("h{i}"), "v");
+            }
+            let limits = Limits {
+                max_headers: n,
+                ..Limits::with_max_message_bytes(usize::MAX)
+            };
+            assert_eq!(limits.check(&message), Ok(()));
+        });
     }
 }

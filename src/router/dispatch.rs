@@ -520,6 +520,16 @@ pub async fn finish(context: &RouteContext, started: Started) {
     }
 }
 
+/// Gives back the claim on a reply's token when the reply is handed back to its source,
+/// so that it is relayed when it is delivered again.
+async fn give_back_claim(context: &RouteContext, identity: Option<&str>) {
+    if let (Some(dedup), Some(identity)) = (&context.dedup, identity)
+        && dedup.by_correlation_id()
+    {
+        dedup.forget(&context.name, identity).await;
+    }
+}
+
 /// Dead-letters each failure and acknowledges once all are confirmed; rejects at the source
 /// when the route has no dead letter; retries when the dead letter cannot be written.
 async fn dead_letter_or_reject(
@@ -548,6 +558,8 @@ async fn dead_letter_or_reject(
             .collect::<Vec<_>>()
             .join("; ");
         context.metrics.rejected.increment(1);
+        // A reject may mean "deliver again" (SQS, Pub/Sub): the claimed token goes back.
+        give_back_claim(context, identity).await;
         return ack.reject(reason);
     };
     let letters = failures.iter().map(|failure| {
@@ -576,13 +588,7 @@ async fn dead_letter_or_reject(
         remember_and_ack(context, identity, ack).await;
     } else {
         context.metrics.source_retries.increment(1);
-        // A claimed token is given back with the reply, which will be relayed when it is
-        // delivered again.
-        if let (Some(dedup), Some(identity)) = (&context.dedup, identity)
-            && dedup.by_correlation_id()
-        {
-            dedup.forget(&context.name, identity).await;
-        }
+        give_back_claim(context, identity).await;
         // Never acknowledged; handed back after a pause so a dead letter that keeps
         // failing does not turn into a busy loop of redeliveries.
         tracing::error!(route = %context.name, errors = ?errors, pause = ?context.retry.max_backoff, "dead letter could not be written; the message will be redelivered");

@@ -125,7 +125,7 @@ impl AwsClients {
             loader = loader.profile_name(profile);
         }
         if let Some(url) = &config.endpoint_url {
-            loader = loader.endpoint_url(url);
+            loader = loader.endpoint_url(url.expose());
         }
         if let (Some(id), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
             let credentials = aws_sdk_sqs::config::Credentials::new(

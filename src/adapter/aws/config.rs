@@ -13,7 +13,7 @@ pub struct Config {
     pub region: Option<String>,
     /// Endpoint URL for both services (LocalStack, moto, VPC endpoints); default: AWS.
     #[serde(default)]
-    pub endpoint_url: Option<String>,
+    pub endpoint_url: Option<crate::secret::SecretUrl>,
     /// Named profile of the shared config files; default: the SDK's default chain.
     #[serde(default)]
     pub profile: Option<String>,

@@ -126,7 +126,7 @@ pub(super) fn from_url(url: &str) -> Result<Config, String> {
 pub(super) fn describe(config: &Config) -> String {
     let region = config.region.as_deref().unwrap_or("the default region");
     match &config.endpoint_url {
-        Some(url) => format!("SQS/SNS at {} ({region})", crate::adapter::redact_url(url)),
+        Some(url) => format!("SQS/SNS at {} ({region})", url.redacted()),
         None => format!("AWS SQS/SNS in {region}"),
     }
 }

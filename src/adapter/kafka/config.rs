@@ -150,15 +150,15 @@ pub fn is_sensitive(key: &str) -> bool {
 pub const INSECURE_OPTIONS: [(&str, &str); 7] = [
     (
         "enable.ssl.certificate.verification",
-        "`false` accepts any broker certificate",
+        "anything but `true` accepts any broker certificate",
     ),
     (
         "ssl.endpoint.identification.algorithm",
-        "`none` accepts a certificate issued for another host",
+        "anything but `https` accepts a certificate issued for another host",
     ),
     (
         "enable.sasl.oauthbearer.unsecure.jwt",
-        "`true` accepts unsigned OAuth tokens",
+        "anything but `false` accepts unsigned OAuth tokens",
     ),
     ("plugin.library.paths", "loads a shared library into bridge"),
     ("ssl.engine.location", "loads an OpenSSL engine into bridge"),
@@ -171,10 +171,12 @@ fn insecure_reason(key: &str, value: &str) -> Option<&'static str> {
     let key = key.to_ascii_lowercase();
     let value = value.trim().to_ascii_lowercase();
     let (_, why) = INSECURE_OPTIONS.iter().find(|(name, _)| *name == key)?;
+    // librdkafka reads `true`, `t`, `1` and `false`, `f`, `0` (any case) as booleans:
+    // anything but the secure value counts as switching the check off.
     let insecure = match key.as_str() {
-        "enable.ssl.certificate.verification" => matches!(value.as_str(), "false" | "0"),
-        "ssl.endpoint.identification.algorithm" => value == "none",
-        "enable.sasl.oauthbearer.unsecure.jwt" => matches!(value.as_str(), "true" | "1"),
+        "enable.ssl.certificate.verification" => !matches!(value.as_str(), "true" | "t" | "1"),
+        "ssl.endpoint.identification.algorithm" => value != "https",
+        "enable.sasl.oauthbearer.unsecure.jwt" => !matches!(value.as_str(), "false" | "f" | "0"),
         _ => true,
     };
     insecure.then_some(*why)

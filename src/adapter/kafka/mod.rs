@@ -509,7 +509,10 @@ impl Source for TailReader {
 
 #[cfg(test)]
 mod tests {
-    use super::{Config, base_config, check_brokers};
+    use super::{
+        Config, FutureProducer, base_config, check_brokers, check_config, producer_config,
+        settings_error,
+    };
 
     #[test]
     fn brokers_are_host_port_lists() {
@@ -563,5 +566,64 @@ mod tests {
             base_config(&config(serde_json::json!({}))).get("security.protocol"),
             None
         );
+    }
+
+    #[test]
+    fn the_producer_never_asks_the_broker_to_create_a_topic() {
+        let producer = producer_config(&config(serde_json::json!({})));
+        assert_eq!(producer.get("allow.auto.create.topics"), Some("false"));
+    }
+
+    #[test]
+    fn insecure_options_are_refused_unless_allowed() {
+        for (key, value) in [
+            ("enable.ssl.certificate.verification", "false"),
+            ("enable.ssl.certificate.verification", "F"),
+            ("ssl.endpoint.identification.algorithm", "none"),
+            ("enable.sasl.oauthbearer.unsecure.jwt", "t"),
+            ("plugin.library.paths", "/tmp/x.so"),
+            ("ssl.engine.location", "/tmp/engine.so"),
+            ("ssl.providers", "legacy"),
+            ("sasl.kerberos.kinit.cmd", "touch /tmp/owned"),
+        ] {
+            for section in ["options", "consumer_options", "producer_options"] {
+                let refused = config(serde_json::json!({section: {key: value}}));
+                let error = check_config(&refused).unwrap_err();
+                assert_eq!(error.field, Some(section), "{key}");
+                assert!(
+                    error.message.contains("allow_insecure"),
+                    "{}",
+                    error.message
+                );
+                let allowed =
+                    config(serde_json::json!({section: {key: value}, "allow_insecure": true}));
+                assert_eq!(check_config(&allowed), Ok(()), "{key}");
+            }
+        }
+        let safe = config(serde_json::json!({"producer_options": {
+            "ssl.endpoint.identification.algorithm": "https",
+            "enable.ssl.certificate.verification": "true",
+            "enable.sasl.oauthbearer.unsecure.jwt": "false",
+        }}));
+        assert_eq!(check_config(&safe), Ok(()));
+    }
+
+    #[test]
+    fn credential_options_never_show_in_debug_or_settings_errors() {
+        let with_secret = config(serde_json::json!({"options": {
+            "sasl.password": "Zk-9931-canary",
+            "sasl.passwd": "Zk-9932-canary",
+        }}));
+        let shown = format!("{with_secret:?}");
+        assert!(
+            !shown.contains("Zk-9931-canary") && !shown.contains("Zk-9932-canary"),
+            "{shown}"
+        );
+        let error = match producer_config(&with_secret).create::<FutureProducer>() {
+            Err(error) => settings_error("producer", error).to_string(),
+            Ok(_) => panic!("an unknown property is refused"),
+        };
+        assert!(error.contains("sasl.passwd"), "{error}");
+        assert!(!error.contains("Zk-9932-canary"), "{error}");
     }
 }

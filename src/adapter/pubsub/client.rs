@@ -121,6 +121,7 @@ impl PubSubClients {
             .with_retry_policy(admin_retry())
             .with_attempt_timeout(Duration::from_secs(10));
         if let Some(endpoint) = &config.endpoint {
+            let endpoint = endpoint.expose();
             publisher = publisher.with_endpoint(endpoint);
             subscriber = subscriber.with_endpoint(endpoint);
             topics = topics.with_endpoint(endpoint);

@@ -11,7 +11,7 @@ pub struct Config {
     pub project: String,
     /// Service endpoint, e.g. `http://127.0.0.1:8085` for the emulator; default Google's.
     #[serde(default)]
-    pub endpoint: Option<String>,
+    pub endpoint: Option<crate::secret::SecretUrl>,
     /// `default`: application default credentials (`GOOGLE_APPLICATION_CREDENTIALS`,
     /// workload identity, the metadata server). `anonymous`: none, for the emulator.
     /// Default: `anonymous` when `endpoint` is plain `http://`, else `default`.
@@ -42,8 +42,8 @@ impl Config {
             Some(credentials) => credentials == Credentials::Anonymous,
             None => self
                 .endpoint
-                .as_deref()
-                .is_some_and(|e| e.starts_with("http://")),
+                .as_ref()
+                .is_some_and(|e| e.expose().starts_with("http://")),
         }
     }
 }
@@ -176,7 +176,7 @@ mod tests {
         let mut config: Config =
             serde_json::from_value(serde_json::json!({"project": "p"})).unwrap();
         assert!(!config.anonymous());
-        config.endpoint = Some("http://127.0.0.1:8085".into());
+        config.endpoint = Some(crate::secret::SecretUrl::new("http://127.0.0.1:8085"));
         assert!(config.anonymous());
         config.credentials = Some(Credentials::Default);
         assert!(!config.anonymous());

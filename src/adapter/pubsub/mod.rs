@@ -97,7 +97,7 @@ pub(super) fn describe(config: &Config) -> String {
     match &config.endpoint {
         Some(endpoint) => format!(
             "Pub/Sub at {} (project {})",
-            crate::adapter::redact_url(endpoint),
+            endpoint.redacted(),
             config.project
         ),
         None => format!("Google Cloud Pub/Sub (project {})", config.project),
