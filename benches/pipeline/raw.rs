@@ -102,7 +102,8 @@ fn hops_as_bridge() -> bool {
 impl RawSink {
     async fn connect(spec: &PipeSpec) -> RawSink {
         match spec.to {
-            // The same producer settings as bridge's Kafka sink.
+            // The same producer settings as bridge's Kafka sink; BENCH_RAW_MESSAGE_MAX_BYTES
+            // raises the largest record, as the header-scaling routes file does for bridge.
             Sys::Kafka => RawSink::Kafka {
                 producer: ClientConfig::new()
                     .set("bootstrap.servers", KAFKA)
@@ -110,6 +111,11 @@ impl RawSink {
                     .set("acks", "all")
                     .set("linger.ms", "5")
                     .set("partitioner", "murmur2_random")
+                    .set(
+                        "message.max.bytes",
+                        std::env::var("BENCH_RAW_MESSAGE_MAX_BYTES")
+                            .unwrap_or_else(|_| "1000000".into()),
+                    )
                     .create()
                     .expect("Kafka producer"),
                 hops: hops_as_bridge(),

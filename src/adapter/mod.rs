@@ -40,6 +40,25 @@ pub use spec::{ConnectContext, ConnectionSpec, Role, SourceSettings, System, Tai
 
 pub use crate::secret::redact_url;
 
+/// Messages with more headers than this are mapped off the runtime's worker queue (see
+/// [`map_large`]).
+const LARGE_MESSAGE_HEADERS: usize = 4096;
+
+/// Runs the mapping of a message with `headers` headers. A message with very many headers
+/// (allowed by a raised `limits.max_headers`) takes milliseconds to map; on the
+/// multi-threaded runtime that work runs under `block_in_place`, so the runtime moves this
+/// worker's other tasks (other routes) to another thread instead of making them wait.
+pub fn map_large<T>(headers: usize, map: impl FnOnce() -> T) -> T {
+    let shared_runtime = tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
+        runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+    });
+    if headers > LARGE_MESSAGE_HEADERS && shared_runtime {
+        tokio::task::block_in_place(map)
+    } else {
+        map()
+    }
+}
+
 /// Whether retrying can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorClass {

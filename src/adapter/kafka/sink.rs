@@ -75,7 +75,9 @@ pub struct KafkaSink {
 #[async_trait]
 impl Sink for KafkaSink {
     async fn send(&self, message: &Message) -> Result<Confirmation, SendError> {
-        let outgoing = mapping::outgoing(message, &self.names);
+        let outgoing = crate::adapter::map_large(message.headers.len(), || {
+            mapping::outgoing(message, &self.names)
+        });
         let mut headers = Some(outgoing.headers);
         loop {
             let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.target.topic)

@@ -372,7 +372,8 @@ fn read_one(
         tracker.read(&partition, offset);
         generation
     };
-    let message = mapping::incoming(record, endpoint, names);
+    let headers = record.headers().map_or(0, rdkafka::message::Headers::count);
+    let message = crate::adapter::map_large(headers, || mapping::incoming(record, endpoint, names));
     let position = Position {
         partition,
         generation,
