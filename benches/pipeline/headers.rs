@@ -85,11 +85,23 @@ fn producer() -> FutureProducer {
         .expect("producer")
 }
 
-async fn create_topics(topics: &Topics) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+fn admin() -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
         .set("bootstrap.servers", KAFKA)
         .create()
-        .expect("admin");
+        .expect("admin")
+}
+
+/// Deletes the run's topics, so that their millions of header rows do not stay in the
+/// broker (tansu keeps each header as a row).
+async fn delete_topics(topics: &Topics) {
+    let _ = admin()
+        .delete_topics(&topics.all(), &AdminOptions::new())
+        .await;
+}
+
+async fn create_topics(topics: &Topics) {
+    let admin = admin();
     let new: Vec<NewTopic<'_>> = topics
         .all()
         .iter()
@@ -643,6 +655,7 @@ pub async fn run(options: &Options) {
         .status();
     let _ = bridge.wait();
     report(&figures, &alone);
+    delete_topics(&topics).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
