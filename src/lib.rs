@@ -16,6 +16,7 @@
 //! - [`secret`]: secrets that are never printed; the scrubbing of logs.
 //! - [`printable`]: message text made safe for a terminal or a log line.
 //! - [`shutdown`]: signals to a cancellation token.
+//! - [`strict`]: strict reading of configuration values, for `config` and the adapters.
 //! - [`cli`]: the `bridge` commands; the only place that prints.
 //!
 //! docs/architecture.md explains how these fit together.
@@ -32,4 +33,5 @@ pub mod relay;
 pub mod router;
 pub mod secret;
 pub mod shutdown;
+pub mod strict;
 pub mod telemetry;

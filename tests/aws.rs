@@ -5,7 +5,6 @@
 mod conformance;
 
 use async_trait::async_trait;
-use bridge::adapter::{ConnectContext, ConnectionSpec, System};
 use conformance::{Fixture, Pair, unique};
 use serde_json::{Value, json};
 
@@ -23,15 +22,14 @@ pub fn connection(declare: Value) -> Value {
     })
 }
 
-pub async fn connect(connection: &Value) -> std::sync::Arc<dyn bridge::adapter::Connector> {
-    let mut fields = connection.clone();
-    fields.as_object_mut().unwrap().remove("type");
-    let spec = ConnectionSpec::parse(System::Aws, fields).unwrap();
-    spec.connect("sys", &ConnectContext::default())
-        .await
-        .unwrap_or_else(|e| {
-            panic!("moto must be running at {ENDPOINT} (scripts/brokers.sh up): {e}")
-        })
+/// The connection parsed, and connected to moto.
+pub async fn connect(
+    connection: &Value,
+) -> (
+    std::sync::Arc<dyn bridge::adapter::Connection>,
+    std::sync::Arc<dyn bridge::adapter::Connector>,
+) {
+    conformance::connect(connection, &format!("moto must be running at {ENDPOINT}")).await
 }
 
 /// A queue (standard or FIFO) with a dead-letter queue after two receives.
@@ -69,8 +67,10 @@ impl Fixture for Sqs {
         } else {
             Value::Null
         };
+        let (parsed, connector) = connect(&connection).await;
         Pair {
-            connector: connect(&connection).await,
+            connection: parsed,
+            connector,
             sink: format!("sys:sqs/{queue}").parse().unwrap(),
             source: format!("sys:sqs/{queue}").parse().unwrap(),
             source_options: options.clone(),
@@ -107,8 +107,10 @@ impl Fixture for Sns {
             "queues": [{"name": dlq}, {"name": queue, "dead_letter_queue": dlq, "max_receive_count": 2}, {"name": spare}],
             "topics": [{"name": topic, "subscriptions": [{"queue": queue}]}],
         }));
+        let (parsed, connector) = connect(&connection).await;
         Pair {
-            connector: connect(&connection).await,
+            connection: parsed,
+            connector,
             sink: format!("sys:sns/{topic}").parse().unwrap(),
             source: format!("sys:sns/{topic}").parse().unwrap(),
             source_options: json!({"queue": queue}),

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bridge::adapter::SourceSettings;
+use bridge::adapter::{SourceOptions, SourceSettings};
 use bridge::message::{Message, reserved};
 use serde_json::{Value, json};
 use support::flow::{collect, publish, wait_until};
@@ -26,7 +26,7 @@ fn aws(declare: Value) -> Value {
            "access_key_id": "test", "secret_access_key": "test", "declare": declare})
 }
 
-fn settings(options: Value) -> SourceSettings {
+fn settings(options: SourceOptions) -> SourceSettings {
     SourceSettings {
         route: "checker".into(),
         options,
@@ -80,7 +80,7 @@ async fn two_thousand_each_way_between_sqs_sns_and_kafka_arrive_intact() {
             kafka_client
                 .open_source(
                     &format!("test:{t_out}").parse().unwrap(),
-                    &settings(Value::Null),
+                    &settings(SourceOptions::none()),
                 )
                 .await
                 .unwrap(),
@@ -90,7 +90,11 @@ async fn two_thousand_each_way_between_sqs_sns_and_kafka_arrive_intact() {
             aws_client
                 .open_source(
                     &format!("test:sns/{topic}").parse().unwrap(),
-                    &settings(json!({"queue": q_sub})),
+                    &settings(support::source_options(
+                        &aws,
+                        &format!("sns/{topic}"),
+                        &json!({"queue": q_sub}),
+                    )),
                 )
                 .await
                 .unwrap(),
@@ -176,7 +180,7 @@ async fn fifo_route_keeps_order_within_each_of_four_groups() {
     let mut out = kafka_client
         .open_source(
             &format!("test:{t_out}").parse().unwrap(),
-            &settings(Value::Null),
+            &settings(SourceOptions::none()),
         )
         .await
         .unwrap();
@@ -237,7 +241,7 @@ async fn message_over_the_size_limit_is_dead_lettered_with_its_reason() {
     let mut dead = rabbit_client
         .open_source(
             &format!("test:queue/{q_dlq}").parse().unwrap(),
-            &settings(Value::Null),
+            &settings(SourceOptions::none()),
         )
         .await
         .unwrap();
@@ -266,7 +270,7 @@ async fn message_over_the_size_limit_is_dead_lettered_with_its_reason() {
     let mut out = aws_client
         .open_source(
             &format!("test:sqs/{sqs_out}").parse().unwrap(),
-            &settings(Value::Null),
+            &settings(SourceOptions::none()),
         )
         .await
         .unwrap();
@@ -315,7 +319,11 @@ async fn sinks_slower_than_the_visibility_timeout_cause_no_redelivery() {
     let mut left = aws_client
         .open_source(
             &format!("test:sqs/{queue}").parse().unwrap(),
-            &settings(json!({"wait_seconds": 1})),
+            &settings(support::source_options(
+                &aws,
+                &format!("sqs/{queue}"),
+                &json!({"wait_seconds": 1}),
+            )),
         )
         .await
         .unwrap();

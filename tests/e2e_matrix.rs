@@ -67,7 +67,7 @@ fn comparable(message: &Message) -> Message {
 fn settings(place: &Place) -> SourceSettings {
     SourceSettings {
         route: "matrix-check".into(),
-        options: place.source_options.clone(),
+        options: place.options.clone(),
         max_in_flight: 64,
         dead_letter: true,
     }

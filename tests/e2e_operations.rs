@@ -377,7 +377,7 @@ async fn a_canary_secret_never_appears_in_any_output() {
             &format!("test:queue/{q_dlq}").parse().unwrap(),
             &SourceSettings {
                 route: "checker".into(),
-                options: serde_json::Value::Null,
+                options: bridge::adapter::SourceOptions::none(),
                 max_in_flight: 1,
                 dead_letter: true,
             },
@@ -706,7 +706,7 @@ async fn rabbitmq_over_mutual_tls_with_verified_certificates() {
             &format!("test:queue/{q_out}").parse().unwrap(),
             &SourceSettings {
                 route: "checker".into(),
-                options: serde_json::Value::Null,
+                options: bridge::adapter::SourceOptions::none(),
                 max_in_flight: 32,
                 dead_letter: false,
             },

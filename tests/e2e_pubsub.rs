@@ -31,7 +31,7 @@ fn pubsub(declare: Value) -> Value {
 fn settings(route: &str) -> SourceSettings {
     SourceSettings {
         route: route.into(),
-        options: Value::Null,
+        options: bridge::adapter::SourceOptions::none(),
         max_in_flight: 256,
         dead_letter: true,
     }

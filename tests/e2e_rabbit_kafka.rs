@@ -25,7 +25,7 @@ const MAX_IN_FLIGHT: usize = 256;
 fn settings() -> SourceSettings {
     SourceSettings {
         route: "checker".into(),
-        options: serde_json::Value::Null,
+        options: bridge::adapter::SourceOptions::none(),
         max_in_flight: 512,
         dead_letter: true,
     }
@@ -350,9 +350,13 @@ async fn kafka_partitions_move_between_two_bridges_without_loss() {
     );
 }
 
-/// Reads every record of a one-partition topic with a plain Kafka client, as a native
-/// consumer would.
-fn native_records(topic: &str, count: usize) -> Vec<rdkafka::message::OwnedMessage> {
+/// Reads `count` records from the first `partitions` partitions of `topic` with a plain
+/// Kafka client, as a native consumer would.
+fn native_records(
+    topic: &str,
+    partitions: i32,
+    count: usize,
+) -> Vec<rdkafka::message::OwnedMessage> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{ClientConfig, Offset, TopicPartitionList};
     let consumer: BaseConsumer = ClientConfig::new()
@@ -361,9 +365,11 @@ fn native_records(topic: &str, count: usize) -> Vec<rdkafka::message::OwnedMessa
         .create()
         .unwrap();
     let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(topic, 0, Offset::Beginning)
-        .unwrap();
+    for partition in 0..partitions {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .unwrap();
+    }
     consumer.assign(&assignment).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut records = Vec::new();
@@ -431,7 +437,8 @@ async fn a_message_can_neither_pick_a_kafka_partition_nor_shadow_the_envelope() 
     assert_eq!(letters[0].body, "to partition 1");
     let error = letters[0].headers.get_text(reserved::DLQ_ERROR).unwrap();
     assert!(error.contains("path_values: any"), "{error}");
-    let records = native_records(&topic, 1);
+    // Both partitions: the producer, not the message, chose one.
+    let records = native_records(&topic, 2, 1);
     assert_eq!(
         records.len(),
         1,

@@ -28,10 +28,10 @@ const CLIENTS: usize = 4;
 const PER_CLIENT: usize = 50;
 
 /// Room for every request of a test: the replier holds up to half of them unanswered.
-fn settings(options: &Value) -> SourceSettings {
+fn settings(place: &Place) -> SourceSettings {
     SourceSettings {
         route: "test".into(),
-        options: options.clone(),
+        options: place.options.clone(),
         max_in_flight: CLIENTS * PER_CLIENT,
         dead_letter: true,
     }
@@ -62,7 +62,7 @@ fn echo_replier(
     use std::sync::atomic::Ordering::SeqCst;
     tokio::spawn(async move {
         let mut requests = replier
-            .open_source(&endpoint(&place.source), &settings(&place.source_options))
+            .open_source(&endpoint(&place.source), &settings(&place))
             .await
             .unwrap();
         let mut sinks: HashMap<String, Arc<dyn Sink>> = HashMap::new();
@@ -123,7 +123,7 @@ fn requester_inbox(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut replies = checker
-            .open_source(&endpoint(&place.source), &settings(&place.source_options))
+            .open_source(&endpoint(&place.source), &settings(&place))
             .await
             .unwrap();
         while let Ok(Some(delivery)) = replies.recv().await {

@@ -38,7 +38,7 @@
 //! The broker mappings are private modules and keep their own unit tests, with bounded
 //! property tests of the same kind in a `mod fuzz` of each (sized the same way, by
 //! `PROPTEST_CASES` too, but never persisted: a failure there is pinned as a `#[test]`):
-//! SQS/SNS message attributes and SNS notification unwrapping (`adapter::aws::attributes`,
+//! SQS/SNS message attributes and SNS notification unwrapping (`adapter::aws::mapping`,
 //! `adapter::aws::source`), Kafka headers (`adapter::kafka::mapping`), AMQP properties and
 //! tables (`adapter::rabbitmq::mapping`), Pub/Sub attributes (`adapter::pubsub::mapping`).
 //! The retry schedule built from `retry:` (`router::retry`) and the `NAME=VALUE` header
@@ -50,7 +50,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bridge::adapter::{ConnectionSpec, Role, redact_url};
+use bridge::adapter::{Role, SourceOptions, connection_from_url, redact_url};
 use bridge::address::{Endpoint, is_connection_name};
 use bridge::cli::{Cli, Command};
 use bridge::config::{self, ConfigErrors, Plan, check_listen};
@@ -1861,7 +1861,7 @@ proptest! {
         path in endpoint_path(),
         options in options_value(),
     ) {
-        let spec = match ConnectionSpec::from_url(&url) {
+        let spec = match connection_from_url(&url) {
             Ok(spec) => spec,
             Err(reason) => {
                 prop_assert!(!reason.trim().is_empty());
@@ -1870,11 +1870,18 @@ proptest! {
         };
         prop_assert!(!spec.describe().trim().is_empty());
         for role in [Role::Source, Role::Sink] {
-            if let Err(reason) = spec.check_endpoint(&path, role, &options) {
+            if let Err(reason) = spec.check_endpoint(&path, role) {
                 prop_assert!(!reason.trim().is_empty(), "no reason for {path:?} as {role:?}");
             }
         }
-        if let Err(reason) = spec.check_reject_without_dead_letter(&path, &options) {
+        let parsed = match spec.source_options(&path, &options) {
+            Ok(parsed) => parsed,
+            Err(reason) => {
+                prop_assert!(!reason.trim().is_empty(), "no reason for options {options:?}");
+                SourceOptions::none()
+            }
+        };
+        if let Err(reason) = spec.check_reject_without_dead_letter(&path, &parsed) {
             prop_assert!(!reason.trim().is_empty());
         }
         if let Some(address) = spec.reply_address(&path) {
@@ -1894,7 +1901,7 @@ proptest! {
         rest in "(:[0-9]{0,6})?(/[a-z%0-9]{0,6})?(\\?[a-z_]{0,10}=[a-z0-9]{0,4})?",
     ) {
         let url = format!("amqp://{user}:{password}@{host}{rest}");
-        let shown = match ConnectionSpec::from_url(&url) {
+        let shown = match connection_from_url(&url) {
             Ok(spec) => spec.describe(),
             Err(reason) => reason,
         };

@@ -5,7 +5,6 @@
 mod conformance;
 
 use async_trait::async_trait;
-use bridge::adapter::{ConnectContext, ConnectionSpec, System};
 use conformance::{Fixture, Pair, unique};
 
 pub const BROKERS: &str = "127.0.0.1:9092";
@@ -27,16 +26,10 @@ impl Fixture for Kafka {
             "group_id": topic,
             "declare": [{"name": topic, "partitions": 3}, {"name": spare}],
         });
-        let mut fields = connection.clone();
-        fields.as_object_mut().unwrap().remove("type");
-        let spec = ConnectionSpec::parse(System::Kafka, fields).unwrap();
-        let connector = spec
-            .connect("sys", &ConnectContext::default())
-            .await
-            .unwrap_or_else(|e| {
-                panic!("Kafka must be running at {BROKERS} (scripts/brokers.sh up): {e}")
-            });
+        let (parsed, connector) =
+            conformance::connect(&connection, &format!("Kafka must be running at {BROKERS}")).await;
         Pair {
+            connection: parsed,
             connector,
             sink: format!("sys:{topic}").parse().unwrap(),
             source: format!("sys:{topic}").parse().unwrap(),

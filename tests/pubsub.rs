@@ -5,7 +5,6 @@
 mod conformance;
 
 use async_trait::async_trait;
-use bridge::adapter::{ConnectContext, ConnectionSpec, System};
 use conformance::{Fixture, Pair, unique};
 use serde_json::json;
 
@@ -45,14 +44,13 @@ impl Fixture for PubSub {
                 ],
             },
         });
-        let mut fields = connection.clone();
-        fields.as_object_mut().unwrap().remove("type");
-        let spec = ConnectionSpec::parse(System::PubSub, fields).unwrap();
-        let connector = spec
-            .connect("sys", &ConnectContext::default())
-            .await
-            .unwrap_or_else(|e| panic!("the Pub/Sub emulator must be running at {ENDPOINT} (scripts/brokers.sh up): {e}"));
+        let (parsed, connector) = conformance::connect(
+            &connection,
+            &format!("the Pub/Sub emulator must be running at {ENDPOINT}"),
+        )
+        .await;
         Pair {
+            connection: parsed,
             connector,
             sink: format!("sys:topic/{topic}").parse().unwrap(),
             source: format!("sys:subscription/{topic}-sub").parse().unwrap(),

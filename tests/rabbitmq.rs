@@ -4,7 +4,6 @@
 mod conformance;
 
 use async_trait::async_trait;
-use bridge::adapter::{ConnectContext, ConnectionSpec, System};
 use conformance::{Fixture, Pair, unique};
 
 pub const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -34,16 +33,10 @@ impl Fixture for RabbitMq {
                 ],
             },
         });
-        let mut fields = connection.clone();
-        fields.as_object_mut().unwrap().remove("type");
-        let spec = ConnectionSpec::parse(System::RabbitMq, fields).unwrap();
-        let connector = spec
-            .connect("sys", &ConnectContext::default())
-            .await
-            .unwrap_or_else(|e| {
-                panic!("RabbitMQ must be running at 127.0.0.1:5672 (scripts/brokers.sh up): {e}")
-            });
+        let (parsed, connector) =
+            conformance::connect(&connection, "RabbitMQ must be running at 127.0.0.1:5672").await;
         Pair {
+            connection: parsed,
             connector,
             sink: format!("sys:queue/{queue}").parse().unwrap(),
             source: format!("sys:queue/{queue}").parse().unwrap(),

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bridge::adapter::{Connector, SourceSettings};
+use bridge::adapter::{Connector, SourceOptions, SourceSettings};
 use serde_json::{Value, json};
 use support::brokers::brokers;
 use support::checker::{self, Arrivals, Report, long_mode};
@@ -200,7 +200,7 @@ impl Setup {
     ) -> tokio::task::JoinHandle<()> {
         let settings = SourceSettings {
             route: "checker".into(),
-            options: place.source_options.clone(),
+            options: place.options.clone(),
             max_in_flight: 512,
             dead_letter: true,
         };
@@ -845,7 +845,7 @@ async fn broker_restart_poison_messages_while_the_dead_letter_is_down() {
     let dead = Arrivals::shared();
     let settings = SourceSettings {
         route: "checker".into(),
-        options: Value::Null,
+        options: SourceOptions::none(),
         max_in_flight: 512,
         dead_letter: true,
     };

@@ -17,36 +17,103 @@ use serde::Deserialize;
 use tokio::sync::{Notify, oneshot};
 
 use super::{
-    AdapterError, Backlog, Confirmation, Connector, Delivery, Receipt, Role, SendError, Sink,
-    Source, SourceSettings, TailSettings,
+    Adapter, AdapterError, Backlog, Confirmation, ConnectContext, Connection, Connector, Delivery,
+    OriginField, Receipt, Role, SendError, Sink, Source, SourceOptions, SourceSettings,
+    TailSettings,
 };
 use crate::ack::{AckHandle, Outcome};
 use crate::address::Endpoint;
 use crate::message::{Message, Origin};
+
+/// The `memory` system (`type: memory`, `--url memory:`).
+pub struct Memory;
+
+impl Adapter for Memory {
+    fn type_name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn url_schemes(&self) -> &'static [&'static str] {
+        &["memory"]
+    }
+
+    fn parse(
+        &self,
+        fields: serde_json::Value,
+    ) -> Result<Arc<dyn Connection>, serde_path_to_error::Error<serde_json::Error>> {
+        crate::strict::parse_strict::<Config>(fields).map(|c| Arc::new(c) as Arc<dyn Connection>)
+    }
+
+    fn parse_url(&self, _url: &str) -> Result<Arc<dyn Connection>, String> {
+        Ok(Arc::new(Config::default()))
+    }
+}
 
 /// `type: memory` takes no options.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {}
 
-pub(super) fn check_endpoint(
-    path: &str,
-    _role: Role,
-    options: &serde_json::Value,
-) -> Result<(), String> {
+fn check_path(path: &str) -> Result<(), String> {
     if path.contains('/') {
         return Err(format!("memory queue names have no `/`: `{path}`"));
-    }
-    if !options.is_null() && options.as_object().is_none_or(|o| !o.is_empty()) {
-        return Err("memory endpoints take no options".to_owned());
     }
     Ok(())
 }
 
-pub(super) fn connect(_config: &Config, context: &super::ConnectContext) -> Arc<dyn Connector> {
-    Arc::new(MemoryConnector {
-        broker: context.memory.clone(),
-    })
+#[async_trait]
+impl Connection for Config {
+    fn type_name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn check_endpoint(&self, path: &str, _role: Role) -> Result<(), String> {
+        check_path(path)
+    }
+
+    fn source_options(
+        &self,
+        path: &str,
+        options: &serde_json::Value,
+    ) -> Result<SourceOptions, String> {
+        check_path(path)?;
+        if !options.is_null() && options.as_object().is_none_or(|o| !o.is_empty()) {
+            return Err("memory endpoints take no options".to_owned());
+        }
+        Ok(SourceOptions::none())
+    }
+
+    /// A queue's rejected list takes what a route rejects.
+    fn check_reject_without_dead_letter(&self, _: &str, _: &SourceOptions) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn reply_address(&self, path: &str) -> Option<String> {
+        Some(path.to_owned())
+    }
+
+    fn may_feed(&self, sink: Option<&str>, source: &str) -> bool {
+        sink.is_none_or(|sink| sink == source)
+    }
+
+    /// A queue's position and its redeliveries.
+    fn origin_fields(&self) -> &'static [OriginField] {
+        &[OriginField::Offset, OriginField::ReceiveCount]
+    }
+
+    fn max_message_bytes(&self) -> usize {
+        16 << 20
+    }
+
+    fn describe(&self) -> String {
+        "in-process memory queues".to_owned()
+    }
+
+    async fn connect(&self, context: &ConnectContext) -> Result<Arc<dyn Connector>, AdapterError> {
+        Ok(Arc::new(MemoryConnector {
+            broker: context.memory.clone(),
+        }))
+    }
 }
 
 /// The namespace of in-process queues, shared by every memory connection of a process.
@@ -323,7 +390,7 @@ impl Connector for MemoryConnector {
     }
 
     fn reply_path(&self, address: &str) -> Result<String, String> {
-        check_endpoint(address, Role::Sink, &serde_json::Value::Null).map(|()| address.to_owned())
+        check_path(address).map(|()| address.to_owned())
     }
 
     async fn open_tail(
@@ -340,7 +407,7 @@ impl Connector for MemoryConnector {
             endpoint,
             &SourceSettings {
                 route: "tail".into(),
-                options: serde_json::Value::Null,
+                options: SourceOptions::none(),
                 max_in_flight: 1,
                 dead_letter: false,
             },

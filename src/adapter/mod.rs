@@ -1,10 +1,12 @@
 //! The contract between the router and the brokers, and the adapters that implement it.
 //!
-//! A [`Source`] yields [`Delivery`]s (a message plus its [`AckHandle`]); a [`Sink`] enqueues
-//! messages in call order and hands back a [`Confirmation`] that resolves only when the
-//! broker has confirmed. A [`Connector`] is one named connection of the routes file; it
-//! opens sources and sinks on its endpoints. [`ConnectionSpec`] is the validated
-//! configuration of one connection and checks endpoint paths without touching the network.
+//! [`systems`] lists every system; each implements [`Adapter`] (reading its connections)
+//! and [`Connection`] (a validated connection: endpoint paths, source options, reply
+//! addresses, loops, limits; connecting), in `contract`. A connected connection is a
+//! [`Connector`]: it opens sources, sinks, `tail` readers and reply readers. A [`Source`]
+//! yields [`Delivery`]s (a message plus its [`AckHandle`]); a [`Sink`] enqueues messages in
+//! call order and hands back a [`Confirmation`] that resolves only when the broker has
+//! confirmed. Nothing outside `adapter` names a system.
 //!
 //! Each adapter classifies its client's errors at its own boundary into [`ErrorClass`]:
 //! `Transient` (worth retrying: timeouts, lost connections, throttling) or `Permanent`
@@ -13,6 +15,7 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+mod contract;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod memory;
@@ -20,7 +23,6 @@ pub mod memory;
 pub mod pubsub;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
-mod spec;
 pub mod stdio;
 #[cfg(any(feature = "kafka", feature = "rabbitmq"))]
 pub mod tls;
@@ -35,8 +37,120 @@ use crate::ack::AckHandle;
 use crate::address::Endpoint;
 use crate::message::Message;
 
-pub(crate) use spec::parse_strict;
-pub use spec::{ConnectContext, ConnectionSpec, Role, SourceSettings, System, TailSettings};
+pub use contract::{
+    Adapter, ConnectContext, Connection, FieldError, OriginField, Role, SourceOptions,
+    SourceSettings, TailSettings,
+};
+
+/// A system this project knows: its `type` name, the cargo feature that builds it (none
+/// for the built-in ones), and its adapter when this build has it.
+#[derive(Clone, Copy)]
+pub struct System {
+    pub type_name: &'static str,
+    pub feature: Option<&'static str>,
+    pub adapter: Option<&'static dyn Adapter>,
+}
+
+/// A system of this build, or one a cargo feature left out.
+macro_rules! system {
+    ($feature:literal, $type_name:literal, $adapter:path) => {{
+        #[cfg(feature = $feature)]
+        let adapter: Option<&'static dyn Adapter> = Some(&$adapter);
+        #[cfg(not(feature = $feature))]
+        let adapter: Option<&'static dyn Adapter> = None;
+        System {
+            type_name: $type_name,
+            feature: Some($feature),
+            adapter,
+        }
+    }};
+}
+
+/// Every system, the one place that lists them (docs/adding-a-system.md).
+pub fn systems() -> [System; 6] {
+    [
+        System {
+            type_name: "memory",
+            feature: None,
+            adapter: Some(&memory::Memory),
+        },
+        System {
+            type_name: "stdio",
+            feature: None,
+            adapter: Some(&stdio::Stdio),
+        },
+        system!("kafka", "kafka", kafka::Kafka),
+        system!("rabbitmq", "rabbitmq", rabbitmq::RabbitMq),
+        system!("aws", "aws", aws::Aws),
+        system!("pubsub", "pubsub", pubsub::PubSub),
+    ]
+}
+
+/// The system whose `type` is `name`.
+pub fn system(name: &str) -> Option<System> {
+    systems().into_iter().find(|s| s.type_name == name)
+}
+
+/// A connection from a URL given on the command line (`memory:`, `stdio:`, and the URL
+/// forms of each broker adapter, docs/cli.md). The URL's password is remembered as a
+/// secret, and no error shows it.
+pub fn connection_from_url(url: &str) -> Result<Arc<dyn Connection>, String> {
+    for password in crate::secret::url_passwords(url) {
+        crate::secret::remember(&password);
+    }
+    let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or_default();
+    let adapter = systems()
+        .into_iter()
+        .filter_map(|system| system.adapter)
+        .find(|adapter| adapter.url_schemes().contains(&scheme));
+    let Some(adapter) = adapter else {
+        let schemes: Vec<String> = systems()
+            .into_iter()
+            .filter_map(|system| system.adapter)
+            .flat_map(|adapter| adapter.url_schemes().iter().map(|s| format!("{s}:")))
+            .collect();
+        return Err(format!(
+            "unsupported URL scheme in `{}`; use {}",
+            redact_url(url),
+            schemes.join(", ")
+        ));
+    };
+    adapter
+        .parse_url(url)
+        .and_then(|connection| {
+            connection
+                .check()
+                .map(|()| connection)
+                .map_err(|e| e.message)
+        })
+        .map_err(|e| crate::secret::hide_url_secrets(&e, url))
+}
+
+/// A connection written as JSON with its `type`, as in a routes file, for programs that
+/// embed bridge. Errors name the field at fault; a routes file gets the same checks with
+/// YAML paths and lines from `bridge::config`.
+pub fn connection_from_json(connection: &serde_json::Value) -> Result<Arc<dyn Connection>, String> {
+    let mut fields = connection.clone();
+    let type_name = fields
+        .as_object_mut()
+        .and_then(|fields| fields.remove("type"))
+        .ok_or("a connection is a mapping with a `type`")?;
+    let type_name = type_name.as_str().ok_or("`type` is one word")?;
+    let system =
+        system(type_name).ok_or_else(|| format!("unknown connection type `{type_name}`"))?;
+    let adapter = system.adapter.ok_or_else(|| {
+        format!(
+            "this bridge was built without the `{}` feature",
+            system.feature.unwrap_or_default()
+        )
+    })?;
+    let connection = adapter.parse(fields).map_err(|e| e.to_string())?;
+    connection.check().map_err(|e| match e.field {
+        Some(field) => format!("{field}: {}", e.message),
+        None => e.message,
+    })?;
+    Ok(connection)
+}
 
 pub use crate::secret::redact_url;
 
@@ -239,6 +353,22 @@ pub trait Connector: Send + Sync {
         endpoint: &Endpoint,
         settings: &TailSettings,
     ) -> Result<Box<dyn Source>, AdapterError>;
+
+    /// Opens a reader for `bridge request` to wait for a reply on `endpoint`. By default a
+    /// source with no options (others' replies are handed back); a system where a source
+    /// would take part in a consumer group reads from the end instead.
+    async fn open_reply_reader(
+        &self,
+        endpoint: &Endpoint,
+    ) -> Result<Box<dyn Source>, AdapterError> {
+        let settings = SourceSettings {
+            route: "request".into(),
+            options: SourceOptions::none(),
+            max_in_flight: 16,
+            dead_letter: true,
+        };
+        self.open_source(endpoint, &settings).await
+    }
 
     /// The endpoint path that reaches a reply address written by a requester in this
     /// system's own terms (an AMQP reply-to, a Kafka topic, an SQS queue URL ...).

@@ -18,8 +18,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader, Stdin};
 use tokio::sync::{Mutex, mpsc};
 
 use super::{
-    AdapterError, Confirmation, Connector, Delivery, Receipt, Role, SendError, Sink, Source,
-    SourceSettings, TailSettings,
+    Adapter, AdapterError, Confirmation, ConnectContext, Connection, Connector, Delivery,
+    OriginField, Receipt, Role, SendError, Sink, Source, SourceOptions, SourceSettings,
+    TailSettings,
 };
 use crate::ack::{AckHandle, Outcome};
 use crate::address::Endpoint;
@@ -47,54 +48,108 @@ pub enum LineFormat {
     Json,
 }
 
-pub(super) fn check_endpoint(
-    path: &str,
-    role: Role,
-    options: &serde_json::Value,
-) -> Result<(), String> {
-    match (path, role) {
-        ("stdin", Role::Source) => {
-            if !options.is_null() {
-                super::spec::parse_strict::<StdinOptions>(options.clone())
-                    .map_err(|e| format!("stdin options: {e}"))?;
-            }
-            Ok(())
-        }
-        ("stdout" | "stderr", Role::Sink) => {
-            if options.is_null() {
-                Ok(())
-            } else {
-                Err(format!("`{path}` takes no options"))
-            }
-        }
-        ("stdin", Role::Sink) => {
-            Err("`stdin` can only be read; write to `stdout` or `stderr`".into())
-        }
-        ("stdout" | "stderr", Role::Source) => {
-            Err(format!("`{path}` can only be written; read from `stdin`"))
-        }
-        (other, _) => Err(format!(
-            "unknown stdio endpoint `{other}`; use stdin, stdout or stderr"
-        )),
+/// The `stdio` system (`type: stdio`, `--url stdio:`).
+pub struct Stdio;
+
+impl Adapter for Stdio {
+    fn type_name(&self) -> &'static str {
+        "stdio"
+    }
+
+    fn url_schemes(&self) -> &'static [&'static str] {
+        &["stdio"]
+    }
+
+    fn parse(
+        &self,
+        fields: serde_json::Value,
+    ) -> Result<Arc<dyn Connection>, serde_path_to_error::Error<serde_json::Error>> {
+        crate::strict::parse_strict::<Config>(fields).map(|c| Arc::new(c) as Arc<dyn Connection>)
+    }
+
+    fn parse_url(&self, _url: &str) -> Result<Arc<dyn Connection>, String> {
+        Ok(Arc::new(Config::default()))
     }
 }
 
-pub(super) fn connect(_config: &Config) -> Arc<dyn Connector> {
-    Arc::new(StdioConnector)
+#[async_trait]
+impl Connection for Config {
+    fn type_name(&self) -> &'static str {
+        "stdio"
+    }
+
+    fn check_endpoint(&self, path: &str, role: Role) -> Result<(), String> {
+        match (path, role) {
+            ("stdin", Role::Source) | ("stdout" | "stderr", Role::Sink) => Ok(()),
+            ("stdin", Role::Sink) => {
+                Err("`stdin` can only be read; write to `stdout` or `stderr`".into())
+            }
+            ("stdout" | "stderr", Role::Source) => {
+                Err(format!("`{path}` can only be written; read from `stdin`"))
+            }
+            (other, _) => Err(format!(
+                "unknown stdio endpoint `{other}`; use stdin, stdout or stderr"
+            )),
+        }
+    }
+
+    fn source_options(
+        &self,
+        path: &str,
+        options: &serde_json::Value,
+    ) -> Result<SourceOptions, String> {
+        self.check_endpoint(path, Role::Source)?;
+        if options.is_null() {
+            return Ok(SourceOptions::none());
+        }
+        crate::strict::parse_strict::<StdinOptions>(options.clone())
+            .map(SourceOptions::new)
+            .map_err(|e| format!("stdin options: {e}"))
+    }
+
+    /// Standard error takes what a route rejects, as a JSON line.
+    fn check_reject_without_dead_letter(&self, _: &str, _: &SourceOptions) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn reply_address(&self, _path: &str) -> Option<String> {
+        None
+    }
+
+    /// What goes to stdout is not read back by this process.
+    fn may_feed(&self, _sink: Option<&str>, _source: &str) -> bool {
+        false
+    }
+
+    fn accepts_replies(&self) -> bool {
+        false
+    }
+
+    /// The line number, and 1.
+    fn origin_fields(&self) -> &'static [OriginField] {
+        &[OriginField::Offset, OriginField::ReceiveCount]
+    }
+
+    fn max_message_bytes(&self) -> usize {
+        16 << 20
+    }
+
+    fn describe(&self) -> String {
+        "standard input and output".to_owned()
+    }
+
+    async fn connect(&self, _context: &ConnectContext) -> Result<Arc<dyn Connector>, AdapterError> {
+        Ok(Arc::new(StdioConnector))
+    }
 }
 
 struct StdioConnector;
 
 fn stdin_source(
     endpoint: &Endpoint,
-    options: &serde_json::Value,
+    options: &SourceOptions,
 ) -> Result<Box<dyn Source>, AdapterError> {
-    let options: StdinOptions = if options.is_null() {
-        StdinOptions::default()
-    } else {
-        super::spec::parse_strict(options.clone())
-            .map_err(|e| AdapterError::Invalid(e.to_string()))?
-    };
+    let options: StdinOptions = options.get()?;
     let (settled_tx, settled_rx) = mpsc::unbounded_channel();
     Ok(Box::new(StdinSource {
         input: BufReader::new(tokio::io::stdin()),
@@ -149,7 +204,7 @@ impl Connector for StdioConnector {
                 "`{endpoint}` cannot be read; use stdin"
             )));
         }
-        stdin_source(endpoint, &serde_json::Value::Null)
+        stdin_source(endpoint, &SourceOptions::none())
     }
 }
 

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::anyhow;
 
 use super::{CliError, ConnectionArgs};
-use crate::adapter::ConnectionSpec;
+use std::sync::Arc;
+
+use crate::adapter::Connection;
 use crate::address::Endpoint;
 use crate::config::{self, ProcessEnvironment};
 
@@ -16,13 +18,13 @@ const DEFAULT_CONFIG: &str = "routes.yaml";
 pub fn resolve(
     address: &str,
     args: &ConnectionArgs,
-) -> Result<(Endpoint, ConnectionSpec), CliError> {
+) -> Result<(Endpoint, Arc<dyn Connection>), CliError> {
     let endpoint: Endpoint = address
         .parse()
         .map_err(|e| CliError::Usage(anyhow!("{e}")))?;
     if let Some(url) = &args.url {
-        let spec =
-            ConnectionSpec::from_url(url).map_err(|e| CliError::Usage(anyhow!("--url: {e}")))?;
+        let spec = crate::adapter::connection_from_url(url)
+            .map_err(|e| CliError::Usage(anyhow!("--url: {e}")))?;
         return Ok((endpoint, spec));
     }
     let file = match &args.config {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::connections::resolve;
 use super::{CliError, RequestArgs, output};
-use crate::adapter::{AdapterError, ConnectContext, SourceSettings, System, TailSettings};
+use crate::adapter::{AdapterError, ConnectContext};
 use crate::message::json;
 
 fn usage_or_runtime(what: String, error: AdapterError) -> CliError {
@@ -49,37 +49,22 @@ pub async fn request(args: RequestArgs) -> Result<(), CliError> {
 
     let context = ConnectContext::default();
     let connector = spec
-        .connect(&endpoint.connection, &context)
+        .connect(&context)
         .await
         .map_err(|e| CliError::Runtime(anyhow!("cannot connect to {}: {e}", spec.describe())))?;
     let reply_connector =
         if reply_endpoint.connection == endpoint.connection && args.connection.url.is_none() {
             connector.clone()
         } else {
-            reply_spec
-                .connect(&reply_endpoint.connection, &context)
-                .await
-                .map_err(|e| {
-                    CliError::Runtime(anyhow!("cannot connect to {}: {e}", reply_spec.describe()))
-                })?
+            reply_spec.connect(&context).await.map_err(|e| {
+                CliError::Runtime(anyhow!("cannot connect to {}: {e}", reply_spec.describe()))
+            })?
         };
     // Listen before sending, so a fast reply is not missed.
-    let mut replies = if reply_spec.system() == System::Kafka {
-        reply_connector
-            .open_tail(&reply_endpoint, &TailSettings::default())
-            .await
-    } else {
-        let settings = SourceSettings {
-            route: "request".into(),
-            options: serde_json::Value::Null,
-            max_in_flight: 16,
-            dead_letter: true,
-        };
-        reply_connector
-            .open_source(&reply_endpoint, &settings)
-            .await
-    }
-    .map_err(|e| usage_or_runtime(format!("cannot read replies from {reply_endpoint}"), e))?;
+    let mut replies = reply_connector
+        .open_reply_reader(&reply_endpoint)
+        .await
+        .map_err(|e| usage_or_runtime(format!("cannot read replies from {reply_endpoint}"), e))?;
     let sink = connector
         .open_sink(&endpoint)
         .await

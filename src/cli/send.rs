@@ -82,7 +82,7 @@ pub async fn send(args: SendArgs) -> Result<(), CliError> {
     let template = template(&args, body(&args)?)?;
     let context = ConnectContext::default();
     let connector = spec
-        .connect(&endpoint.connection, &context)
+        .connect(&context)
         .await
         .map_err(|e| CliError::Runtime(anyhow!("cannot connect to {}: {e}", spec.describe())))?;
     let sink = connector.open_sink(&endpoint).await.map_err(|e| match e {

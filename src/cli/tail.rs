@@ -22,7 +22,7 @@ pub async fn tail(args: TailArgs) -> Result<(), CliError> {
     };
     let context = ConnectContext::default();
     let connector = spec
-        .connect(&endpoint.connection, &context)
+        .connect(&context)
         .await
         .map_err(|e| CliError::Runtime(anyhow!("cannot connect to {}: {e}", spec.describe())))?;
     let settings = TailSettings {

@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 
 use super::model::CountHops;
 use super::plan::{RoutePlan, SinkPlan};
-use crate::adapter::ConnectionSpec;
+use std::sync::Arc;
+
+use crate::adapter::Connection;
 use crate::address::Endpoint;
 use crate::message::HopCounting;
 
@@ -56,7 +58,7 @@ fn flows(routes: &[RoutePlan]) -> Vec<Flow> {
 }
 
 /// Whether `from` may send something that `to` receives.
-fn feeds(from: &Flow, to: &Flow, connections: &BTreeMap<String, ConnectionSpec>) -> bool {
+fn feeds(from: &Flow, to: &Flow, connections: &BTreeMap<String, Arc<dyn Connection>>) -> bool {
     let Some(source) = connections.get(&to.source.connection) else {
         return true;
     };
@@ -64,14 +66,15 @@ fn feeds(from: &Flow, to: &Flow, connections: &BTreeMap<String, ConnectionSpec>)
         .iter()
         .any(|(connection, path)| match connections.get(connection) {
             Some(sink) => {
-                sink.system() == source.system() && sink.may_feed(path.as_deref(), &to.source.path)
+                sink.type_name() == source.type_name()
+                    && sink.may_feed(path.as_deref(), &to.source.path)
             }
             None => true,
         })
 }
 
 /// For each flow, whether it can reach itself again.
-fn on_loop(flows: &[Flow], connections: &BTreeMap<String, ConnectionSpec>) -> Vec<bool> {
+fn on_loop(flows: &[Flow], connections: &BTreeMap<String, Arc<dyn Connection>>) -> Vec<bool> {
     let next: Vec<Vec<usize>> = flows
         .iter()
         .map(|from| {
@@ -107,7 +110,10 @@ fn counting(written: CountHops, on_loop: bool) -> HopCounting {
 }
 
 /// Sets each route's (and reply relay's) `hop_counting` from its `count_hops`.
-pub(super) fn resolve(routes: &mut [RoutePlan], connections: &BTreeMap<String, ConnectionSpec>) {
+pub(super) fn resolve(
+    routes: &mut [RoutePlan],
+    connections: &BTreeMap<String, Arc<dyn Connection>>,
+) {
     let mut on_loop = on_loop(&flows(routes), connections).into_iter();
     for route in routes {
         route.hop_counting = counting(route.count_hops, on_loop.next().unwrap_or(true));

@@ -9,7 +9,6 @@ mod interpolate;
 mod loops;
 pub mod model;
 mod plan;
-pub(crate) mod strict;
 mod wording;
 mod yaml;
 

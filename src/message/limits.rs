@@ -4,7 +4,7 @@
 //! or rejected at its source), never truncated and never retried. The check itself reads
 //! each header once, so a message with a hundred thousand headers is refused in linear
 //! time. Defaults are no lower than what the brokers deliver by default: the largest
-//! message a source's system allows ([`crate::adapter::ConnectionSpec::max_message_bytes`]),
+//! message a source's system allows ([`crate::adapter::Connection::max_message_bytes`]),
 //! a thousand headers, 1 KiB names and 1 MiB values. `settings.limits` and
 //! `routes[].limits` change them (docs/security.md).
 

@@ -295,7 +295,7 @@ impl Router {
         for name in used {
             let spec = &plan.connections[name];
             let what = format!("connection `{name}` ({})", spec.describe());
-            let connector = with_patience(&what, shutdown, || spec.connect(name, context))
+            let connector = with_patience(&what, shutdown, || spec.connect(context))
                 .await
                 .map_err(|source| match source {
                     None => RouterError::Interrupted,

@@ -11,9 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use bridge::adapter::{Connector, Delivery, SendError, Sink, Source, SourceSettings};
+use bridge::adapter::{
+    ConnectContext, Connection, Connector, Delivery, OriginField, SendError, Sink, Source,
+    SourceOptions, SourceSettings,
+};
 use bridge::address::Endpoint;
-use bridge::message::{HeaderValue, Message};
+use bridge::message::{HeaderValue, Message, Origin};
 
 /// How long a test waits for a message that should arrive.
 pub const ARRIVAL: Duration = Duration::from_secs(20);
@@ -22,6 +25,8 @@ pub const SILENCE: Duration = Duration::from_secs(4);
 
 /// A fresh source/sink pair on one broker, owned by one test.
 pub struct Pair {
+    /// The connection as parsed from its routes-file form, which checks source options.
+    pub connection: Arc<dyn Connection>,
     pub connector: Arc<dyn Connector>,
     /// Where the sink writes and the source reads (the same queue or topic).
     pub sink: Endpoint,
@@ -76,11 +81,38 @@ pub fn unique(test: &str) -> String {
     format!("conf-{test}-{}-{nanos}", std::process::id()).replace('_', "-")
 }
 
-pub fn settings() -> SourceSettings {
-    with_options(serde_json::Value::Null)
+/// Parses `connection` (JSON with its `type`, as a routes file has it) and connects,
+/// failing the test with `needs` (what must be running) when it cannot.
+pub async fn connect(
+    connection: &serde_json::Value,
+    needs: &str,
+) -> (Arc<dyn Connection>, Arc<dyn Connector>) {
+    let parsed = bridge::adapter::connection_from_json(connection).unwrap();
+    let connector = parsed
+        .connect(&ConnectContext::default())
+        .await
+        .unwrap_or_else(|e| panic!("{needs} (scripts/brokers.sh up): {e}"));
+    (parsed, connector)
 }
 
-pub fn with_options(options: serde_json::Value) -> SourceSettings {
+pub fn settings() -> SourceSettings {
+    with_options(SourceOptions::none())
+}
+
+/// Settings of a source on `endpoint` with `options` as a routes file's `from.options`.
+pub fn settings_for(
+    pair: &Pair,
+    endpoint: &Endpoint,
+    options: &serde_json::Value,
+) -> SourceSettings {
+    with_options(
+        pair.connection
+            .source_options(&endpoint.path, options)
+            .unwrap(),
+    )
+}
+
+pub fn with_options(options: SourceOptions) -> SourceSettings {
     SourceSettings {
         route: "conformance".into(),
         options,
@@ -92,7 +124,10 @@ pub fn with_options(options: serde_json::Value) -> SourceSettings {
 /// Opens a source on the pair's source endpoint.
 pub async fn open_source(pair: &Pair) -> Box<dyn Source> {
     pair.connector
-        .open_source(&pair.source, &with_options(pair.source_options.clone()))
+        .open_source(
+            &pair.source,
+            &settings_for(pair, &pair.source, &pair.source_options),
+        )
         .await
         .unwrap()
 }
@@ -168,13 +203,25 @@ pub async fn round_trip_keeps_body_key_headers_and_ids(fixture: &dyn Fixture) {
     let delivery = receive(&mut source, "the sent message").await;
     assert_same_envelope(&sent, &delivery.message);
     assert_eq!(delivery.message.timestamp, sent.timestamp, "timestamp");
-    assert_eq!(
-        delivery.message.origin().unwrap().endpoint,
-        pair.source.to_string()
-    );
+    let origin = delivery.message.origin().unwrap();
+    assert_eq!(origin.endpoint, pair.source.to_string());
+    assert_origin_fields_declared(&pair, origin);
     delivery.ack.ack();
     source.close().await;
     fixture.cleanup(&pair).await;
+}
+
+/// A source sets only the `origin` fields its connection declares (`origin_fields`).
+pub fn assert_origin_fields_declared(pair: &Pair, origin: &Origin) {
+    let declared = pair.connection.origin_fields();
+    for field in OriginField::set_in(origin) {
+        assert!(
+            declared.contains(&field),
+            "{} sets origin.{} but declares only {declared:?}",
+            pair.connection.type_name(),
+            field.name()
+        );
+    }
 }
 
 pub async fn ack_removes_the_message(fixture: &dyn Fixture) {
@@ -221,6 +268,7 @@ pub async fn retry_redelivers_the_message(fixture: &dyn Fixture) {
         second.message.origin().unwrap().receive_count.unwrap_or(0) >= 2,
         "receive count grows"
     );
+    assert_origin_fields_declared(&pair, second.message.origin().unwrap());
     second.ack.ack();
     source.close().await;
     fixture.cleanup(&pair).await;
@@ -271,7 +319,10 @@ pub async fn reject_reaches_the_dead_letter(fixture: &dyn Fixture) {
     }
     let mut dead = pair
         .connector
-        .open_source(&dead_letter, &with_options(dead_letter_options))
+        .open_source(
+            &dead_letter,
+            &settings_for(&pair, &dead_letter, &dead_letter_options),
+        )
         .await
         .unwrap();
     let letter = receive(&mut dead, "the dead letter").await;

@@ -84,19 +84,29 @@ pub async fn wait_for(queue: &MemoryQueue, what: &str, condition: impl Fn(&Memor
 
 /// A connector for a connection written as JSON (with its `type`), as a routes file would.
 pub async fn connector(connection: &serde_json::Value) -> Arc<dyn bridge::adapter::Connector> {
-    use bridge::adapter::{ConnectionSpec, System};
-    let mut fields = connection.clone();
-    let system = fields.as_object_mut().unwrap().remove("type").unwrap();
-    let system = System::from_type(system.as_str().unwrap()).unwrap();
-    let spec = ConnectionSpec::parse(system, fields).unwrap();
-    spec.connect("test", &ConnectContext::default())
+    let connection = bridge::adapter::connection_from_json(connection).unwrap();
+    connection
+        .connect(&ConnectContext::default())
         .await
         .unwrap_or_else(|e| {
             panic!(
                 "{} must be running (scripts/brokers.sh up): {e}",
-                spec.describe()
+                connection.describe()
             )
         })
+}
+
+/// The options of a source on `path` of `connection` (JSON with its `type`), checked by
+/// its adapter as a routes file's `from.options` are.
+pub fn source_options(
+    connection: &serde_json::Value,
+    path: &str,
+    options: &serde_json::Value,
+) -> bridge::adapter::SourceOptions {
+    bridge::adapter::connection_from_json(connection)
+        .unwrap()
+        .source_options(path, options)
+        .unwrap()
 }
 
 /// A name no other test or run uses.

@@ -1,6 +1,7 @@
 //! The five systems as test fixtures: connections, named resources (declared by bridge
 //! itself), and the endpoints a test writes to and reads from.
 
+use bridge::adapter::SourceOptions;
 use serde_json::{Value, json};
 
 pub const KAFKA: &str = "127.0.0.1:9092";
@@ -61,6 +62,8 @@ pub struct Place {
     pub sink: String,
     pub source: String,
     pub source_options: Value,
+    /// The same options as the adapter reads them (`SourceSettings::options`).
+    pub options: SourceOptions,
     /// The reply-to that reaches this place, in the system's own terms.
     pub address: String,
 }
@@ -98,6 +101,14 @@ impl Resources {
 
     /// A new place named `name` (a topic, a queue, or a topic with a subscription).
     pub fn place(&mut self, name: &str) -> Place {
+        let mut place = self.declare(name);
+        place.options =
+            super::source_options(&self.connection(), &place.source, &place.source_options);
+        place
+    }
+
+    /// Declares the place `name` in this system's terms (its options still unparsed).
+    fn declare(&mut self, name: &str) -> Place {
         let expires = json!({"x-expires": 900_000});
         match self.sys {
             Sys::Kafka => {
@@ -109,6 +120,7 @@ impl Resources {
                     sink: name.into(),
                     source: name.into(),
                     source_options: json!({"group_id": format!("{name}-group")}),
+                    options: SourceOptions::none(),
                     address: name.into(),
                 }
             }
@@ -119,6 +131,7 @@ impl Resources {
                     sink: format!("queue/{name}"),
                     source: format!("queue/{name}"),
                     source_options: Value::Null,
+                    options: SourceOptions::none(),
                     address: name.into(),
                 }
             }
@@ -128,6 +141,7 @@ impl Resources {
                     sink: format!("sqs/{name}"),
                     source: format!("sqs/{name}"),
                     source_options: Value::Null,
+                    options: SourceOptions::none(),
                     address: name.into(),
                 }
             }
@@ -140,6 +154,7 @@ impl Resources {
                     // moto's long poll misses a FIFO group unlocked during the call
                     // (docs/testing.md).
                     source_options: json!({"wait_seconds": 1}),
+                    options: SourceOptions::none(),
                     address: name,
                 }
             }
@@ -152,6 +167,7 @@ impl Resources {
                     sink: format!("sns/{name}"),
                     source: format!("sns/{name}"),
                     source_options: json!({"queue": queue}),
+                    options: SourceOptions::none(),
                     address: name.into(),
                 }
             }
@@ -163,6 +179,7 @@ impl Resources {
                     sink: format!("topic/{name}"),
                     source: format!("subscription/{name}-sub"),
                     source_options: Value::Null,
+                    options: SourceOptions::none(),
                     address: name.into(),
                 }
             }

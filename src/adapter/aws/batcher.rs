@@ -13,7 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use super::attributes::Encoded;
+use super::mapping::Encoded;
 use crate::adapter::{Receipt, SendError};
 
 /// Entries per call, as SQS and SNS allow.

@@ -11,19 +11,20 @@
 //!   policy needs a route `dead_letter`, checked when the route starts).
 //! - Sinks ([`sink`]): SendMessageBatch / PublishBatch of 10 with per-message results,
 //!   FIFO group and deduplication ids, the size limit checked before sending.
-//! - Mapping ([`attributes`]): the 10-attribute limit and name rules are met by a
+//! - Mapping ([`mapping`]): the 10-attribute limit and name rules are met by a
 //!   reversible packing of overflow headers; binary bodies are base64 with a marker.
 //! - Tail: SQS has no safe peek, so reading a queue needs `--disturb` (messages are held
 //!   invisible while tail runs and released when it ends; receive counts grow). A topic is
 //!   read through a temporary queue subscribed for the duration of tail.
 //! - Credentials: the SDK's default chain, or `access_key_id`/`secret_access_key`.
 
-mod attributes;
 mod batcher;
 mod client;
 mod config;
+mod mapping;
 mod sink;
 mod source;
+mod tail;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,16 +34,18 @@ use aws_sdk_sqs::types::QueueAttributeName;
 
 use client::AwsClients;
 pub use config::Config;
-use config::{SourceOptions, Target};
+use config::{SourceOptions as AwsSourceOptions, Target};
 
-use super::spec::FieldError;
-use super::{AdapterError, Connector, Delivery, Role, Sink, Source, SourceSettings, TailSettings};
+use super::{
+    Adapter, AdapterError, ConnectContext, Connection, Connector, FieldError, OriginField, Role,
+    Sink, Source, SourceOptions, SourceSettings, TailSettings,
+};
 use crate::address::Endpoint;
 
 const DEFAULT_WAIT_SECONDS: u8 = 20;
 
 /// Static credentials come as a pair.
-pub(super) fn check_config(config: &Config) -> Result<(), FieldError> {
+fn check_config(config: &Config) -> Result<(), FieldError> {
     match (&config.access_key_id, &config.secret_access_key) {
         (Some(_), None) | (None, Some(_)) => Err(FieldError::whole(
             "`access_key_id` and `secret_access_key` go together; give both or neither",
@@ -54,7 +57,7 @@ pub(super) fn check_config(config: &Config) -> Result<(), FieldError> {
 /// Whether a message sent to `sink` can reach a source on `source`: a queue only itself
 /// (by name, whether written as a name or a URL), a topic any queue (its subscriptions are
 /// the account's, not the routes file's).
-pub(super) fn may_feed(sink: &str, source: &str) -> bool {
+fn may_feed(sink: &str, source: &str) -> bool {
     match (Target::parse(sink), Target::parse(source)) {
         (Ok(Target::Queue(sink)), Ok(Target::Queue(source))) => {
             sink.rsplit('/').next() == source.rsplit('/').next()
@@ -63,40 +66,107 @@ pub(super) fn may_feed(sink: &str, source: &str) -> bool {
     }
 }
 
-pub(super) fn check_endpoint(
-    path: &str,
-    role: Role,
-    options: &serde_json::Value,
-) -> Result<(), String> {
-    let target = Target::parse(path)?;
-    match role {
-        Role::Source => {
-            let options: SourceOptions = if options.is_null() {
-                SourceOptions::default()
-            } else {
-                super::spec::parse_strict(options.clone())
-                    .map_err(|e| format!("AWS source options: {e}"))?
-            };
-            if options.wait_seconds.is_some_and(|w| w > 20) {
-                return Err("`wait_seconds` is at most 20".into());
-            }
-            match (&target, &options.queue) {
-                (Target::Topic(topic), None) => Err(format!(
-                    "an SNS source reads an SQS queue subscribed to `{topic}`: give it as `options: {{queue: NAME}}`"
-                )),
-                (Target::Queue(_), Some(_)) => Err(
-                    "`queue` is an option of SNS sources; an SQS source reads its own path".into(),
-                ),
-                _ => Ok(()),
-            }
+/// The `aws` system: SQS and SNS (`type: aws`, `--url aws://REGION`).
+pub struct Aws;
+
+impl Adapter for Aws {
+    fn type_name(&self) -> &'static str {
+        "aws"
+    }
+
+    fn url_schemes(&self) -> &'static [&'static str] {
+        &["aws"]
+    }
+
+    fn parse(
+        &self,
+        fields: serde_json::Value,
+    ) -> Result<Arc<dyn Connection>, serde_path_to_error::Error<serde_json::Error>> {
+        crate::strict::parse_strict::<Config>(fields).map(|c| Arc::new(c) as Arc<dyn Connection>)
+    }
+
+    fn parse_url(&self, url: &str) -> Result<Arc<dyn Connection>, String> {
+        parse_url(url).map(|c| Arc::new(c) as Arc<dyn Connection>)
+    }
+}
+
+#[async_trait]
+impl Connection for Config {
+    fn type_name(&self) -> &'static str {
+        "aws"
+    }
+
+    fn check(&self) -> Result<(), FieldError> {
+        check_config(self)
+    }
+
+    fn check_endpoint(&self, path: &str, _role: Role) -> Result<(), String> {
+        Target::parse(path).map(drop)
+    }
+
+    fn source_options(
+        &self,
+        path: &str,
+        options: &serde_json::Value,
+    ) -> Result<SourceOptions, String> {
+        let target = Target::parse(path)?;
+        let options: AwsSourceOptions = if options.is_null() {
+            AwsSourceOptions::default()
+        } else {
+            crate::strict::parse_strict(options.clone())
+                .map_err(|e| format!("AWS source options: {e}"))?
+        };
+        if options.wait_seconds.is_some_and(|w| w > 20) {
+            return Err("`wait_seconds` is at most 20".into());
         }
-        Role::Sink if !options.is_null() => Err("SQS and SNS sinks take no options".into()),
-        Role::Sink => Ok(()),
+        match (&target, &options.queue) {
+            (Target::Topic(topic), None) => Err(format!(
+                "an SNS source reads an SQS queue subscribed to `{topic}`: give it as `options: {{queue: NAME}}`"
+            )),
+            (Target::Queue(_), Some(_)) => {
+                Err("`queue` is an option of SNS sources; an SQS source reads its own path".into())
+            }
+            _ => Ok(SourceOptions::new(options)),
+        }
+    }
+
+    /// Checked when the source opens: the queue needs a redrive policy.
+    fn check_reject_without_dead_letter(&self, _: &str, _: &SourceOptions) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn reply_address(&self, path: &str) -> Option<String> {
+        path.strip_prefix("sqs/")
+            .or_else(|| path.strip_prefix("sns/"))
+            .map(str::to_owned)
+    }
+
+    fn may_feed(&self, sink: Option<&str>, source: &str) -> bool {
+        sink.is_none_or(|sink| may_feed(sink, source))
+    }
+
+    /// ApproximateReceiveCount and the SQS MessageId.
+    fn origin_fields(&self) -> &'static [OriginField] {
+        &[OriginField::ReceiveCount, OriginField::BrokerMessageId]
+    }
+
+    /// SQS's limit for body and attributes (SNS reaches bridge through SQS), and the 128
+    /// bytes of a FIFO group id, which SQS does not count but bridge counts as the key.
+    fn max_message_bytes(&self) -> usize {
+        (1 << 20) + 128
+    }
+
+    fn describe(&self) -> String {
+        describe(self)
+    }
+
+    async fn connect(&self, _context: &ConnectContext) -> Result<Arc<dyn Connector>, AdapterError> {
+        connect(self).await
     }
 }
 
 /// `aws://REGION[?endpoint_url=URL&profile=NAME]` for `--url`.
-pub(super) fn from_url(url: &str) -> Result<Config, String> {
+fn parse_url(url: &str) -> Result<Config, String> {
     let rest = url
         .strip_prefix("aws://")
         .ok_or_else(|| format!("`{url}` is not aws://REGION[?endpoint_url=URL]"))?;
@@ -123,7 +193,7 @@ pub(super) fn from_url(url: &str) -> Result<Config, String> {
     serde_json::from_value(serde_json::Value::Object(fields)).map_err(|e| e.to_string())
 }
 
-pub(super) fn describe(config: &Config) -> String {
+fn describe(config: &Config) -> String {
     let region = config.region.as_deref().unwrap_or("the default region");
     match &config.endpoint_url {
         Some(url) => format!("SQS/SNS at {} ({region})", url.redacted()),
@@ -131,7 +201,7 @@ pub(super) fn describe(config: &Config) -> String {
     }
 }
 
-pub(super) async fn connect(config: &Config) -> Result<Arc<dyn Connector>, AdapterError> {
+async fn connect(config: &Config) -> Result<Arc<dyn Connector>, AdapterError> {
     let clients = Arc::new(AwsClients::new(config).await?);
     clients.probe().await?;
     clients.declare(&config.declare).await?;
@@ -162,12 +232,7 @@ impl Connector for AwsConnector {
         settings: &SourceSettings,
     ) -> Result<Box<dyn Source>, AdapterError> {
         let target = Target::parse(&endpoint.path).map_err(AdapterError::Invalid)?;
-        let options: SourceOptions = if settings.options.is_null() {
-            SourceOptions::default()
-        } else {
-            super::spec::parse_strict(settings.options.clone())
-                .map_err(|e| AdapterError::Invalid(e.to_string()))?
-        };
+        let options: AwsSourceOptions = settings.options.get()?;
         let (queue, sns_topic) = match (&target, &options.queue) {
             (Target::Queue(queue), _) => (queue.clone(), None),
             (Target::Topic(topic), Some(queue)) => (
@@ -228,7 +293,7 @@ impl Connector for AwsConnector {
         };
         Ok(Arc::new(sink::AwsSink {
             batcher: batcher::Batcher::start(api, fifo, 1000, max_bytes),
-            mode: attributes::Mode { fifo, sns },
+            mode: mapping::Mode { fifo, sns },
             max_bytes,
             target: endpoint.to_string(),
         }))
@@ -264,136 +329,6 @@ impl Connector for AwsConnector {
         endpoint: &Endpoint,
         settings: &TailSettings,
     ) -> Result<Box<dyn Source>, AdapterError> {
-        let target = Target::parse(&endpoint.path).map_err(AdapterError::Invalid)?;
-        match target {
-            Target::Queue(queue) => {
-                if !settings.disturb {
-                    return Err(AdapterError::Invalid(format!(
-                        "SQS has no safe way to peek: reading `{queue}` hides its messages from other consumers while tail runs and raises their receive counts. Pass --disturb to read anyway; the messages are released when tail ends"
-                    )));
-                }
-                let queue_url = self.clients.queue_url(&queue).await?;
-                Ok(Box::new(source::SqsSource::start(
-                    self.clients.clone(),
-                    source::ReadSpec {
-                        queue_url,
-                        endpoint: endpoint.to_string(),
-                        sns_topic: None,
-                        wait_seconds: 2,
-                        visibility: Duration::from_secs(60),
-                        buffer: 10,
-                        peek: Some(Duration::from_secs(60)),
-                    },
-                )))
-            }
-            Target::Topic(topic) => {
-                let tail = TopicTail::open(self.clients.clone(), endpoint, &topic).await?;
-                Ok(Box::new(tail))
-            }
-        }
-    }
-}
-
-/// Reads a topic through a temporary queue subscribed for the duration of tail.
-struct TopicTail {
-    reader: Box<dyn Source>,
-    clients: Arc<AwsClients>,
-    queue_url: String,
-    subscription_arn: String,
-}
-
-impl TopicTail {
-    async fn open(
-        clients: Arc<AwsClients>,
-        endpoint: &Endpoint,
-        topic: &str,
-    ) -> Result<TopicTail, AdapterError> {
-        let topic_arn = clients.topic_arn(topic).await?;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let fifo = topic_arn.ends_with(".fifo");
-        let name = format!(
-            "bridge-tail-{}-{nanos}{}",
-            std::process::id(),
-            if fifo { ".fifo" } else { "" }
-        );
-        let declarations = config::Declarations {
-            queues: vec![config::QueueDeclaration {
-                name: name.clone(),
-                attributes: Default::default(),
-                dead_letter_queue: None,
-                max_receive_count: 1,
-            }],
-            topics: Vec::new(),
-        };
-        clients.declare(&declarations).await?;
-        let queue_url = clients.queue_url(&name).await?;
-        let queue_arn = clients.arn_of_queue(&queue_url).await?;
-        let subscription_arn = match clients
-            .subscribe_queue(&topic_arn, &queue_url, &queue_arn, false)
-            .await
-        {
-            Ok(arn) => arn,
-            Err(error) => {
-                let _ = clients
-                    .sqs
-                    .delete_queue()
-                    .queue_url(&queue_url)
-                    .send()
-                    .await;
-                return Err(error);
-            }
-        };
-        let reader = source::SqsSource::start(
-            clients.clone(),
-            source::ReadSpec {
-                queue_url: queue_url.clone(),
-                endpoint: endpoint.to_string(),
-                sns_topic: Some(topic_arn.rsplit(':').next().unwrap_or(topic).to_owned()),
-                wait_seconds: 2,
-                visibility: Duration::from_secs(30),
-                buffer: 10,
-                peek: None,
-            },
-        );
-        Ok(TopicTail {
-            reader: Box::new(reader),
-            clients,
-            queue_url,
-            subscription_arn,
-        })
-    }
-}
-
-#[async_trait]
-impl Source for TopicTail {
-    async fn recv(&mut self) -> Result<Option<Delivery>, AdapterError> {
-        self.reader.recv().await
-    }
-
-    async fn close(self: Box<Self>) {
-        let TopicTail {
-            reader,
-            clients,
-            queue_url,
-            subscription_arn,
-        } = *self;
-        reader.close().await;
-        if !subscription_arn.is_empty() {
-            let _ = clients
-                .sns
-                .unsubscribe()
-                .subscription_arn(&subscription_arn)
-                .send()
-                .await;
-        }
-        let _ = clients
-            .sqs
-            .delete_queue()
-            .queue_url(&queue_url)
-            .send()
-            .await;
+        tail::open(self, endpoint, settings).await
     }
 }

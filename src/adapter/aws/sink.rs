@@ -1,4 +1,4 @@
-//! SQS and SNS sinks: messages are encoded ([`super::attributes`]), checked against the
+//! SQS and SNS sinks: messages are encoded ([`super::mapping`]), checked against the
 //! size limit before anything is sent (too large is a permanent error, so it reaches the
 //! dead letter), and sent in batches of up to 10 ([`super::batcher`]); each message is
 //! confirmed by its own entry in the batch result. On FIFO targets the message group id is
@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use aws_sdk_sqs::primitives::Blob;
 
-use super::attributes::{self, Attribute, Mode, valid_fifo_id};
 use super::batcher::{Batcher, Entry, SendBatch};
 use super::client::{AwsClients, send_error};
+use super::mapping::{self, Attribute, Mode, valid_fifo_id};
 use crate::adapter::{Confirmation, Receipt, SendError, Sink};
 use crate::message::Message;
 
@@ -256,7 +256,7 @@ pub struct AwsSink {
 #[async_trait]
 impl Sink for AwsSink {
     async fn send(&self, message: &Message) -> Result<Confirmation, SendError> {
-        let encoded = attributes::encode(message, self.mode);
+        let encoded = mapping::encode(message, self.mode);
         let size = encoded.size();
         if size > self.max_bytes {
             return Err(SendError::permanent(format!(

@@ -26,8 +26,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::attributes::{self, Attribute};
 use super::client::{AwsClients, classify};
+use super::mapping::{self, Attribute};
 use crate::ack::{AckHandle, Outcome};
 use crate::adapter::ErrorClass;
 use crate::adapter::{AdapterError, Backlog, Delivery, Source};
@@ -192,8 +192,8 @@ fn to_message(raw: &aws_sdk_sqs::types::Message, spec: &ReadSpec) -> Message {
         .and_then(|topic| unwrap_notification(body, topic));
     let group = system_attribute(raw, MessageSystemAttributeName::MessageGroupId);
     let mut message = match unwrapped {
-        Some((inner, attributes)) => attributes::decode(&inner, attributes, group),
-        None => attributes::decode(body, native, group),
+        Some((inner, attributes)) => mapping::decode(&inner, attributes, group),
+        None => mapping::decode(body, native, group),
     };
     if message.timestamp.is_none() {
         message.timestamp = system_attribute(raw, MessageSystemAttributeName::SentTimestamp)
@@ -582,10 +582,10 @@ mod tests {
 #[cfg(test)]
 mod fuzz {
     use super::*;
-    use crate::adapter::aws::attributes::fuzz::{
+    use crate::adapter::aws::mapping::fuzz::{
         as_read_back, becomes_a_field, bounded, message, packed_before_a_namesake,
     };
-    use crate::adapter::aws::attributes::{Encoded, Mode};
+    use crate::adapter::aws::mapping::{Encoded, Mode};
     use crate::adapter::aws::sink::fifo_ids;
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD as BASE64;
@@ -792,7 +792,7 @@ mod fuzz {
         ) {
             let mode = Mode { fifo, sns: true };
             prop_assume!(!becomes_a_field(&message, mode) && !packed_before_a_namesake(&message));
-            let encoded = attributes::encode(&message, mode);
+            let encoded = mapping::encode(&message, mode);
             let body = notification(&topic_arn(&topic), &encoded);
             let (inner, mut unwrapped) = unwrap_notification(&body, &topic)
                 .ok_or_else(|| TestCaseError::fail(format!("not unwrapped: {body}")))?;
@@ -802,7 +802,7 @@ mod fuzz {
             unwrapped.sort_by(|a, b| a.0.cmp(&b.0));
             prop_assert_eq!(&unwrapped, &sent);
             let group = fifo.then(|| fifo_ids(&message).0);
-            let back = attributes::decode(&inner, unwrapped, group.as_deref());
+            let back = mapping::decode(&inner, unwrapped, group.as_deref());
             prop_assert_eq!(as_read_back(&back), as_read_back(&message));
             let other_topic = topic.clone() + "x";
             prop_assert!(unwrap_notification(&body, &other_topic).is_none());

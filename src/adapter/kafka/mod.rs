@@ -17,6 +17,7 @@
 //! - Topics listed in `declare` are created at start-up (brokers such as tansu do not
 //!   create topics on first use).
 
+mod client;
 mod config;
 mod groups;
 mod lag;
@@ -24,52 +25,124 @@ mod mapping;
 mod offsets;
 mod sink;
 mod source;
+mod tail;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::consumer::Consumer;
 use rdkafka::producer::{FutureProducer, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 
+use client::{
+    ClientRole, apply_options, base_config, declare_topics, producer_config, settings_error,
+    unreachable, warn_insecure,
+};
 pub use config::Config;
-use config::{SourceOptions, Start, TopicPath};
+use config::{SourceOptions as KafkaSourceOptions, Start, TopicPath};
 
-use super::spec::FieldError;
-use super::{AdapterError, Connector, Delivery, Role, Sink, Source, SourceSettings, TailSettings};
-use crate::ack::AckHandle;
+use super::{
+    Adapter, AdapterError, ConnectContext, Connection, Connector, FieldError, OriginField, Role,
+    Sink, Source, SourceOptions, SourceSettings, TailSettings,
+};
 use crate::address::Endpoint;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(super) fn check_endpoint(
-    path: &str,
-    role: Role,
-    options: &serde_json::Value,
-) -> Result<(), String> {
-    let target = TopicPath::parse(path)?;
-    if role == Role::Source {
-        if target.partition.is_some() {
+/// The `kafka` system (`type: kafka`, `--url kafka://HOST:PORT`).
+pub struct Kafka;
+
+impl Adapter for Kafka {
+    fn type_name(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn url_schemes(&self) -> &'static [&'static str] {
+        &["kafka"]
+    }
+
+    fn parse(
+        &self,
+        fields: serde_json::Value,
+    ) -> Result<Arc<dyn Connection>, serde_path_to_error::Error<serde_json::Error>> {
+        crate::strict::parse_strict::<Config>(fields).map(|c| Arc::new(c) as Arc<dyn Connection>)
+    }
+
+    fn parse_url(&self, url: &str) -> Result<Arc<dyn Connection>, String> {
+        parse_url(url).map(|c| Arc::new(c) as Arc<dyn Connection>)
+    }
+}
+
+#[async_trait]
+impl Connection for Config {
+    fn type_name(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn check(&self) -> Result<(), FieldError> {
+        check_config(self)
+    }
+
+    fn check_endpoint(&self, path: &str, role: Role) -> Result<(), String> {
+        let target = TopicPath::parse(path)?;
+        if role == Role::Source && target.partition.is_some() {
             return Err("a Kafka source reads a whole topic through its consumer group; drop the `/PARTITION`".into());
         }
-        if !options.is_null() {
-            super::spec::parse_strict::<SourceOptions>(options.clone())
-                .map_err(|e| format!("Kafka source options: {e}"))?;
-        }
-    } else if !options.is_null() {
-        return Err("Kafka sinks take no options".into());
+        Ok(())
     }
-    Ok(())
+
+    fn source_options(
+        &self,
+        path: &str,
+        options: &serde_json::Value,
+    ) -> Result<SourceOptions, String> {
+        self.check_endpoint(path, Role::Source)?;
+        if options.is_null() {
+            return Ok(SourceOptions::none());
+        }
+        crate::strict::parse_strict::<KafkaSourceOptions>(options.clone())
+            .map(SourceOptions::new)
+            .map_err(|e| format!("Kafka source options: {e}"))
+    }
+
+    fn check_reject_without_dead_letter(&self, _: &str, _: &SourceOptions) -> Result<(), String> {
+        Err("Kafka has no reject of its own for messages that cannot be delivered".into())
+    }
+
+    fn reply_address(&self, path: &str) -> Option<String> {
+        Some(path.to_owned())
+    }
+
+    fn may_feed(&self, sink: Option<&str>, source: &str) -> bool {
+        sink.is_none_or(|sink| may_feed(sink, source))
+    }
+
+    /// The record's partition and offset; deliveries counted in process.
+    fn origin_fields(&self) -> &'static [OriginField] {
+        &[
+            OriginField::Partition,
+            OriginField::Offset,
+            OriginField::ReceiveCount,
+        ]
+    }
+
+    /// librdkafka's `receive.message.max.bytes`: nothing larger can be fetched.
+    fn max_message_bytes(&self) -> usize {
+        100_000_000
+    }
+
+    fn describe(&self) -> String {
+        describe(self)
+    }
+
+    async fn connect(&self, _context: &ConnectContext) -> Result<Arc<dyn Connector>, AdapterError> {
+        connect(self).await
+    }
 }
 
 /// Whether a record sent to `sink` can be read by a source on `source`: when both name
 /// one topic (whatever the sink's partition).
-pub(super) fn may_feed(sink: &str, source: &str) -> bool {
+fn may_feed(sink: &str, source: &str) -> bool {
     match (TopicPath::parse(sink), TopicPath::parse(source)) {
         (Ok(sink), Ok(source)) => sink.topic == source.topic,
         _ => true,
@@ -77,7 +150,7 @@ pub(super) fn may_feed(sink: &str, source: &str) -> bool {
 }
 
 /// `kafka://HOST:PORT[,HOST:PORT...]` for `--url`.
-pub(super) fn from_url(url: &str) -> Result<Config, String> {
+fn parse_url(url: &str) -> Result<Config, String> {
     let brokers = url
         .strip_prefix("kafka://")
         .filter(|rest| !rest.is_empty())
@@ -88,11 +161,11 @@ pub(super) fn from_url(url: &str) -> Result<Config, String> {
     })
 }
 
-pub(super) fn describe(config: &Config) -> String {
+fn describe(config: &Config) -> String {
     format!("Kafka at {}", config.brokers)
 }
 
-pub(super) fn check_config(config: &Config) -> Result<(), FieldError> {
+fn check_config(config: &Config) -> Result<(), FieldError> {
     check_brokers(&config.brokers).map_err(|e| FieldError::at("brokers", e))?;
     if !config.allow_insecure {
         let sections = [
@@ -143,128 +216,7 @@ fn check_brokers(brokers: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn base_config(config: &Config) -> ClientConfig {
-    let mut client = ClientConfig::new();
-    client
-        .set("bootstrap.servers", &config.brokers)
-        .set("client.id", &config.client_id);
-    apply_security(&mut client, config);
-    client
-}
-
-/// `tls` and `sasl` as librdkafka properties; explicit `options` still override them.
-fn apply_security(client: &mut ClientConfig, config: &Config) {
-    let protocol = match (&config.tls, &config.sasl) {
-        (None, None) => return,
-        (Some(_), None) => "ssl",
-        (None, Some(_)) => "sasl_plaintext",
-        (Some(_), Some(_)) => "sasl_ssl",
-    };
-    client.set("security.protocol", protocol);
-    if let Some(tls) = &config.tls {
-        client
-            .set("enable.ssl.certificate.verification", "true")
-            .set("ssl.endpoint.identification.algorithm", "https");
-        let files = [
-            ("ssl.ca.location", &tls.ca_file),
-            ("ssl.certificate.location", &tls.cert_file),
-            ("ssl.key.location", &tls.key_file),
-        ];
-        for (property, file) in files {
-            if let Some(file) = file {
-                client.set(property, file.to_string_lossy());
-            }
-        }
-    }
-    if let Some(sasl) = &config.sasl {
-        client
-            .set("sasl.mechanism", sasl.mechanism.as_str())
-            .set("sasl.username", &sasl.username)
-            .set("sasl.password", sasl.password.expose());
-    }
-}
-
-/// Which kind of client extra properties are for.
-#[derive(Clone, Copy)]
-enum ClientRole {
-    Consumer,
-    Producer,
-    Admin,
-}
-
-fn apply_options(client: &mut ClientConfig, config: &Config, role: ClientRole) {
-    let extra = match role {
-        ClientRole::Consumer => Some(&config.consumer_options),
-        ClientRole::Producer => Some(&config.producer_options),
-        ClientRole::Admin => None,
-    };
-    for (key, value) in config.options.iter().chain(extra.into_iter().flatten()) {
-        client.set(key, value);
-    }
-}
-
-/// A librdkafka settings error, without the value when the property holds a credential or
-/// is unknown (a misspelt `sasl.passwd` holds one just the same).
-fn settings_error(client: &str, error: KafkaError) -> AdapterError {
-    let message = match error {
-        KafkaError::ClientConfig(result, description, key, value) => {
-            let hide = config::is_sensitive(&key)
-                || result == rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN;
-            let description = if hide && !value.is_empty() {
-                description.replace(&value, crate::secret::MASK)
-            } else {
-                description
-            };
-            format!("Kafka {client} settings: `{key}`: {description}")
-        }
-        other => format!("Kafka {client} settings: {other}"),
-    };
-    AdapterError::Invalid(message)
-}
-
-/// Logs, once per connection, the insecure librdkafka properties it was allowed to use.
-fn warn_insecure(config: &Config) {
-    let allowed: Vec<&str> = [
-        &config.options,
-        &config.consumer_options,
-        &config.producer_options,
-    ]
-    .into_iter()
-    .flat_map(|options| options.insecure())
-    .map(|(key, _)| key)
-    .collect();
-    if !allowed.is_empty() {
-        tracing::warn!(
-            brokers = %config.brokers,
-            options = ?allowed,
-            "Kafka connection uses insecure options (allow_insecure: true)"
-        );
-    }
-}
-
-fn unreachable(config: &Config, error: impl std::fmt::Display) -> AdapterError {
-    AdapterError::Unavailable(format!(
-        "cannot reach Kafka at {}: {error} (is the broker running and `brokers` right?)",
-        config.brokers
-    ))
-}
-
-/// The producer's settings: bridge's defaults, then the connection's options.
-fn producer_config(config: &Config) -> ClientConfig {
-    let mut producer_config = base_config(config);
-    producer_config
-        // A templated topic must never make the broker create a topic a message names.
-        .set("allow.auto.create.topics", "false")
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("partitioner", "murmur2_random")
-        .set("message.timeout.ms", "60000");
-    apply_options(&mut producer_config, config, ClientRole::Producer);
-    producer_config
-}
-
-pub(super) async fn connect(config: &Config) -> Result<Arc<dyn Connector>, AdapterError> {
+async fn connect(config: &Config) -> Result<Arc<dyn Connector>, AdapterError> {
     warn_insecure(config);
     let producer: FutureProducer = producer_config(config)
         .create()
@@ -287,42 +239,6 @@ pub(super) async fn connect(config: &Config) -> Result<Arc<dyn Connector>, Adapt
         producer: Arc::new(producer),
         groups: groups::GroupMembers::default(),
     }))
-}
-
-async fn declare_topics(config: &Config) -> Result<(), AdapterError> {
-    let mut admin_config = base_config(config);
-    apply_options(&mut admin_config, config, ClientRole::Admin);
-    let admin: AdminClient<DefaultClientContext> = admin_config
-        .create()
-        .map_err(|e| settings_error("admin", e))?;
-    let topics: Vec<NewTopic<'_>> = config
-        .declare
-        .iter()
-        .map(|t| {
-            NewTopic::new(
-                &t.name,
-                t.partitions,
-                TopicReplication::Fixed(t.replication_factor),
-            )
-        })
-        .collect();
-    let options = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
-    let results = admin
-        .create_topics(&topics, &options)
-        .await
-        .map_err(|e| unreachable(config, e))?;
-    for result in results {
-        match result {
-            Ok(topic) => tracing::info!(%topic, "Kafka topic created"),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => {
-                return Err(AdapterError::Invalid(format!(
-                    "cannot create Kafka topic `{topic}`: {code}"
-                )));
-            }
-        }
-    }
-    Ok(())
 }
 
 struct KafkaConnector {
@@ -370,12 +286,7 @@ impl Connector for KafkaConnector {
         settings: &SourceSettings,
     ) -> Result<Box<dyn Source>, AdapterError> {
         let target = TopicPath::parse(&endpoint.path).map_err(AdapterError::Invalid)?;
-        let options: SourceOptions = if settings.options.is_null() {
-            SourceOptions::default()
-        } else {
-            super::spec::parse_strict(settings.options.clone())
-                .map_err(|e| AdapterError::Invalid(e.to_string()))?
-        };
+        let options: KafkaSourceOptions = settings.options.get()?;
         let group = options.group_id.as_deref().unwrap_or(&self.config.group_id);
         let mut client = base_config(&self.config);
         client
@@ -433,78 +344,22 @@ impl Connector for KafkaConnector {
         TopicPath::parse(address).map(|_| address.to_owned())
     }
 
+    /// Reads from the end, outside any consumer group: joining one would take partitions
+    /// from the routes reading the same topic.
+    async fn open_reply_reader(
+        &self,
+        endpoint: &Endpoint,
+    ) -> Result<Box<dyn Source>, AdapterError> {
+        self.open_tail(endpoint, &TailSettings::default()).await
+    }
+
     async fn open_tail(
         &self,
         endpoint: &Endpoint,
         settings: &TailSettings,
     ) -> Result<Box<dyn Source>, AdapterError> {
-        let target = TopicPath::parse(&endpoint.path).map_err(AdapterError::Invalid)?;
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let mut client = base_config(&self.config);
-        client
-            .set(
-                "group.id",
-                format!("bridge-tail-{}-{nanos}", std::process::id()),
-            )
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false");
-        apply_options(&mut client, &self.config, ClientRole::Consumer);
-        let consumer: StreamConsumer =
-            client.create().map_err(|e| settings_error("consumer", e))?;
-        let consumer = Arc::new(consumer);
-        let partitions = self.require_topic(consumer.clone(), &target.topic).await?;
-        let start = if settings.from_beginning {
-            Offset::Beginning
-        } else {
-            Offset::End
-        };
-        let mut assignment = TopicPartitionList::new();
-        for partition in partitions {
-            if target.partition.is_none_or(|p| p == partition) {
-                let _ = assignment.add_partition_offset(&target.topic, partition, start);
-            }
-        }
-        consumer
-            .assign(&assignment)
-            .map_err(|e| AdapterError::Invalid(format!("cannot read `{}`: {e}", target.topic)))?;
-        Ok(Box::new(TailReader {
-            consumer,
-            endpoint: endpoint.to_string(),
-            names: self.config.header_names.clone(),
-        }))
+        tail::open(self, endpoint, settings).await
     }
-}
-
-/// Reads assigned partitions without a group or commits; acks do nothing.
-struct TailReader {
-    consumer: Arc<StreamConsumer>,
-    endpoint: String,
-    names: config::HeaderNames,
-}
-
-#[async_trait]
-impl Source for TailReader {
-    async fn recv(&mut self) -> Result<Option<Delivery>, AdapterError> {
-        loop {
-            match self.consumer.recv().await {
-                Ok(record) => {
-                    return Ok(Some(Delivery {
-                        message: mapping::incoming(&record, &self.endpoint, &self.names),
-                        ack: AckHandle::noop(),
-                    }));
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "Kafka read error; retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }
-    }
-
-    async fn close(self: Box<Self>) {}
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ mod config;
 mod mapping;
 mod sink;
 mod source;
+mod tail;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,46 +33,111 @@ use tokio::sync::Semaphore;
 
 use client::PubSubClients;
 pub use config::Config;
-use config::{SourceOptions, Target};
+use config::{SourceOptions as PubSubSourceOptions, Target};
 
-use super::{AdapterError, Connector, Delivery, Role, Sink, Source, SourceSettings, TailSettings};
+use super::{
+    Adapter, AdapterError, ConnectContext, Connection, Connector, OriginField, Role, Sink, Source,
+    SourceOptions, SourceSettings, TailSettings,
+};
 use crate::address::Endpoint;
 
-pub(super) fn check_endpoint(
-    path: &str,
-    role: Role,
-    options: &serde_json::Value,
-) -> Result<(), String> {
-    let target = Target::parse(path)?;
-    match (role, &target) {
-        (Role::Source, Target::Topic(topic)) => Err(format!(
-            "a route reads a subscription, not topic `{topic}`: create a subscription (see `declare`) and read subscription/NAME"
-        )),
-        (Role::Source, Target::Subscription(_)) => {
-            if !options.is_null() {
-                let options: SourceOptions = super::spec::parse_strict(options.clone())
-                    .map_err(|e| format!("Pub/Sub source options: {e}"))?;
-                if options
-                    .lease_seconds
-                    .is_some_and(|s| !(10..=600).contains(&s))
-                {
-                    return Err("`lease_seconds` is between 10 and 600".into());
-                }
-            }
-            Ok(())
+/// The `pubsub` system (`type: pubsub`, `--url pubsub://PROJECT`).
+pub struct PubSub;
+
+impl Adapter for PubSub {
+    fn type_name(&self) -> &'static str {
+        "pubsub"
+    }
+
+    fn url_schemes(&self) -> &'static [&'static str] {
+        &["pubsub"]
+    }
+
+    fn parse(
+        &self,
+        fields: serde_json::Value,
+    ) -> Result<Arc<dyn Connection>, serde_path_to_error::Error<serde_json::Error>> {
+        crate::strict::parse_strict::<Config>(fields).map(|c| Arc::new(c) as Arc<dyn Connection>)
+    }
+
+    fn parse_url(&self, url: &str) -> Result<Arc<dyn Connection>, String> {
+        parse_url(url).map(|c| Arc::new(c) as Arc<dyn Connection>)
+    }
+}
+
+#[async_trait]
+impl Connection for Config {
+    fn type_name(&self) -> &'static str {
+        "pubsub"
+    }
+
+    fn check_endpoint(&self, path: &str, role: Role) -> Result<(), String> {
+        match (role, Target::parse(path)?) {
+            (Role::Source, Target::Topic(topic)) => Err(format!(
+                "a route reads a subscription, not topic `{topic}`: create a subscription (see `declare`) and read subscription/NAME"
+            )),
+            (Role::Sink, Target::Subscription(name)) => Err(format!(
+                "Pub/Sub publishes to topics; `{name}` is a subscription: write topic/NAME"
+            )),
+            _ => Ok(()),
         }
-        (Role::Sink, Target::Subscription(name)) => Err(format!(
-            "Pub/Sub publishes to topics; `{name}` is a subscription: write topic/NAME"
-        )),
-        (Role::Sink, Target::Topic(_)) if !options.is_null() => {
-            Err("Pub/Sub sinks take no options".into())
+    }
+
+    fn source_options(
+        &self,
+        path: &str,
+        options: &serde_json::Value,
+    ) -> Result<SourceOptions, String> {
+        self.check_endpoint(path, Role::Source)?;
+        if options.is_null() {
+            return Ok(SourceOptions::none());
         }
-        (Role::Sink, Target::Topic(_)) => Ok(()),
+        let options: PubSubSourceOptions = crate::strict::parse_strict(options.clone())
+            .map_err(|e| format!("Pub/Sub source options: {e}"))?;
+        if options
+            .lease_seconds
+            .is_some_and(|s| !(10..=600).contains(&s))
+        {
+            return Err("`lease_seconds` is between 10 and 600".into());
+        }
+        Ok(SourceOptions::new(options))
+    }
+
+    /// Checked when the source opens: the subscription needs a dead-letter policy.
+    fn check_reject_without_dead_letter(&self, _: &str, _: &SourceOptions) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn reply_address(&self, path: &str) -> Option<String> {
+        path.strip_prefix("topic/").map(str::to_owned)
+    }
+
+    /// Any subscription may be attached to a topic.
+    fn may_feed(&self, _sink: Option<&str>, _source: &str) -> bool {
+        true
+    }
+
+    /// The delivery attempt (subscriptions with a dead-letter policy) and the message id.
+    fn origin_fields(&self) -> &'static [OriginField] {
+        &[OriginField::ReceiveCount, OriginField::BrokerMessageId]
+    }
+
+    /// Pub/Sub's limit for a message with its attributes.
+    fn max_message_bytes(&self) -> usize {
+        10_000_000
+    }
+
+    fn describe(&self) -> String {
+        describe(self)
+    }
+
+    async fn connect(&self, _context: &ConnectContext) -> Result<Arc<dyn Connector>, AdapterError> {
+        connect(self).await
     }
 }
 
 /// `pubsub://PROJECT[?endpoint=URL]` for `--url`.
-pub(super) fn from_url(url: &str) -> Result<Config, String> {
+fn parse_url(url: &str) -> Result<Config, String> {
     let rest = url
         .strip_prefix("pubsub://")
         .ok_or_else(|| format!("`{url}` is not pubsub://PROJECT[?endpoint=URL]"))?;
@@ -93,7 +159,7 @@ pub(super) fn from_url(url: &str) -> Result<Config, String> {
     serde_json::from_value(serde_json::Value::Object(fields)).map_err(|e| e.to_string())
 }
 
-pub(super) fn describe(config: &Config) -> String {
+fn describe(config: &Config) -> String {
     match &config.endpoint {
         Some(endpoint) => format!(
             "Pub/Sub at {} (project {})",
@@ -104,7 +170,7 @@ pub(super) fn describe(config: &Config) -> String {
     }
 }
 
-pub(super) async fn connect(config: &Config) -> Result<Arc<dyn Connector>, AdapterError> {
+async fn connect(config: &Config) -> Result<Arc<dyn Connector>, AdapterError> {
     let clients = Arc::new(PubSubClients::new(config).await?);
     clients.probe().await?;
     clients.declare(&config.declare).await?;
@@ -149,12 +215,7 @@ impl Connector for PubSubConnector {
                 "{endpoint} is not a subscription"
             )));
         };
-        let options: SourceOptions = if settings.options.is_null() {
-            SourceOptions::default()
-        } else {
-            super::spec::parse_strict(settings.options.clone())
-                .map_err(|e| AdapterError::Invalid(e.to_string()))?
-        };
+        let options: PubSubSourceOptions = settings.options.get()?;
         let subscription = self.clients.subscription(&name);
         let has_dead_letter = self
             .clients
@@ -194,13 +255,13 @@ impl Connector for PubSubConnector {
         }))
     }
 
-    /// A reply-to is a topic id or full topic name.
     /// A topic id, or the full name of a topic of the connection's own project.
     fn is_plain_reply_address(&self, address: &str) -> bool {
         let own = format!("projects/{}/topics/", self.clients.config.project);
         crate::relay::allow::is_plain_name(address.strip_prefix(&own).unwrap_or(address))
     }
 
+    /// A reply-to is a topic id or full topic name.
     fn reply_path(&self, address: &str) -> Result<String, String> {
         let path = format!("topic/{address}");
         Target::parse(&path).map(|_| path)
@@ -211,62 +272,6 @@ impl Connector for PubSubConnector {
         endpoint: &Endpoint,
         settings: &TailSettings,
     ) -> Result<Box<dyn Source>, AdapterError> {
-        match Target::parse(&endpoint.path).map_err(AdapterError::Invalid)? {
-            Target::Subscription(name) => {
-                if !settings.disturb {
-                    return Err(AdapterError::Invalid(format!(
-                        "reading subscription `{name}` takes its messages from its consumers while tail runs; tail the topic instead (a temporary subscription), or pass --disturb to peek (messages are held while tail runs, then nacked back)"
-                    )));
-                }
-                let subscription = self.clients.subscription(&name);
-                self.clients
-                    .subscription_has_dead_letter(&subscription)
-                    .await?;
-                let spec = self.spec(&subscription, endpoint, 60, 100, source::AckMode::Peek);
-                Ok(Box::new(source::PubSubSource::start(spec, 10)))
-            }
-            Target::Topic(name) => {
-                let topic = self.clients.topic(&name);
-                self.clients.require_topic(&topic).await?;
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos())
-                    .unwrap_or_default();
-                let temporary = self
-                    .clients
-                    .subscription(&format!("bridge-tail-{}-{nanos}", std::process::id()));
-                self.clients.create_subscription(&temporary, &topic).await?;
-                let spec = self.spec(&temporary, endpoint, 60, 100, source::AckMode::Settle);
-                Ok(Box::new(TopicTail {
-                    reader: Box::new(source::PubSubSource::start(spec, 10)),
-                    clients: self.clients.clone(),
-                    subscription: temporary,
-                }))
-            }
-        }
-    }
-}
-
-/// Reads a topic through a temporary subscription, deleted when tail ends.
-struct TopicTail {
-    reader: Box<dyn Source>,
-    clients: Arc<PubSubClients>,
-    subscription: String,
-}
-
-#[async_trait]
-impl Source for TopicTail {
-    async fn recv(&mut self) -> Result<Option<Delivery>, AdapterError> {
-        self.reader.recv().await
-    }
-
-    async fn close(self: Box<Self>) {
-        let TopicTail {
-            reader,
-            clients,
-            subscription,
-        } = *self;
-        reader.close().await;
-        clients.delete_subscription(&subscription).await;
+        tail::open(self, endpoint, settings).await
     }
 }

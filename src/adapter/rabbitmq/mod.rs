@@ -19,25 +19,23 @@ mod config;
 mod mapping;
 mod sink;
 mod source;
+mod tail;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use lapin::options::{
-    BasicConsumeOptions, BasicGetOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
+use lapin::ExchangeKind;
+use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, ExchangeKind};
 
 use client::AmqpClient;
 pub use config::Config;
-use config::{SourceOptions, Target};
+use config::{SourceOptions as RabbitSourceOptions, Target};
 
-use super::spec::FieldError;
-use super::{AdapterError, Connector, Delivery, Role, Sink, Source, SourceSettings, TailSettings};
-use crate::ack::AckHandle;
+use super::{
+    Adapter, AdapterError, ConnectContext, Connection, Connector, FieldError, OriginField, Role,
+    Sink, Source, SourceOptions, SourceSettings, TailSettings,
+};
 use crate::address::Endpoint;
 
 /// Whether the URI's credentials end where a URI parser ends its authority: a `/`, `?` or
@@ -51,7 +49,7 @@ fn credentials_parse_as_written(url: &str) -> bool {
     !rest[authority_end..].contains('@')
 }
 
-pub(super) fn check_config(config: &Config) -> Result<(), FieldError> {
+fn check_config(config: &Config) -> Result<(), FieldError> {
     if !credentials_parse_as_written(config.url.expose()) {
         return Err(FieldError::at(
             "url",
@@ -71,71 +69,133 @@ pub(super) fn check_config(config: &Config) -> Result<(), FieldError> {
     Ok(())
 }
 
-/// A queue may reject only into a dead-letter exchange bridge knows of: one declared with
-/// the queue in `declare`, or one the route vouches for with `broker_dead_letter: true`.
-pub(super) fn check_reject(
-    config: &Config,
-    path: &str,
-    options: &serde_json::Value,
-) -> Result<(), String> {
-    let Ok(Target::Queue(queue)) = Target::parse(path) else {
-        return Ok(());
-    };
-    let vouched = super::spec::parse_strict::<SourceOptions>(options.clone())
-        .map(|o| o.broker_dead_letter)
-        .unwrap_or(false);
-    let declared = config.declare.queues.iter().any(|q| {
-        q.name == queue
-            && (q.dead_letter_exchange.is_some()
-                || q.arguments.contains_key("x-dead-letter-exchange"))
-    });
-    if vouched || declared {
+/// The `rabbitmq` system (`type: rabbitmq`, `--url amqp://...` or `amqps://...`).
+pub struct RabbitMq;
+
+impl Adapter for RabbitMq {
+    fn type_name(&self) -> &'static str {
+        "rabbitmq"
+    }
+
+    fn url_schemes(&self) -> &'static [&'static str] {
+        &["amqp", "amqps"]
+    }
+
+    fn parse(
+        &self,
+        fields: serde_json::Value,
+    ) -> Result<Arc<dyn Connection>, serde_path_to_error::Error<serde_json::Error>> {
+        crate::strict::parse_strict::<Config>(fields).map(|c| Arc::new(c) as Arc<dyn Connection>)
+    }
+
+    fn parse_url(&self, url: &str) -> Result<Arc<dyn Connection>, String> {
+        parse_url(url).map(|c| Arc::new(c) as Arc<dyn Connection>)
+    }
+}
+
+#[async_trait]
+impl Connection for Config {
+    fn type_name(&self) -> &'static str {
+        "rabbitmq"
+    }
+
+    fn check(&self) -> Result<(), FieldError> {
+        check_config(self)
+    }
+
+    fn check_endpoint(&self, path: &str, role: Role) -> Result<(), String> {
+        let target = Target::parse(path)?;
+        if let (Role::Source, Target::Exchange { name, .. }) = (role, &target) {
+            return Err(format!(
+                "a route reads a queue, not exchange `{name}`: bind a queue to the exchange (see `declare`) and read queue/NAME"
+            ));
+        }
         Ok(())
-    } else {
-        Err(format!(
-            "queue `{queue}` has no dead-letter exchange that bridge knows of, so RabbitMQ would drop rejected messages; declare the queue with `dead_letter_exchange`, or set `from.options.broker_dead_letter: true` if a policy gives it one"
-        ))
+    }
+
+    fn source_options(
+        &self,
+        path: &str,
+        options: &serde_json::Value,
+    ) -> Result<SourceOptions, String> {
+        self.check_endpoint(path, Role::Source)?;
+        if options.is_null() {
+            return Ok(SourceOptions::none());
+        }
+        let options = crate::strict::parse_strict::<RabbitSourceOptions>(options.clone())
+            .map_err(|e| format!("RabbitMQ source options: {e}"))?;
+        if options.prefetch == Some(0) {
+            return Err("`prefetch` is at least 1".into());
+        }
+        Ok(SourceOptions::new(options))
+    }
+
+    /// A queue may reject only into a dead-letter exchange bridge knows of: one declared
+    /// with the queue in `declare`, or one the route vouches for with
+    /// `broker_dead_letter: true`.
+    fn check_reject_without_dead_letter(
+        &self,
+        path: &str,
+        options: &SourceOptions,
+    ) -> Result<(), String> {
+        let Ok(Target::Queue(queue)) = Target::parse(path) else {
+            return Ok(());
+        };
+        let vouched = options
+            .get::<RabbitSourceOptions>()
+            .is_ok_and(|o| o.broker_dead_letter);
+        let declared = self.declare.queues.iter().any(|q| {
+            q.name == queue
+                && (q.dead_letter_exchange.is_some()
+                    || q.arguments.contains_key("x-dead-letter-exchange"))
+        });
+        if vouched || declared {
+            Ok(())
+        } else {
+            Err(format!(
+                "queue `{queue}` has no dead-letter exchange that bridge knows of, so RabbitMQ would drop rejected messages; declare the queue with `dead_letter_exchange`, or set `from.options.broker_dead_letter: true` if a policy gives it one"
+            ))
+        }
+    }
+
+    fn reply_address(&self, path: &str) -> Option<String> {
+        path.strip_prefix("queue/").map(str::to_owned)
+    }
+
+    fn may_feed(&self, sink: Option<&str>, source: &str) -> bool {
+        sink.is_none_or(|sink| may_feed(sink, source))
+    }
+
+    /// At least 2 for a redelivered message.
+    fn origin_fields(&self) -> &'static [OriginField] {
+        &[OriginField::ReceiveCount]
+    }
+
+    /// RabbitMQ 3's default `max_message_size` (128 MiB).
+    fn max_message_bytes(&self) -> usize {
+        128 << 20
+    }
+
+    fn describe(&self) -> String {
+        describe(self)
+    }
+
+    async fn connect(&self, _context: &ConnectContext) -> Result<Arc<dyn Connector>, AdapterError> {
+        connect(self).await
     }
 }
 
 /// Whether a message published to `sink` can reach a source on `source`: a queue only
 /// itself, an exchange any queue (its bindings are the broker's, not the routes file's).
-pub(super) fn may_feed(sink: &str, source: &str) -> bool {
+fn may_feed(sink: &str, source: &str) -> bool {
     match (Target::parse(sink), Target::parse(source)) {
         (Ok(Target::Queue(sink)), Ok(Target::Queue(source))) => sink == source,
         _ => true,
     }
 }
 
-pub(super) fn check_endpoint(
-    path: &str,
-    role: Role,
-    options: &serde_json::Value,
-) -> Result<(), String> {
-    let target = Target::parse(path)?;
-    match role {
-        Role::Source => {
-            if let Target::Exchange { name, .. } = &target {
-                return Err(format!(
-                    "a route reads a queue, not exchange `{name}`: bind a queue to the exchange (see `declare`) and read queue/NAME"
-                ));
-            }
-            if !options.is_null() {
-                let options = super::spec::parse_strict::<SourceOptions>(options.clone())
-                    .map_err(|e| format!("RabbitMQ source options: {e}"))?;
-                if options.prefetch == Some(0) {
-                    return Err("`prefetch` is at least 1".into());
-                }
-            }
-        }
-        Role::Sink if !options.is_null() => return Err("RabbitMQ sinks take no options".into()),
-        Role::Sink => {}
-    }
-    Ok(())
-}
-
 /// `amqp://` and `amqps://` URIs for `--url`.
-pub(super) fn from_url(url: &str) -> Result<Config, String> {
+fn parse_url(url: &str) -> Result<Config, String> {
     let config: Config =
         serde_json::from_value(serde_json::json!({ "url": url })).map_err(|e| e.to_string())?;
     check_config(&config).map_err(|e| e.message)?;
@@ -153,7 +213,7 @@ pub(super) fn describe(config: &Config) -> String {
     }
 }
 
-pub(super) async fn connect(config: &Config) -> Result<Arc<dyn Connector>, AdapterError> {
+async fn connect(config: &Config) -> Result<Arc<dyn Connector>, AdapterError> {
     let client = Arc::new(AmqpClient::new(config.clone())?);
     // Connecting also declares the configured topology.
     client.channel().await?;
@@ -220,12 +280,7 @@ impl Connector for RabbitConnector {
         let Target::Queue(queue) = &target else {
             return Err(AdapterError::Invalid(format!("{endpoint} is not a queue")));
         };
-        let options: SourceOptions = if settings.options.is_null() {
-            SourceOptions::default()
-        } else {
-            super::spec::parse_strict(settings.options.clone())
-                .map_err(|e| AdapterError::Invalid(e.to_string()))?
-        };
+        let options: RabbitSourceOptions = settings.options.get()?;
         self.require(&target).await?;
         let prefetch = options
             .prefetch
@@ -277,137 +332,6 @@ impl Connector for RabbitConnector {
         endpoint: &Endpoint,
         settings: &TailSettings,
     ) -> Result<Box<dyn Source>, AdapterError> {
-        let target = Target::parse(&endpoint.path).map_err(AdapterError::Invalid)?;
-        self.require(&target).await?;
-        let channel = self.client.channel().await?;
-        match target {
-            Target::Exchange { name, routing_key } => {
-                let options = QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                };
-                let queue = self
-                    .client
-                    .bounded(
-                        "declaring a tail queue",
-                        channel.queue_declare("".into(), options, FieldTable::default()),
-                    )
-                    .await?;
-                let binding = if routing_key.is_empty() {
-                    "#".to_owned()
-                } else {
-                    routing_key
-                };
-                self.client
-                    .bounded(
-                        "binding the tail queue",
-                        channel.queue_bind(
-                            queue.name().clone(),
-                            name.as_str().into(),
-                            binding.as_str().into(),
-                            QueueBindOptions::default(),
-                            FieldTable::default(),
-                        ),
-                    )
-                    .await?;
-                let options = BasicConsumeOptions {
-                    no_ack: true,
-                    exclusive: true,
-                    ..BasicConsumeOptions::default()
-                };
-                let consumer = self
-                    .client
-                    .bounded(
-                        "consuming the tail queue",
-                        channel.basic_consume(
-                            queue.name().clone(),
-                            "bridge-tail".into(),
-                            options,
-                            FieldTable::default(),
-                        ),
-                    )
-                    .await?;
-                Ok(Box::new(ExchangeTail {
-                    _channel: channel,
-                    consumer,
-                    endpoint: endpoint.to_string(),
-                }))
-            }
-            Target::Queue(queue) => {
-                if !settings.disturb {
-                    return Err(AdapterError::Invalid(format!(
-                        "reading queue `{queue}` takes messages from its consumers; tail an exchange instead, or pass --disturb to peek (messages are requeued when tail ends, marked redelivered)"
-                    )));
-                }
-                Ok(Box::new(QueuePeek {
-                    channel,
-                    queue,
-                    endpoint: endpoint.to_string(),
-                }))
-            }
-        }
-    }
-}
-
-/// Reads a temporary queue bound to an exchange; the queue disappears with the channel.
-struct ExchangeTail {
-    _channel: Channel,
-    consumer: lapin::Consumer,
-    endpoint: String,
-}
-
-#[async_trait]
-impl Source for ExchangeTail {
-    async fn recv(&mut self) -> Result<Option<Delivery>, AdapterError> {
-        use futures::StreamExt;
-        match self.consumer.next().await {
-            Some(Ok(delivery)) => Ok(Some(Delivery {
-                message: mapping::incoming(&delivery, &self.endpoint),
-                ack: AckHandle::noop(),
-            })),
-            Some(Err(error)) => Err(AdapterError::Unavailable(format!(
-                "tail consumer failed: {error}"
-            ))),
-            None => Ok(None),
-        }
-    }
-
-    async fn close(self: Box<Self>) {}
-}
-
-/// Peeks a queue with basic.get, holding messages until the channel closes (requeue).
-struct QueuePeek {
-    channel: Channel,
-    queue: String,
-    endpoint: String,
-}
-
-#[async_trait]
-impl Source for QueuePeek {
-    async fn recv(&mut self) -> Result<Option<Delivery>, AdapterError> {
-        loop {
-            let got = self
-                .channel
-                .basic_get(
-                    self.queue.as_str().into(),
-                    BasicGetOptions { no_ack: false },
-                )
-                .await
-                .map_err(|e| AdapterError::Unavailable(format!("basic.get failed: {e}")))?;
-            match got {
-                Some(message) => {
-                    return Ok(Some(Delivery {
-                        message: mapping::incoming(&message.delivery, &self.endpoint),
-                        ack: AckHandle::noop(),
-                    }));
-                }
-                None => tokio::time::sleep(Duration::from_millis(250)).await,
-            }
-        }
-    }
-
-    async fn close(self: Box<Self>) {
-        let _ = self.channel.close(200, "tail done; requeue".into()).await;
+        tail::open(self, endpoint, settings).await
     }
 }

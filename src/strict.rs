@@ -1,5 +1,6 @@
-//! A JSON value as a serde deserializer that refuses a list where a mapping of fields is
-//! expected.
+//! Strict reading of configuration values: a JSON value as a serde deserializer that
+//! refuses a list where a mapping of fields is expected. Shared by the routes file's
+//! sections (`config`) and each adapter's connection and source options (`adapter`).
 //!
 //! serde's derived structs also accept their fields as a list, by position, so
 //! `retry: [1, 2]` would be read as `max_attempts: 1, initial_backoff: 2` and reported
@@ -12,6 +13,14 @@ use serde::de::{self, Deserializer, IntoDeserializer, Unexpected, Visitor};
 use serde_json::Value;
 
 pub struct Strict(pub Value);
+
+/// Deserializes `value` strictly (a list is never read as a mapping's fields), reporting
+/// the path of the first problem inside it.
+pub fn parse_strict<T: serde::de::DeserializeOwned>(
+    value: Value,
+) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
+    serde_path_to_error::deserialize(Strict(value))
+}
 
 impl<'de> IntoDeserializer<'de, serde_json::Error> for Strict {
     type Deserializer = Strict;
