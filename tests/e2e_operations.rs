@@ -533,78 +533,6 @@ async fn a_canary_secret_never_appears_in_any_output() {
     }
 }
 
-/// Makes a CA, a server certificate for localhost and a client certificate, with
-/// `openssl` (PKCS#8 keys), in `dir`.
-fn make_certificates(dir: &Path) {
-    let openssl = |args: &[&str]| {
-        let output = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "openssl {args:?}: {output:?}");
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=bridge test CA",
-    ]);
-    // Extensions make both v3 certificates, which rustls requires.
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    for who in ["server", "client"] {
-        let (key, csr, pem, ext) = (
-            format!("{who}.key"),
-            format!("{who}.csr"),
-            format!("{who}.pem"),
-            format!("{who}.ext"),
-        );
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &format!("/CN={who}"),
-        ]);
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            &pem,
-            "-extfile",
-            &ext,
-        ]);
-    }
-}
-
 /// A TLS endpoint that demands a client certificate from the test CA and forwards the
 /// decrypted stream to RabbitMQ: what a TLS listener on the broker does. Counts the
 /// handshakes that succeeded.
@@ -662,7 +590,7 @@ async fn mutual_tls_proxy(dir: &Path) -> (u16, Arc<AtomicUsize>) {
 async fn rabbitmq_over_mutual_tls_with_verified_certificates() {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
-    make_certificates(dir.path());
+    support::certs::make_certificates(dir.path());
     let (port, handshakes) = mutual_tls_proxy(dir.path()).await;
     let name = unique("tls");
     let (q_in, q_out, q_dlq) = (

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod brokers;
+pub mod certs;
 pub mod checker;
 pub mod fault_proxy;
 pub mod flow;
