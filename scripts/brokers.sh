@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Local brokers for bridge's tests and demo: RabbitMQ, Kafka (tansu on sqlite), SQS/SNS
-# (moto in server mode) and Google's Pub/Sub emulator.
+# (moto in server mode), Google's Pub/Sub emulator and NATS with JetStream.
 #
 #   scripts/brokers.sh up [NAME...]      install what is missing, start what is not answering
 #   scripts/brokers.sh status [NAME...]  health of each broker (exit 1 if one is down)
@@ -8,8 +8,8 @@
 #   scripts/brokers.sh pause NAME        make a broker unreachable (tests of recovery)
 #   scripts/brokers.sh resume NAME       bring it back
 #
-# NAME is rabbitmq, kafka, aws, pubsub or redis (default: all; Redis is the shared store of
-# `dedup`). Tools are installed under $BRIDGE_TOOLS
+# NAME is rabbitmq, kafka, aws, pubsub, nats or redis (default: all; Redis is the shared
+# store of `dedup`). Tools are installed under $BRIDGE_TOOLS
 # (default /opt/bridge-tools) so that later runs on the same machine reuse them; broker
 # state lives under $BRIDGE_TOOLS/state. Idempotent: a broker that already answers is kept.
 set -euo pipefail
@@ -24,7 +24,9 @@ MOTO_VERSION=5.2.5
 AWS_PORT=${BRIDGE_AWS_PORT:-4566}
 PUBSUB_PORT=${BRIDGE_PUBSUB_PORT:-8085}
 REDIS_PORT=6379
-ALL=(rabbitmq kafka aws pubsub redis)
+# A system NATS may hold 4222: bridge's own server has a port of its own.
+NATS_PORT=${BRIDGE_NATS_PORT:-4223}
+ALL=(rabbitmq kafka aws pubsub nats redis)
 
 log() { printf 'brokers: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -40,6 +42,16 @@ wait_for_port() { # PORT SECONDS NAME
 }
 
 started_by_us() { [[ -f $STATE/$1.started ]]; }
+
+# Stops the process whose id FILE holds (TERM, then KILL after 5 s) and removes FILE.
+stop_pidfile() {
+  [[ -f $1 ]] || return 0
+  local pid; pid=$(cat "$1")
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$1"
+}
 
 # --- RabbitMQ -------------------------------------------------------------------------
 rabbitmq_up() {
@@ -122,14 +134,7 @@ tansu_start() {
   wait_for_port "$KAFKA_PORT" 30 kafka
 }
 
-tansu_stop() {
-  [[ -f $TANSU_DIR/tansu.pid ]] || return 0
-  local pid; pid=$(cat "$TANSU_DIR/tansu.pid")
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  rm -f "$TANSU_DIR/tansu.pid"
-}
+tansu_stop() { stop_pidfile "$TANSU_DIR/tansu.pid"; }
 
 kafka_up() {
   if answers "$KAFKA_PORT"; then log "kafka: already answering on $KAFKA_PORT"; return; fi
@@ -271,6 +276,44 @@ pubsub_down() {
 pubsub_pause() { kill -STOP "$(pubsub_pid)"; }
 pubsub_resume() { kill -CONT "$(pubsub_pid)"; }
 
+# --- NATS with JetStream ----------------------------------------------------------------
+NATS_DIR=$STATE/nats
+
+nats_start() {
+  (
+    cd "$NATS_DIR"
+    nohup nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$NATS_DIR/jetstream" \
+      >>nats.log 2>&1 </dev/null &
+    echo $! >nats.pid
+  )
+  wait_for_port "$NATS_PORT" 30 nats
+}
+
+nats_stop() { stop_pidfile "$NATS_DIR/nats.pid"; }
+
+nats_up() {
+  if answers "$NATS_PORT"; then log "nats: already answering on $NATS_PORT"; return; fi
+  if ! command -v nats-server >/dev/null; then
+    log "nats: installing the Debian package nats-server"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q nats-server >/dev/null \
+      || die "nats: apt could not install nats-server"
+  fi
+  log "nats: starting nats-server with JetStream on $NATS_PORT (storage in $NATS_DIR)"
+  rm -rf "$NATS_DIR"; mkdir -p "$NATS_DIR"
+  nats_start
+  touch "$STATE/nats.started"
+}
+
+nats_down() {
+  started_by_us nats || { log "nats: not started by this script; left running"; return; }
+  nats_stop
+  rm -f "$STATE/nats.started"
+}
+
+# JetStream keeps its streams on disk, so an outage is a stopped server, as with tansu.
+nats_pause() { nats_stop; }
+nats_resume() { nats_start; }
+
 # --- Redis (the shared deduplication store) -------------------------------------------
 redis_up() {
   if answers $REDIS_PORT; then log "redis: already answering on $REDIS_PORT"; return; fi
@@ -295,7 +338,7 @@ redis_pause() { die "redis: pause is not supported"; }
 redis_resume() { die "redis: resume is not supported"; }
 
 # --- commands -------------------------------------------------------------------------
-port_of() { case $1 in rabbitmq) echo $RABBIT_PORT ;; kafka) echo "$KAFKA_PORT" ;; aws) echo "$AWS_PORT" ;; pubsub) echo "$PUBSUB_PORT" ;; redis) echo $REDIS_PORT ;; esac; }
+port_of() { case $1 in rabbitmq) echo $RABBIT_PORT ;; kafka) echo "$KAFKA_PORT" ;; aws) echo "$AWS_PORT" ;; pubsub) echo "$PUBSUB_PORT" ;; nats) echo "$NATS_PORT" ;; redis) echo $REDIS_PORT ;; esac; }
 
 status() {
   local down=0

@@ -1,6 +1,6 @@
-//! The five-by-five fidelity matrix: for every ordered pair of systems (Kafka, RabbitMQ,
-//! SQS, SNS via SQS, Pub/Sub), a message with a binary body, a key, 14 text and binary
-//! headers (W3C `traceparent` and `tracestate` among them), a correlation id and
+//! The six-by-six fidelity matrix: for every ordered pair of systems (Kafka, RabbitMQ,
+//! SQS, SNS via SQS, Pub/Sub, NATS JetStream), a message with a binary body, a key, 14 text
+//! and binary headers (W3C `traceparent` and `tracestate` among them), a correlation id and
 //! a reply-to goes through `bridge run` from A to B, where it reads back as it was sent, and
 //! from B back to A, where it arrives unchanged except for `bridge-*` headers.
 //!
@@ -10,7 +10,8 @@
     feature = "kafka",
     feature = "rabbitmq",
     feature = "aws",
-    feature = "pubsub"
+    feature = "pubsub",
+    feature = "nats"
 ))]
 
 mod support;
@@ -121,6 +122,7 @@ from_each_system! {
     sqs_to_every_system_and_back_carries_the_whole_envelope: Sys::Sqs,
     sns_to_every_system_and_back_carries_the_whole_envelope: Sys::Sns,
     pubsub_to_every_system_and_back_carries_the_whole_envelope: Sys::PubSub,
+    nats_to_every_system_and_back_carries_the_whole_envelope: Sys::Nats,
 }
 
 /// A message goes from `a` to every system and back to `a`.

@@ -6,7 +6,8 @@
     feature = "kafka",
     feature = "rabbitmq",
     feature = "aws",
-    feature = "pubsub"
+    feature = "pubsub",
+    feature = "nats"
 ))]
 
 mod support;
@@ -317,6 +318,26 @@ async fn pubsub_to_kafka_and_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_to_sqs_and_back() {
     relay(Sys::Kafka, Sys::Sqs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_to_kafka_and_back() {
+    relay(Sys::Nats, Sys::Kafka).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_to_nats_and_back() {
+    relay(Sys::Kafka, Sys::Nats).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_to_sqs_and_back() {
+    relay(Sys::Nats, Sys::Sqs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_to_nats_and_back() {
+    relay(Sys::Sqs, Sys::Nats).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

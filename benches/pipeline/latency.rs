@@ -46,6 +46,7 @@ pub async fn measure(
             let (reader, channel) = read_rabbit(clients, &sink, samples.clone()).await;
             (reader, Some(channel))
         }
+        Sys::Nats => (read_nats(clients, &sink, samples.clone()).await, None),
         other => unreachable!("{other:?} is never a sink here"),
     };
     let start = Instant::now();
@@ -147,4 +148,25 @@ async fn read_rabbit(
         }
     });
     (reader, channel)
+}
+
+/// Subscribes to the subject a JetStream sink's stream captures (a core subscription sees
+/// what is published there).
+async fn read_nats(
+    clients: &Clients,
+    stream: &str,
+    samples: Samples,
+) -> tokio::task::JoinHandle<()> {
+    let mut subscriber = clients
+        .nats
+        .subscribe(crate::places::nats_subject(stream))
+        .await
+        .expect("NATS subscription");
+    tokio::spawn(async move {
+        while let Some(message) = subscriber.next().await {
+            if let Some(age) = age(&message.payload) {
+                samples.lock().expect("samples").push(age);
+            }
+        }
+    })
 }

@@ -32,6 +32,8 @@ pub const RABBIT: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const AWS: &str = "http://127.0.0.1:4566";
 pub const PUBSUB: &str = "http://127.0.0.1:8085";
 pub const PROJECT: &str = "bridge-bench";
+/// The project's own nats-server with JetStream (scripts/brokers.sh).
+pub const NATS: &str = "nats://127.0.0.1:4223";
 
 /// A broker system at one end of a scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +42,7 @@ pub enum Sys {
     Rabbit,
     Sqs,
     PubSub,
+    Nats,
 }
 
 impl Sys {
@@ -49,6 +52,7 @@ impl Sys {
             Sys::Rabbit => "RabbitMQ",
             Sys::Sqs => "SQS",
             Sys::PubSub => "Pub/Sub",
+            Sys::Nats => "NATS",
         }
     }
 }
@@ -171,6 +175,8 @@ fn scenarios(options: &Options) -> Vec<Scenario> {
                 stall: true,
                 ..one(Sys::Kafka, Sys::Rabbit, 1024, 5_000)
             },
+            one(Sys::Nats, Sys::Kafka, 1024, 5_000),
+            one(Sys::Kafka, Sys::Nats, 1024, 5_000),
         ]
     } else {
         let mut all = Vec::new();
@@ -184,6 +190,8 @@ fn scenarios(options: &Options) -> Vec<Scenario> {
         }
         all.push(one(Sys::Sqs, Sys::Kafka, 1024, 2_000));
         all.push(one(Sys::PubSub, Sys::Kafka, 1024, 20_000));
+        all.push(one(Sys::Nats, Sys::Kafka, 1024, 50_000));
+        all.push(one(Sys::Kafka, Sys::Nats, 1024, 50_000));
         all.push(Scenario {
             fan_out: 4,
             ..one(Sys::Kafka, Sys::Kafka, 1024, 20_000)

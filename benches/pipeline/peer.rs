@@ -29,9 +29,11 @@ pub fn binary() -> Option<PathBuf> {
     })
 }
 
-/// Whether the peer can run `scenario` as the raw pipe does.
+/// Whether the peer can run `scenario` as the raw pipe does (its Pub/Sub and NATS
+/// endpoints are not written here).
 pub fn handles(scenario: &Scenario) -> bool {
-    scenario.fan_out == 1 && scenario.from != Sys::PubSub && scenario.to != Sys::PubSub
+    let unmapped = [Sys::PubSub, Sys::Nats];
+    scenario.fan_out == 1 && !unmapped.contains(&scenario.from) && !unmapped.contains(&scenario.to)
 }
 
 fn endpoint(
@@ -51,7 +53,9 @@ fn endpoint(
             "access_key": "test",
             "secret_key": "test",
         }}),
-        Sys::PubSub => unreachable!("the peer has no Pub/Sub endpoint (see `handles`)"),
+        Sys::PubSub | Sys::Nats => {
+            unreachable!("no peer endpoint is written for {sys:?} (see `handles`)")
+        }
     }
 }
 

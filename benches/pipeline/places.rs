@@ -21,7 +21,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use crate::{AWS, KAFKA, PROJECT, PUBSUB, RABBIT, Scenario, Sys};
+use crate::{AWS, KAFKA, NATS, PROJECT, PUBSUB, RABBIT, Scenario, Sys};
 
 /// Produces one record, waiting while librdkafka's queue is full; the returned future
 /// resolves when Kafka confirmed it (and panics if Kafka refused it).
@@ -87,6 +87,8 @@ pub struct Clients {
     pubsub_publisher: BasePublisher,
     pubsub_topics: TopicAdmin,
     pubsub_subscriptions: SubscriptionAdmin,
+    pub nats: async_nats::Client,
+    pub jetstream: async_nats::jetstream::Context,
 }
 
 impl Clients {
@@ -115,7 +117,13 @@ impl Clients {
             .await
             .expect("confirm mode");
         let credentials = google_cloud_auth::credentials::anonymous::Builder::new().build();
+        let nats = async_nats::connect(NATS)
+            .await
+            .expect("nats-server on 4223 (scripts/brokers.sh up nats)");
+        let jetstream = async_nats::jetstream::new(nats.clone());
         Clients {
+            nats,
+            jetstream,
             producer,
             admin,
             watermarks: std::sync::Arc::new(watermarks),
@@ -169,6 +177,11 @@ pub fn pubsub_topic(name: &str) -> String {
 
 pub fn pubsub_subscription(name: &str) -> String {
     format!("projects/{PROJECT}/subscriptions/{name}-sub")
+}
+
+/// The subject a NATS place's stream captures and its writers publish to.
+pub fn nats_subject(name: &str) -> String {
+    format!("{name}.m")
 }
 
 /// A body of `size` bytes that starts with its send time (nanoseconds, 20 ASCII digits):
@@ -300,6 +313,19 @@ impl Places {
                     );
                 }
             }
+            Sys::Nats => {
+                for name in names {
+                    clients
+                        .jetstream
+                        .create_stream(async_nats::jetstream::stream::Config {
+                            name: name.clone(),
+                            subjects: vec![nats_subject(name)],
+                            ..Default::default()
+                        })
+                        .await
+                        .expect("create JetStream stream");
+                }
+            }
         }
     }
 
@@ -341,6 +367,16 @@ impl Places {
                     .message_body(String::from_utf8(body).expect("text body"));
                 Box::pin(async move {
                     request.send().await.expect("SQS send");
+                })
+            }
+            Sys::Nats => {
+                let pending = clients
+                    .jetstream
+                    .publish(nats_subject(source), bytes::Bytes::from(body))
+                    .await
+                    .expect("JetStream publish");
+                Box::pin(async move {
+                    pending.await.expect("JetStream PubAck");
                 })
             }
             Sys::PubSub => {
@@ -444,6 +480,18 @@ impl Places {
                 }
                 total
             }
+            Sys::Nats => {
+                let mut total = 0;
+                for stream in &sinks {
+                    let mut stream = clients
+                        .jetstream
+                        .get_stream(stream)
+                        .await
+                        .expect("JetStream stream");
+                    total += stream.info().await.expect("stream info").state.messages as usize;
+                }
+                total
+            }
             other => unreachable!("{other:?} is never a sink here"),
         }
     }
@@ -453,8 +501,21 @@ impl Places {
         self.partitions
     }
 
-    /// Empties RabbitMQ sink queues (Kafka sinks are counted by watermarks and need nothing).
+    /// Empties RabbitMQ and JetStream sinks (Kafka sinks are counted by watermarks and need
+    /// nothing).
     pub async fn purge_sinks(&self, clients: &Clients) {
+        if self.to == Sys::Nats {
+            for route in &self.routes {
+                for stream in &route.sinks {
+                    let stream = clients
+                        .jetstream
+                        .get_stream(stream)
+                        .await
+                        .expect("JetStream stream");
+                    stream.purge().await.expect("purge");
+                }
+            }
+        }
         if self.to == Sys::Rabbit {
             for route in &self.routes {
                 for queue in &route.sinks {
@@ -502,6 +563,9 @@ impl Places {
                         if let Some(url) = self.sqs_urls.get(name) {
                             let _ = clients.sqs.delete_queue().queue_url(url).send().await;
                         }
+                    }
+                    Sys::Nats => {
+                        let _ = clients.jetstream.delete_stream(name).await;
                     }
                     Sys::PubSub => {
                         let _ = clients

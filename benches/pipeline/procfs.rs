@@ -80,8 +80,9 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// Command names of the local brokers' processes (tansu, RabbitMQ's Erlang VM, moto), and
-/// the Pub/Sub emulator's JVM, told from other JVMs by its command line.
+/// Command names of the local brokers' processes (tansu, RabbitMQ's Erlang VM, moto), the
+/// project's nats-server and the Pub/Sub emulator's JVM, each told from others by its
+/// command line.
 const BROKER_COMMANDS: [&str; 3] = ["tansu", "beam.smp", "moto_server"];
 
 /// CPU time used by each local broker process, by short name.
@@ -103,6 +104,13 @@ pub fn broker_pids() -> Vec<(&'static str, u32)> {
                 .iter()
                 .find(|command| name.starts_with(**command))
                 .copied()
+                .or_else(|| {
+                    // The project's own nats-server, not a system one on 4222.
+                    let ours = name == "nats-server"
+                        && std::fs::read(format!("/proc/{pid}/cmdline"))
+                            .is_ok_and(|line| String::from_utf8_lossy(&line).contains("4223"));
+                    ours.then_some("nats-server")
+                })
                 .or_else(|| {
                     let emulator = name == "java"
                         && std::fs::read(format!("/proc/{pid}/cmdline"))

@@ -1,9 +1,11 @@
 //! The baseline: a raw consumer -> producer pipe built directly on the same client crates
-//! as bridge (rdkafka, lapin, aws-sdk-sqs, google-cloud-pubsub), with no router.
+//! as bridge (rdkafka, lapin, aws-sdk-sqs, google-cloud-pubsub, async-nats), with no router.
 //!
 //! It is at-least-once like bridge: a source message is committed (Kafka: offset stored in
-//! order, committed by librdkafka's auto-commit), acked (RabbitMQ, Pub/Sub) or deleted (SQS)
-//! only after every sink confirmed it, with the same in-flight window. It carries the key,
+//! order, committed by librdkafka's auto-commit), acked (RabbitMQ, Pub/Sub, NATS) or deleted
+//! (SQS) only after every sink confirmed it, with the same in-flight window (NATS: the
+//! consumer's `max_ack_pending`). Into NATS it publishes with JetStream and waits for the
+//! PubAck, as bridge does. It carries the key,
 //! headers and body (to RabbitMQ, the key and headers as entries of the headers table), and
 //! nothing else: no conditions, templates, retries, dead letters or hop count.
 //!
@@ -34,7 +36,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
 
-use crate::{KAFKA, PUBSUB, Sys};
+use crate::{KAFKA, NATS, PUBSUB, Sys};
 
 /// What the parent tells the raw pipe to do (passed as one JSON argument).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -62,6 +64,7 @@ pub fn main(spec: &str) {
             Sys::Rabbit => from_rabbit(&spec, sink).await,
             Sys::Sqs => from_sqs(&spec, routes, sink).await,
             Sys::PubSub => from_pubsub(&spec, routes, sink).await,
+            Sys::Nats => from_nats(&spec, sink).await,
         }
     });
 }
@@ -82,6 +85,9 @@ enum RawSink {
         bridge_key: bool,
         timestamp: bool,
         hops: bool,
+    },
+    Nats {
+        jetstream: async_nats::jetstream::Context,
     },
 }
 
@@ -138,6 +144,11 @@ impl RawSink {
                     hops: hops_as_bridge(),
                 }
             }
+            Sys::Nats => RawSink::Nats {
+                jetstream: async_nats::jetstream::new(
+                    async_nats::connect(NATS).await.expect("nats-server"),
+                ),
+            },
             other => unreachable!("{other:?} is never a sink here"),
         }
     }
@@ -162,6 +173,28 @@ impl RawSink {
                     headers
                 };
                 crate::places::produce(producer, place, key, headers, body).await
+            }
+            RawSink::Nats { jetstream } => {
+                // The key and the Kafka headers as headers, as any pipe that keeps them.
+                let mut map = async_nats::HeaderMap::new();
+                for header in headers.iter().flat_map(|h| h.iter()) {
+                    let value = String::from_utf8_lossy(header.value.unwrap_or_default());
+                    map.append(header.key, value.as_ref());
+                }
+                if let Some(key) = key {
+                    map.insert("bridge-key", String::from_utf8_lossy(key).as_ref());
+                }
+                let pending = jetstream
+                    .publish_with_headers(
+                        crate::places::nats_subject(place),
+                        map,
+                        bytes::Bytes::copy_from_slice(body),
+                    )
+                    .await
+                    .expect("JetStream publish");
+                Box::pin(async move {
+                    pending.await.expect("JetStream PubAck");
+                })
             }
             RawSink::Rabbit {
                 channel,
@@ -394,5 +427,58 @@ async fn from_pubsub(spec: &PipeSpec, routes: HashMap<String, Vec<String>>, sink
             confirmation.await;
             handler.ack();
         });
+    }
+}
+
+/// A durable pull consumer per stream with explicit acks and `max_ack_pending` = the window;
+/// a message is acknowledged once every sink confirmed it.
+async fn from_nats(spec: &PipeSpec, sink: Arc<RawSink>) {
+    use async_nats::jetstream::consumer::{AckPolicy, pull};
+    let jetstream =
+        async_nats::jetstream::new(async_nats::connect(NATS).await.expect("nats-server"));
+    let mut streams = SelectAll::new();
+    for (name, sinks) in &spec.routes {
+        let stream = jetstream.get_stream(name).await.expect("stream");
+        let consumer = stream
+            .get_or_create_consumer(
+                &spec.group,
+                pull::Config {
+                    durable_name: Some(spec.group.clone()),
+                    ack_policy: AckPolicy::Explicit,
+                    max_ack_pending: i64::try_from(spec.window).unwrap_or(i64::MAX),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("consumer");
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(spec.window.clamp(1, 256))
+            .messages()
+            .await
+            .expect("pull");
+        let sinks = sinks.clone();
+        streams.push(messages.map(move |m| (sinks.clone(), m)).boxed());
+    }
+    let mut pending = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            Some(message) = pending.next(), if !pending.is_empty() => {
+                let message: async_nats::jetstream::Message = message;
+                message.ack().await.expect("ack");
+            }
+            Some((sinks, message)) = streams.next(), if pending.len() < spec.window => {
+                let message = message.expect("JetStream pull");
+                let key = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("bridge-key"))
+                    .map(|k| k.as_str().as_bytes().to_vec());
+                let confirmation = sink
+                    .send_all(&sinks, key.as_deref(), None, None, &message.payload)
+                    .await;
+                pending.push(confirmation.map(move |()| message));
+            }
+        }
     }
 }

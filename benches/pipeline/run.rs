@@ -22,7 +22,7 @@ use crate::places::{Clients, Places};
 use crate::procfs::{self, Usage};
 use crate::proxy::Proxy;
 use crate::raw::PipeSpec;
-use crate::{AWS, KAFKA, Options, PROJECT, PUBSUB, RABBIT, Scenario, Sys};
+use crate::{AWS, KAFKA, NATS, Options, PROJECT, PUBSUB, RABBIT, Scenario, Sys};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pipe {
@@ -434,6 +434,8 @@ fn routes_file(places: &Places, options: &Options, prefix: &str, rabbit_url: &st
         Sys::Sqs => format!("aws:sqs/{name}"),
         Sys::PubSub if as_source => format!("pubsub:subscription/{name}-sub"),
         Sys::PubSub => format!("pubsub:topic/{name}"),
+        Sys::Nats if as_source => format!("nats:stream/{name}"),
+        Sys::Nats => format!("nats:subject/{}", crate::places::nats_subject(name)),
     };
     let mut connections = serde_json::Map::new();
     for sys in [places.from, places.to, Sys::Kafka] {
@@ -457,6 +459,7 @@ fn routes_file(places: &Places, options: &Options, prefix: &str, rabbit_url: &st
                 "pubsub",
                 json!({"type": "pubsub", "project": PROJECT, "endpoint": PUBSUB}),
             ),
+            Sys::Nats => ("nats", json!({"type": "nats", "url": NATS})),
         };
         connections.insert(name.into(), connection);
     }

@@ -19,12 +19,14 @@ mod contract;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod memory;
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(feature = "pubsub")]
 pub mod pubsub;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
 pub mod stdio;
-#[cfg(any(feature = "kafka", feature = "rabbitmq"))]
+#[cfg(any(feature = "kafka", feature = "rabbitmq", feature = "nats"))]
 pub mod tls;
 
 use std::fmt;
@@ -67,7 +69,7 @@ macro_rules! system {
 }
 
 /// Every system, the one place that lists them (docs/adding-a-system.md).
-pub fn systems() -> [System; 6] {
+pub fn systems() -> [System; 7] {
     [
         System {
             type_name: "memory",
@@ -83,6 +85,7 @@ pub fn systems() -> [System; 6] {
         system!("rabbitmq", "rabbitmq", rabbitmq::RabbitMq),
         system!("aws", "aws", aws::Aws),
         system!("pubsub", "pubsub", pubsub::PubSub),
+        system!("nats", "nats", nats::Nats),
     ]
 }
 

@@ -1,4 +1,4 @@
-//! The five systems as test fixtures: connections, named resources (declared by bridge
+//! The six systems as test fixtures: connections, named resources (declared by bridge
 //! itself), and the endpoints a test writes to and reads from.
 
 use bridge::adapter::SourceOptions;
@@ -9,6 +9,8 @@ pub const RABBIT: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const AWS: &str = "http://127.0.0.1:4566";
 pub const PUBSUB: &str = "http://127.0.0.1:8085";
 pub const PROJECT: &str = "bridge-test";
+/// The project's own nats-server (a system one may hold 4222).
+pub const NATS: &str = "nats://127.0.0.1:4223";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sys {
@@ -19,15 +21,24 @@ pub enum Sys {
     SqsFifo,
     Sns,
     PubSub,
+    Nats,
 }
 
 impl Sys {
-    pub const ALL: [Sys; 5] = [Sys::Kafka, Sys::Rabbit, Sys::Sqs, Sys::Sns, Sys::PubSub];
+    pub const ALL: [Sys; 6] = [
+        Sys::Kafka,
+        Sys::Rabbit,
+        Sys::Sqs,
+        Sys::Sns,
+        Sys::PubSub,
+        Sys::Nats,
+    ];
 
-    /// Whether the system keeps the order of messages with the same key (standard SQS
-    /// queues and SNS topics do not).
+    /// Whether the system keeps the order of messages with the same key across a crash
+    /// (standard SQS queues and SNS topics do not; JetStream delivers the messages a crash
+    /// left unacknowledged again only after their ack wait, behind newer ones).
     pub fn keeps_order(self) -> bool {
-        !matches!(self, Sys::Sqs | Sys::Sns)
+        !matches!(self, Sys::Sqs | Sys::Sns | Sys::Nats)
     }
 
     /// How many deliveries one fault (a crash, a lost connection, an outage) may make this
@@ -39,7 +50,7 @@ impl Sys {
     pub fn redelivered_at_most(self, window: u32) -> u32 {
         match self {
             Sys::Kafka => 2 * window,
-            Sys::Rabbit | Sys::Sqs | Sys::SqsFifo | Sys::Sns | Sys::PubSub => window,
+            Sys::Rabbit | Sys::Sqs | Sys::SqsFifo | Sys::Sns | Sys::PubSub | Sys::Nats => window,
         }
     }
 
@@ -51,6 +62,7 @@ impl Sys {
             Sys::SqsFifo => "sqsfifo",
             Sys::Sns => "sns",
             Sys::PubSub => "pubsub",
+            Sys::Nats => "nats",
         }
     }
 }
@@ -78,6 +90,7 @@ pub struct Resources {
     aws_topics: Vec<Value>,
     pubsub_topics: Vec<String>,
     pubsub_subscriptions: Vec<Value>,
+    nats_streams: Vec<Value>,
     group: String,
 }
 
@@ -91,6 +104,7 @@ impl Resources {
             aws_topics: Vec::new(),
             pubsub_topics: Vec::new(),
             pubsub_subscriptions: Vec::new(),
+            nats_streams: Vec::new(),
             group: group.to_owned(),
         }
     }
@@ -183,6 +197,19 @@ impl Resources {
                     address: name.into(),
                 }
             }
+            Sys::Nats => {
+                // A stream per place, capturing the place's subjects; a crashed reader's
+                // messages come back after 5 s.
+                self.nats_streams
+                    .push(json!({"name": name, "subjects": [format!("{name}.>")]}));
+                Place {
+                    sink: format!("subject/{name}.in"),
+                    source: format!("stream/{name}"),
+                    source_options: json!({"ack_wait_seconds": 5}),
+                    options: SourceOptions::none(),
+                    address: format!("{name}.in"),
+                }
+            }
         }
     }
 
@@ -205,6 +232,9 @@ impl Resources {
             }
             Sys::PubSub => json!({"type": "pubsub", "project": PROJECT, "endpoint": PUBSUB,
                 "declare": {"topics": self.pubsub_topics, "subscriptions": self.pubsub_subscriptions}}),
+            Sys::Nats => {
+                json!({"type": "nats", "url": NATS, "declare": {"streams": self.nats_streams}})
+            }
         }
     }
 
