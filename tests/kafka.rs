@@ -43,3 +43,9 @@ impl Fixture for Kafka {
 }
 
 conformance_tests!(Kafka);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_peeked_then_taken_once() {
+    conformance::init_logs();
+    conformance::dead_letters_are_peeked_then_taken_once(&Kafka).await;
+}

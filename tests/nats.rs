@@ -60,6 +60,12 @@ impl Fixture for Nats {
 
 conformance_tests!(Nats);
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_peeked_then_taken_once() {
+    conformance::init_logs();
+    conformance::dead_letters_are_peeked_then_taken_once(&Nats).await;
+}
+
 /// A fresh stream capturing `NAME.>` on the project's server, and a connection to it.
 async fn fresh_stream(test: &str) -> (String, String, std::sync::Arc<dyn Connector>) {
     let name = unique(test).replace('.', "-");

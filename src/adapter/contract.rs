@@ -9,7 +9,7 @@
 //!   `origin` fields its sources set, and how to describe itself without secrets, and
 //!   connects.
 //! - A [`Connector`](super::Connector) is a connected connection: it opens sources, sinks,
-//!   `tail` readers and reply readers.
+//!   `tail` readers, reply readers and readers of dead letters ([`DeadLetterRead`]).
 //!
 //! [`systems`](super::systems) is the one list of every system this project knows, with
 //! those a build left out (their cargo feature is named when a file uses them).
@@ -254,6 +254,22 @@ pub struct SourceSettings {
     /// configuration check that one of the two exists).
     pub dead_letter: bool,
 }
+
+/// How the dead letters at an endpoint are read (the `bridge dlq` commands).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterRead {
+    /// Look at them from the oldest, changing what the system allows least, as
+    /// `bridge tail --from-beginning` does (`disturb` where a system cannot peek).
+    Peek { disturb: bool },
+    /// Take them through a consumer of bridge's own ([`DEAD_LETTER_READER`]): ack removes a
+    /// dead letter (on a log, commits past it for that reader), retry leaves it to be taken
+    /// again.
+    Take,
+}
+
+/// The name of the reader that takes dead letters: its consumer group, durable consumer
+/// or route name, depending on the system.
+pub const DEAD_LETTER_READER: &str = "bridge-dlq";
 
 /// Settings that `bridge tail` passes to a reader.
 #[derive(Debug, Clone, Default)]

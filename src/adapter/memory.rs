@@ -483,6 +483,47 @@ mod tests {
         assert_eq!((queue.acked(), queue.retried(), queue.len()), (1, 1, 1));
     }
 
+    use crate::adapter::DeadLetterRead;
+
+    /// The contract's default dead-letter reader: a take removes what it acks and leaves
+    /// what it retries; a memory queue cannot be peeked without taking.
+    #[tokio::test]
+    async fn dead_letters_are_taken_by_default_through_a_source() {
+        let broker = MemoryBroker::new();
+        let connector = Config {}
+            .connect(&ConnectContext {
+                memory: broker.clone(),
+            })
+            .await
+            .unwrap();
+        let dead = Endpoint {
+            connection: "mem".into(),
+            path: "dlq".into(),
+        };
+        broker.queue("dlq").push(Message::new("a"));
+        broker.queue("dlq").push(Message::new("b"));
+        let peek = connector
+            .open_dead_letters(&dead, DeadLetterRead::Peek { disturb: false })
+            .await;
+        assert!(peek.is_err(), "a memory queue has no peek");
+        let mut take = connector
+            .open_dead_letters(&dead, DeadLetterRead::Take)
+            .await
+            .unwrap();
+        let first = take.recv().await.unwrap().unwrap();
+        first.ack.ack();
+        let second = take.recv().await.unwrap().unwrap();
+        second.ack.retry("later");
+        take.close().await;
+        let left: Vec<_> = broker
+            .queue("dlq")
+            .messages()
+            .into_iter()
+            .map(|m| m.body)
+            .collect();
+        assert_eq!(left, vec!["b"]);
+    }
+
     #[tokio::test]
     async fn held_sends_are_stored_in_call_order_on_release() {
         let queue = MemoryBroker::new().queue("q");

@@ -3,7 +3,8 @@
 //! [`systems`] lists every system; each implements [`Adapter`] (reading its connections)
 //! and [`Connection`] (a validated connection: endpoint paths, source options, reply
 //! addresses, loops, limits; connecting), in `contract`. A connected connection is a
-//! [`Connector`]: it opens sources, sinks, `tail` readers and reply readers. A [`Source`]
+//! [`Connector`]: it opens sources, sinks, `tail` readers, reply readers and readers of
+//! dead letters. A [`Source`]
 //! yields [`Delivery`]s (a message plus its [`AckHandle`]); a [`Sink`] enqueues messages in
 //! call order and hands back a [`Confirmation`] that resolves only when the broker has
 //! confirmed. Nothing outside `adapter` names a system.
@@ -40,8 +41,8 @@ use crate::address::Endpoint;
 use crate::message::Message;
 
 pub use contract::{
-    Adapter, ConnectContext, Connection, FieldError, OriginField, Role, SourceOptions,
-    SourceSettings, TailSettings,
+    Adapter, ConnectContext, Connection, DEAD_LETTER_READER, DeadLetterRead, FieldError,
+    OriginField, Role, SourceOptions, SourceSettings, TailSettings,
 };
 
 /// A system this project knows: its `type` name, the cargo feature that builds it (none
@@ -371,6 +372,35 @@ pub trait Connector: Send + Sync {
             dead_letter: true,
         };
         self.open_source(endpoint, &settings).await
+    }
+
+    /// Opens a reader of the dead letters at `endpoint` (a route's `dead_letter`, read as
+    /// a source). By default a peek is a `tail` from the oldest message and a take is a
+    /// source whose route is [`DEAD_LETTER_READER`]; a system whose sources share a
+    /// consumer group with routes gives the take a reader of its own.
+    async fn open_dead_letters(
+        &self,
+        endpoint: &Endpoint,
+        read: DeadLetterRead,
+    ) -> Result<Box<dyn Source>, AdapterError> {
+        match read {
+            DeadLetterRead::Peek { disturb } => {
+                let settings = TailSettings {
+                    from_beginning: true,
+                    disturb,
+                };
+                self.open_tail(endpoint, &settings).await
+            }
+            DeadLetterRead::Take => {
+                let settings = SourceSettings {
+                    route: DEAD_LETTER_READER.into(),
+                    options: SourceOptions::none(),
+                    max_in_flight: 64,
+                    dead_letter: true,
+                };
+                self.open_source(endpoint, &settings).await
+            }
+        }
     }
 
     /// The endpoint path that reaches a reply address written by a requester in this

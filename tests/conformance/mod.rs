@@ -379,6 +379,42 @@ async fn reject_through_the_route_dead_letter(fixture: &dyn Fixture, pair: Pair)
     fixture.cleanup(&pair).await;
 }
 
+/// Dead letters at the pair's spare endpoint, on a system that keeps what is read (a log):
+/// a peek sees them and leaves them; a take acknowledges them; a second take finds
+/// nothing.
+pub async fn dead_letters_are_peeked_then_taken_once(fixture: &dyn Fixture) {
+    use bridge::adapter::DeadLetterRead;
+    let pair = fixture.fresh("dead-letters").await;
+    let sink = pair.connector.open_sink(&pair.spare).await.unwrap();
+    for body in ["d1", "d2"] {
+        send_confirmed(&sink, &Message::new(body)).await.unwrap();
+    }
+    let read = |how| {
+        let connector = pair.connector.clone();
+        let endpoint = pair.spare_source.clone();
+        async move { connector.open_dead_letters(&endpoint, how).await.unwrap() }
+    };
+    for how in [
+        DeadLetterRead::Peek { disturb: false },
+        DeadLetterRead::Take,
+    ] {
+        let mut reader = read(how).await;
+        let mut bodies = Vec::new();
+        for _ in 0..2 {
+            let delivery = receive(&mut reader, "a dead letter").await;
+            bodies.push(delivery.message.body.clone());
+            delivery.ack.ack();
+        }
+        bodies.sort();
+        assert_eq!(bodies, ["d1", "d2"], "{how:?}");
+        reader.close().await;
+    }
+    let mut again = read(DeadLetterRead::Take).await;
+    expect_silence(&mut again, "dead letters taken before").await;
+    again.close().await;
+    fixture.cleanup(&pair).await;
+}
+
 pub async fn confirmed_send_is_readable_at_once(fixture: &dyn Fixture) {
     let pair = fixture.fresh("confirmed").await;
     let sink = pair.connector.open_sink(&pair.sink).await.unwrap();

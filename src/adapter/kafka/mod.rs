@@ -42,8 +42,9 @@ pub use config::Config;
 use config::{SourceOptions as KafkaSourceOptions, Start, TopicPath};
 
 use super::{
-    Adapter, AdapterError, ConnectContext, Connection, Connector, FieldError, OriginField, Role,
-    Sink, Source, SourceOptions, SourceSettings, TailSettings,
+    Adapter, AdapterError, ConnectContext, Connection, Connector, DEAD_LETTER_READER,
+    DeadLetterRead, FieldError, OriginField, Role, Sink, Source, SourceOptions, SourceSettings,
+    TailSettings,
 };
 use crate::address::Endpoint;
 
@@ -359,6 +360,38 @@ impl Connector for KafkaConnector {
         settings: &TailSettings,
     ) -> Result<Box<dyn Source>, AdapterError> {
         tail::open(self, endpoint, settings).await
+    }
+
+    /// Takes dead letters in a consumer group of their own (`bridge-dlq`), from the oldest:
+    /// the connection's group belongs to its routes.
+    async fn open_dead_letters(
+        &self,
+        endpoint: &Endpoint,
+        read: DeadLetterRead,
+    ) -> Result<Box<dyn Source>, AdapterError> {
+        match read {
+            DeadLetterRead::Peek { .. } => {
+                let settings = TailSettings {
+                    from_beginning: true,
+                    disturb: false,
+                };
+                self.open_tail(endpoint, &settings).await
+            }
+            DeadLetterRead::Take => {
+                let options = KafkaSourceOptions {
+                    group_id: Some(DEAD_LETTER_READER.into()),
+                    start: Start::Earliest,
+                    ..KafkaSourceOptions::default()
+                };
+                let settings = SourceSettings {
+                    route: DEAD_LETTER_READER.into(),
+                    options: SourceOptions::new(options),
+                    max_in_flight: 64,
+                    dead_letter: true,
+                };
+                self.open_source(endpoint, &settings).await
+            }
+        }
     }
 }
 

@@ -41,8 +41,9 @@ pub use config::Config;
 use config::{Deliver, SourceOptions as NatsSourceOptions, Target};
 
 use super::{
-    Adapter, AdapterError, ConnectContext, Connection, Connector, FieldError, OriginField, Role,
-    Sink, Source, SourceOptions, SourceSettings, TailSettings,
+    Adapter, AdapterError, ConnectContext, Connection, Connector, DEAD_LETTER_READER,
+    DeadLetterRead, FieldError, OriginField, Role, Sink, Source, SourceOptions, SourceSettings,
+    TailSettings,
 };
 use crate::address::Endpoint;
 
@@ -308,6 +309,35 @@ impl Connector for NatsConnector {
         settings: &TailSettings,
     ) -> Result<Box<dyn Source>, AdapterError> {
         tail::open(self, endpoint, settings).await
+    }
+
+    /// Takes dead letters through a durable consumer of their own (`bridge-dlq`); peeks
+    /// as `tail --from-beginning` does.
+    async fn open_dead_letters(
+        &self,
+        endpoint: &Endpoint,
+        read: DeadLetterRead,
+    ) -> Result<Box<dyn Source>, AdapterError> {
+        let settings = TailSettings {
+            from_beginning: true,
+            disturb: false,
+        };
+        match read {
+            DeadLetterRead::Peek { .. } => tail::open(self, endpoint, &settings).await,
+            DeadLetterRead::Take => {
+                let options = NatsSourceOptions {
+                    consumer: Some(DEAD_LETTER_READER.into()),
+                    ..NatsSourceOptions::default()
+                };
+                let settings = SourceSettings {
+                    route: DEAD_LETTER_READER.into(),
+                    options: SourceOptions::new(options),
+                    max_in_flight: 64,
+                    dead_letter: true,
+                };
+                self.open_source(endpoint, &settings).await
+            }
+        }
     }
 
     /// Reads new messages only, through an ephemeral consumer or a subscription.
