@@ -271,6 +271,26 @@ pub enum DeadLetterRead {
 /// or route name, depending on the system.
 pub const DEAD_LETTER_READER: &str = "bridge-dlq";
 
+impl DeadLetterRead {
+    /// What a peek asks of `tail`: the oldest message first.
+    pub fn tail_settings(disturb: bool) -> TailSettings {
+        TailSettings {
+            from_beginning: true,
+            disturb,
+        }
+    }
+
+    /// What a take asks of a source: the route [`DEAD_LETTER_READER`], with `options`.
+    pub fn take_settings(options: SourceOptions) -> SourceSettings {
+        SourceSettings {
+            route: DEAD_LETTER_READER.into(),
+            options,
+            max_in_flight: 64,
+            dead_letter: true,
+        }
+    }
+}
+
 /// Settings that `bridge tail` passes to a reader.
 #[derive(Debug, Clone, Default)]
 pub struct TailSettings {

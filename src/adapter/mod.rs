@@ -385,19 +385,11 @@ pub trait Connector: Send + Sync {
     ) -> Result<Box<dyn Source>, AdapterError> {
         match read {
             DeadLetterRead::Peek { disturb } => {
-                let settings = TailSettings {
-                    from_beginning: true,
-                    disturb,
-                };
-                self.open_tail(endpoint, &settings).await
+                self.open_tail(endpoint, &DeadLetterRead::tail_settings(disturb))
+                    .await
             }
             DeadLetterRead::Take => {
-                let settings = SourceSettings {
-                    route: DEAD_LETTER_READER.into(),
-                    options: SourceOptions::none(),
-                    max_in_flight: 64,
-                    dead_letter: true,
-                };
+                let settings = DeadLetterRead::take_settings(SourceOptions::none());
                 self.open_source(endpoint, &settings).await
             }
         }

@@ -371,11 +371,8 @@ impl Connector for KafkaConnector {
     ) -> Result<Box<dyn Source>, AdapterError> {
         match read {
             DeadLetterRead::Peek { .. } => {
-                let settings = TailSettings {
-                    from_beginning: true,
-                    disturb: false,
-                };
-                self.open_tail(endpoint, &settings).await
+                self.open_tail(endpoint, &DeadLetterRead::tail_settings(false))
+                    .await
             }
             DeadLetterRead::Take => {
                 let options = KafkaSourceOptions {
@@ -383,12 +380,7 @@ impl Connector for KafkaConnector {
                     start: Start::Earliest,
                     ..KafkaSourceOptions::default()
                 };
-                let settings = SourceSettings {
-                    route: DEAD_LETTER_READER.into(),
-                    options: SourceOptions::new(options),
-                    max_in_flight: 64,
-                    dead_letter: true,
-                };
+                let settings = DeadLetterRead::take_settings(SourceOptions::new(options));
                 self.open_source(endpoint, &settings).await
             }
         }

@@ -318,23 +318,16 @@ impl Connector for NatsConnector {
         endpoint: &Endpoint,
         read: DeadLetterRead,
     ) -> Result<Box<dyn Source>, AdapterError> {
-        let settings = TailSettings {
-            from_beginning: true,
-            disturb: false,
-        };
         match read {
-            DeadLetterRead::Peek { .. } => tail::open(self, endpoint, &settings).await,
+            DeadLetterRead::Peek { .. } => {
+                tail::open(self, endpoint, &DeadLetterRead::tail_settings(false)).await
+            }
             DeadLetterRead::Take => {
                 let options = NatsSourceOptions {
                     consumer: Some(DEAD_LETTER_READER.into()),
                     ..NatsSourceOptions::default()
                 };
-                let settings = SourceSettings {
-                    route: DEAD_LETTER_READER.into(),
-                    options: SourceOptions::new(options),
-                    max_in_flight: 64,
-                    dead_letter: true,
-                };
+                let settings = DeadLetterRead::take_settings(SourceOptions::new(options));
                 self.open_source(endpoint, &settings).await
             }
         }
