@@ -24,6 +24,18 @@ use async_trait::async_trait;
 use super::{AdapterError, Connector, memory};
 use crate::message::Origin;
 
+/// A connection read from the routes file, or the first field at fault with its path.
+pub type Parsed = Result<Arc<dyn Connection>, serde_path_to_error::Error<serde_json::Error>>;
+
+/// Reads a connection whose fields are the serde type `C` strictly: what most adapters'
+/// [`Adapter::parse`] is.
+pub fn parse_connection<C>(fields: serde_json::Value) -> Parsed
+where
+    C: Connection + serde::de::DeserializeOwned + 'static,
+{
+    crate::strict::parse_strict::<C>(fields).map(|c| Arc::new(c) as Arc<dyn Connection>)
+}
+
 /// A system bridge connects to, as the routes file names it.
 pub trait Adapter: Send + Sync {
     /// The `type` of its connections in the routes file.
@@ -36,10 +48,7 @@ pub trait Adapter: Send + Sync {
 
     /// Reads a connection's fields (everything but `type`) strictly: unknown fields and a
     /// list where a mapping is expected are errors, each with its path inside the value.
-    fn parse(
-        &self,
-        fields: serde_json::Value,
-    ) -> Result<Arc<dyn Connection>, serde_path_to_error::Error<serde_json::Error>>;
+    fn parse(&self, fields: serde_json::Value) -> Parsed;
 
     /// A connection from a URL given on the command line (one of [`url_schemes`]).
     ///

@@ -60,11 +60,8 @@ impl Adapter for Stdio {
         &["stdio"]
     }
 
-    fn parse(
-        &self,
-        fields: serde_json::Value,
-    ) -> Result<Arc<dyn Connection>, serde_path_to_error::Error<serde_json::Error>> {
-        crate::strict::parse_strict::<Config>(fields).map(|c| Arc::new(c) as Arc<dyn Connection>)
+    fn parse(&self, fields: serde_json::Value) -> super::contract::Parsed {
+        super::contract::parse_connection::<Config>(fields)
     }
 
     fn parse_url(&self, _url: &str) -> Result<Arc<dyn Connection>, String> {

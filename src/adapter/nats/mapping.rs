@@ -35,11 +35,24 @@ const ENCODED_KEY: &str = "bridge-key-base64";
 pub const BASE64_TEXT_HEADERS: &str = "bridge-base64-text-headers";
 
 /// A message ready to publish.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Outgoing {
     pub payload: Bytes,
-    /// In order; a name may repeat.
-    pub headers: Vec<(String, String)>,
+    /// As the client sends them; a name may repeat.
+    pub headers: async_nats::HeaderMap,
+}
+
+/// Appends one header, or says why the client cannot carry it (names and values were
+/// checked before, so this is a safety net, never a panic).
+fn append(headers: &mut async_nats::HeaderMap, name: &str, value: &str) -> Result<(), String> {
+    let header: async_nats::HeaderName = name
+        .parse()
+        .map_err(|_| format!("header name `{name}` cannot be a NATS header name"))?;
+    let value: async_nats::HeaderValue = value
+        .parse()
+        .map_err(|_| format!("header `{name}` cannot hold its value"))?;
+    headers.append(header, value);
+    Ok(())
 }
 
 /// Whether NATS carries `name` as a header name: printable ASCII without `:`.
@@ -55,7 +68,9 @@ fn carries_as_written(text: &str) -> bool {
 
 /// Encodes `message`, or says why NATS cannot carry it.
 pub fn encode(message: &Message) -> Result<Outgoing, String> {
-    let mut headers: Vec<(String, String)> = Vec::new();
+    let mut headers = async_nats::HeaderMap::new();
+    // The names written for envelope fields, which no application header may shadow.
+    let mut envelope = NameSet::new();
     let fields = [
         (CORRELATION_ID, &message.correlation_id),
         (REPLY_TO, &message.reply_to),
@@ -69,28 +84,33 @@ pub fn encode(message: &Message) -> Result<Outgoing, String> {
                     "the {name} holds a line break or leading or trailing spaces, which a NATS header cannot carry"
                 ));
             }
-            headers.push((name.to_owned(), value.clone()));
+            append(&mut headers, name, value)?;
+            envelope.insert(name);
         }
     }
     if let Some(key) = &message.key {
         match std::str::from_utf8(key) {
             Ok(text) if carries_as_written(text) => {
-                headers.push((reserved::KEY.to_owned(), text.to_owned()))
+                append(&mut headers, reserved::KEY, text)?;
+                envelope.insert(reserved::KEY);
             }
-            _ => headers.push((ENCODED_KEY.to_owned(), BASE64.encode(key))),
+            _ => {
+                append(&mut headers, ENCODED_KEY, &BASE64.encode(key))?;
+                envelope.insert(ENCODED_KEY);
+            }
         }
     }
     if let Some(ms) = message
         .timestamp
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
     {
-        headers.push((
-            reserved::TIMESTAMP_MS.to_owned(),
-            ms.as_millis().to_string(),
-        ));
+        append(
+            &mut headers,
+            reserved::TIMESTAMP_MS,
+            &ms.as_millis().to_string(),
+        )?;
+        envelope.insert(reserved::TIMESTAMP_MS);
     }
-    let envelope: Vec<String> = headers.iter().map(|(n, _)| n.clone()).collect();
-    let envelope: NameSet = envelope.iter().map(String::as_str).collect();
     // First the names whose values must be encoded (any value of the name), then the
     // headers in their order: two passes, each linear.
     let mut binary = NameSet::new();
@@ -119,32 +139,32 @@ pub fn encode(message: &Message) -> Result<Outgoing, String> {
         if envelope.contains(name) || own_list {
             continue;
         }
-        let encoded = if binary.contains(name) {
+        if binary.contains(name) || base64_text.contains(name) {
             if listed.insert(name) {
-                binary_names.push(name);
+                if binary.contains(name) {
+                    binary_names.push(name);
+                } else {
+                    base64_names.push(name);
+                }
             }
-            BASE64.encode(value.as_bytes())
-        } else if base64_text.contains(name) {
-            if listed.insert(name) {
-                base64_names.push(name);
-            }
-            BASE64.encode(value.as_bytes())
+            append(&mut headers, name, &BASE64.encode(value.as_bytes()))?;
         } else {
-            value.as_text().unwrap_or_default().to_owned()
-        };
-        headers.push((name.to_owned(), encoded));
+            append(&mut headers, name, value.as_text().unwrap_or_default())?;
+        }
     }
     if !binary_names.is_empty() {
-        headers.push((
-            reserved::BINARY_HEADERS.to_owned(),
-            reserved::join_names(binary_names),
-        ));
+        append(
+            &mut headers,
+            reserved::BINARY_HEADERS,
+            &reserved::join_names(binary_names),
+        )?;
     }
     if !base64_names.is_empty() {
-        headers.push((
-            BASE64_TEXT_HEADERS.to_owned(),
-            reserved::join_names(base64_names),
-        ));
+        append(
+            &mut headers,
+            BASE64_TEXT_HEADERS,
+            &reserved::join_names(base64_names),
+        )?;
     }
     Ok(Outgoing {
         payload: message.body.clone(),
@@ -154,13 +174,12 @@ pub fn encode(message: &Message) -> Result<Outgoing, String> {
 
 /// Decodes a received payload and headers (no origin); `stored` is when the stream stored
 /// the message, the timestamp of a message without `bridge-timestamp-ms`.
-pub fn decode<'h>(
+pub fn decode(
     payload: Bytes,
-    headers: impl IntoIterator<Item = (&'h str, &'h str)>,
+    mut received: Vec<(&str, &str)>,
     stored: Option<SystemTime>,
 ) -> Message {
     let mut message = Message::new(payload);
-    let mut received: Vec<(&str, &str)> = headers.into_iter().collect();
     // Stable: the values of one name keep their order.
     received.sort_by(|a, b| a.0.cmp(b.0));
     let list = |name: &str| -> Vec<String> {
@@ -213,21 +232,6 @@ pub fn decode<'h>(
     message
 }
 
-/// The headers as the client sends them. Names and values were checked by [`encode`].
-pub fn header_map(headers: &[(String, String)]) -> Result<async_nats::HeaderMap, String> {
-    let mut map = async_nats::HeaderMap::new();
-    for (name, value) in headers {
-        let name: async_nats::HeaderName = name
-            .parse()
-            .map_err(|_| format!("header name `{name}` cannot be a NATS header name"))?;
-        let value: async_nats::HeaderValue = value
-            .parse()
-            .map_err(|_| format!("header `{name}` cannot hold its value"))?;
-        map.append(name, value);
-    }
-    Ok(map)
-}
-
 /// The received headers as name and value pairs, each name's values in order.
 pub fn header_pairs(map: &async_nats::HeaderMap) -> Vec<(&str, &str)> {
     map.iter()
@@ -245,8 +249,7 @@ mod tests {
 
     fn through_nats(message: &Message) -> Message {
         let out = encode(message).unwrap();
-        let map = header_map(&out.headers).unwrap();
-        decode(out.payload, header_pairs(&map), None)
+        decode(out.payload, header_pairs(&out.headers), None)
     }
 
     fn sorted(headers: &Headers) -> Vec<(String, HeaderValue)> {
@@ -288,7 +291,7 @@ mod tests {
         let mut message = Message::new("x");
         message.key = Some(Bytes::from_static(&[0xff, b'\n']));
         let out = encode(&message).unwrap();
-        assert!(out.headers.iter().any(|(n, _)| n == ENCODED_KEY));
+        assert!(out.headers.get(ENCODED_KEY).is_some());
         assert_eq!(through_nats(&message).key, message.key);
     }
 
@@ -309,9 +312,8 @@ mod tests {
         let out = encode(&message).unwrap();
         let ids: Vec<&str> = out
             .headers
-            .iter()
-            .filter(|(n, _)| n == MESSAGE_ID)
-            .map(|(_, v)| v.as_str())
+            .get_all(MESSAGE_ID)
+            .map(|v| v.as_str())
             .collect();
         assert_eq!(ids, ["real"]);
     }
@@ -319,7 +321,7 @@ mod tests {
     #[test]
     fn the_stored_time_stands_in_for_a_missing_timestamp() {
         let stored = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let message = decode(Bytes::from_static(b"x"), [], Some(stored));
+        let message = decode(Bytes::from_static(b"x"), Vec::new(), Some(stored));
         assert_eq!(message.timestamp, Some(stored));
     }
 
@@ -331,12 +333,7 @@ mod tests {
                 message.headers.push(format!("h{i}"), vec![i as u8]);
             }
             let out = encode(&message).unwrap();
-            let pairs: Vec<(&str, &str)> = out
-                .headers
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_str()))
-                .collect();
-            decode(out.payload.clone(), pairs, None);
+            decode(out.payload.clone(), header_pairs(&out.headers), None);
         });
     }
 }

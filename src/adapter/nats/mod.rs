@@ -62,11 +62,8 @@ impl Adapter for Nats {
         &["nats"]
     }
 
-    fn parse(
-        &self,
-        fields: serde_json::Value,
-    ) -> Result<Arc<dyn Connection>, serde_path_to_error::Error<serde_json::Error>> {
-        crate::strict::parse_strict::<Config>(fields).map(|c| Arc::new(c) as Arc<dyn Connection>)
+    fn parse(&self, fields: serde_json::Value) -> crate::adapter::contract::Parsed {
+        crate::adapter::contract::parse_connection::<Config>(fields)
     }
 
     fn parse_url(&self, url: &str) -> Result<Arc<dyn Connection>, String> {
@@ -289,7 +286,7 @@ impl Connector for NatsConnector {
                 Ok(Arc::new(sink::JetStreamSink {
                     context: self.nats.jetstream.clone(),
                     client: self.nats.client.clone(),
-                    subject,
+                    subject: subject.into(),
                     window: Arc::new(Semaphore::new(sink::MAX_UNCONFIRMED)),
                 }))
             }
@@ -297,7 +294,7 @@ impl Connector for NatsConnector {
                 config::check_publish_subject(&subject).map_err(AdapterError::Invalid)?;
                 Ok(Arc::new(sink::CoreSink {
                     client: self.nats.client.clone(),
-                    subject,
+                    subject: subject.into(),
                 }))
             }
         }

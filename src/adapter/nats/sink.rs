@@ -30,14 +30,15 @@ pub const MAX_UNCONFIRMED: usize = 1024;
 pub struct JetStreamSink {
     pub context: jetstream::Context,
     pub client: async_nats::Client,
-    pub subject: String,
+    /// Shared bytes: cloned for every publish without copying.
+    pub subject: async_nats::Subject,
     pub window: Arc<Semaphore>,
 }
 
 /// Publishes to a subject without confirmation.
 pub struct CoreSink {
     pub client: async_nats::Client,
-    pub subject: String,
+    pub subject: async_nats::Subject,
 }
 
 /// Encodes `message` for `subject`, or a permanent error naming it.
@@ -48,8 +49,7 @@ fn outgoing(
     let refused = |reason: String| SendError::permanent(format!("NATS `{subject}`: {reason}"));
     let encoded = crate::adapter::map_large(message.headers.len(), || mapping::encode(message))
         .map_err(refused)?;
-    let headers = mapping::header_map(&encoded.headers).map_err(refused)?;
-    Ok((headers, encoded.payload))
+    Ok((encoded.headers, encoded.payload))
 }
 
 /// The class of a failed JetStream publish.
@@ -101,9 +101,13 @@ impl Sink for JetStreamSink {
         Ok(Box::pin(async move {
             let acked = pending.await;
             drop(permit);
-            let ack = acked.map_err(|e| classify(&e, &client, &subject))?;
+            let ack = acked.map_err(|e| classify(&e, &client, subject.as_str()))?;
             if ack.duplicate {
-                tracing::debug!(%subject, sequence = ack.sequence, "JetStream dropped a duplicate (same Nats-Msg-Id in the duplicate window)");
+                tracing::debug!(
+                    subject = subject.as_str(),
+                    sequence = ack.sequence,
+                    "JetStream dropped a duplicate (same Nats-Msg-Id in the duplicate window)"
+                );
             }
             Ok(Receipt {
                 offset: i64::try_from(ack.sequence).ok(),

@@ -53,11 +53,8 @@ impl Adapter for PubSub {
         &["pubsub"]
     }
 
-    fn parse(
-        &self,
-        fields: serde_json::Value,
-    ) -> Result<Arc<dyn Connection>, serde_path_to_error::Error<serde_json::Error>> {
-        crate::strict::parse_strict::<Config>(fields).map(|c| Arc::new(c) as Arc<dyn Connection>)
+    fn parse(&self, fields: serde_json::Value) -> crate::adapter::contract::Parsed {
+        crate::adapter::contract::parse_connection::<Config>(fields)
     }
 
     fn parse_url(&self, url: &str) -> Result<Arc<dyn Connection>, String> {
