@@ -35,3 +35,4 @@ pub mod secret;
 pub mod shutdown;
 pub mod strict;
 pub mod telemetry;
+pub mod transform;

@@ -367,3 +367,83 @@ fn a_url_whose_password_does_not_parse_is_refused_without_showing_it() {
         }
     }
 }
+
+#[test]
+fn test_runs_the_documented_cases_and_fails_on_a_mismatch() {
+    let routes = fixture("docs/examples/shaping.yaml");
+    let output = run(
+        &[
+            "test",
+            &routes,
+            &fixture("docs/examples/shaping-cases.yaml"),
+        ],
+        b"",
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("4 cases, 0 failed"), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong.yaml");
+    std::fs::write(
+        &wrong,
+        "- name: expects the wrong key\n  route: events\n  message: {body: '{\"id\": 1, \"amount\": 1}', origin: {endpoint: 'rabbit:queue/events', routing_key: order.x}}\n  expect: {sinks: [{endpoint: 'kafka:orders', key: other}]}\n",
+    )
+    .unwrap();
+    let output = run(&["test", &routes, wrong.to_str().unwrap()], b"");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL expects the wrong key: kafka:orders: key is Some(\"order.x\")"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn explain_shows_what_each_sink_receives_and_refuses_unknown_origin_fields() {
+    let routes = fixture("docs/examples/shaping.yaml");
+    let message = r#"{"body": "{\"id\": 7, \"amount\": 3}", "headers": [{"name": "X-Tenant", "text": "acme"}], "origin": {"endpoint": "rabbit:queue/events", "routing_key": "order.paid"}}"#;
+    let output = run(
+        &["explain", &routes, "--route", "events", "-"],
+        message.as_bytes(),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("route `events`: 1 of 2 sinks receive the message"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("kafka:orders -> kafka:orders"), "{stdout}");
+    assert!(stdout.contains("key: order.paid"), "{stdout}");
+    assert!(stdout.contains(r#"{"id":7,"amount":3}"#), "{stdout}");
+
+    let output = run(
+        &["explain", &routes, "--route", "events", "--json", "-"],
+        message.as_bytes(),
+    );
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["verdict"]["sinks"][1]["message"]["key"], "order.paid");
+    assert_eq!(json["dead_letter"], "kafka:events-dead");
+
+    let forged =
+        r#"{"body": "{}", "origin": {"endpoint": "rabbit:queue/events", "partition_of_doom": 1}}"#;
+    let output = run(
+        &["explain", &routes, "--route", "events", "-"],
+        forged.as_bytes(),
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("origin field `partition_of_doom` is not one the route's source sets")
+    );
+}

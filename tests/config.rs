@@ -163,3 +163,39 @@ fn debug_of_a_plan_never_shows_a_secret() {
         assert!(!shown.contains(secret), "{secret} in {shown}");
     }
 }
+
+#[test]
+fn ordering_by_key_on_a_source_without_keys_is_a_warning_unless_a_template_gives_one() {
+    let file = |ordering_key: &str| {
+        format!(
+            "connections:\n  rabbit: {{type: rabbitmq, url: 'amqp://127.0.0.1:5672/%2f'}}\n  kafka: {{type: kafka, brokers: '127.0.0.1:9092'}}\nroutes:\n  - name: r\n    from: rabbit:queue/orders\n    to: kafka:orders\n    dead_letter: kafka:dead\n    ordering: key\n{ordering_key}"
+        )
+    };
+    let plan = bridge::config::load_str(&file(""), "routes.yaml", &|_: &str| None).unwrap();
+    assert_eq!(plan.warnings.len(), 1);
+    assert!(
+        plan.warnings[0].message.contains("delivers no keys"),
+        "{:?}",
+        plan.warnings
+    );
+    assert_eq!(plan.warnings[0].line, Some(9), "the line of `ordering`");
+    let plan = bridge::config::load_str(
+        &file("    ordering_key: \"{{ headers.customer }}\"\n"),
+        "routes.yaml",
+        &|_: &str| None,
+    )
+    .unwrap();
+    assert!(plan.warnings.is_empty());
+    let errors = bridge::config::load_str(
+        "connections:\n  mem: {type: memory}\nroutes:\n  - name: r\n    from: mem:in\n    to: mem:out\n    ordering_key: x\n",
+        "routes.yaml",
+        &|_: &str| None,
+    )
+    .unwrap_err();
+    assert!(
+        errors
+            .to_string()
+            .contains("ordering_key needs `ordering: key`"),
+        "{errors}"
+    );
+}

@@ -334,3 +334,56 @@ async fn sinks_slower_than_the_visibility_timeout_cause_no_redelivery() {
         "the queue is empty"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_to_sqs_with_a_jq_projection_of_the_body() {
+    init_logs();
+    let name = unique("e2e-jq");
+    let (topic, dead, sqs_out) = (
+        format!("{name}-in"),
+        format!("{name}-dead"),
+        format!("{name}-out"),
+    );
+    let kafka = json!({"type": "kafka", "brokers": KAFKA, "group_id": format!("{name}-bridge"),
+        "declare": [{"name": topic}, {"name": dead}]});
+    let aws = aws(json!({"queues": [{"name": sqs_out}]}));
+    let dir = tempfile::tempdir().unwrap();
+    let routes = write_routes(
+        &dir,
+        &format!(
+            "connections:\n  kafka: {kafka}\n  aws: {aws}\nroutes:\n  - name: project\n    from: kafka:{topic}\n    to: aws:sqs/{sqs_out}\n    dead_letter: kafka:{dead}\n    transform:\n      body: {{jq: '{{id: .order.id, total: (.items | map(.price) | add)}}'}}\n      headers: {{set: {{origin-topic: '{{{{ origin.topic }}}}'}}}}\n"
+        ),
+    );
+    let kafka_client = connector(&kafka).await;
+    let aws_client = connector(&aws).await;
+    let mut order = Message::new(
+        r#"{"order": {"id": "o-42", "note": "left out"}, "items": [{"price": 3}, {"price": 4}]}"#,
+    );
+    order.headers.push("tenant", "acme");
+    publish(&kafka_client, &format!("test:{topic}"), [order], 10).await;
+    let running = Running::start(&routes, &dir.path().join("bridge.log"));
+    let mut out = aws_client
+        .open_source(
+            &format!("test:sqs/{sqs_out}").parse().unwrap(),
+            &settings(SourceOptions::none()),
+        )
+        .await
+        .unwrap();
+    let arrived = tokio::time::timeout(Duration::from_secs(90), out.recv())
+        .await
+        .expect("the projection arrives in time")
+        .unwrap()
+        .unwrap();
+    let message = &arrived.message;
+    assert_eq!(message.body, r#"{"id":"o-42","total":7}"#);
+    assert_eq!(message.content_type.as_deref(), Some("application/json"));
+    assert_eq!(message.headers.get_text("tenant"), Some("acme"));
+    assert_eq!(
+        message.headers.get_text("origin-topic"),
+        Some(topic.as_str())
+    );
+    arrived.ack.ack();
+    out.close().await;
+    running.signal("TERM");
+    assert_eq!(running.wait(Duration::from_secs(60)), Some(0));
+}

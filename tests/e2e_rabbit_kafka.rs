@@ -456,3 +456,152 @@ async fn a_message_can_neither_pick_a_kafka_partition_nor_shadow_the_envelope() 
         "the envelope's value alone"
     );
 }
+
+/// Writes records natively: `(key, value)`, a `None` value being a tombstone.
+async fn produce_native(topic: &str, records: &[(&str, Option<&str>)]) {
+    use rdkafka::ClientConfig;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", KAFKA)
+        .create()
+        .unwrap();
+    for (key, value) in records {
+        let mut record: FutureRecord<'_, str, str> = FutureRecord::to(topic).key(*key);
+        if let Some(value) = value {
+            record = record.payload(*value);
+        }
+        producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .expect("the record is written");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routing_key_becomes_the_kafka_key_and_tombstones_stay_null_across_systems() {
+    use rdkafka::Message as _;
+    use rdkafka::message::Headers as _;
+    init_logs();
+    let name = unique("shaping");
+    let exchange = format!("{name}-x");
+    let (q_events, q_mid, q_dlq) = (
+        format!("{name}-events"),
+        format!("{name}-mid"),
+        format!("{name}-dlq"),
+    );
+    let [keyed, direct_in, direct_out, via_in, via_out, dead] = [
+        "keyed",
+        "direct-in",
+        "direct-out",
+        "via-in",
+        "via-out",
+        "dead",
+    ]
+    .map(|t| format!("{name}-{t}"));
+    let expires = json!({"x-expires": 900_000});
+    let rabbit = json!({"type": "rabbitmq", "url": RABBIT, "declare": {
+        "exchanges": [{"name": exchange, "kind": "topic"}],
+        "queues": [
+            {"name": q_events, "arguments": expires, "bindings": [{"exchange": exchange, "routing_key": "order.*"}]},
+            {"name": q_mid, "arguments": expires},
+            {"name": q_dlq, "arguments": expires}]}});
+    let topics: Vec<serde_json::Value> =
+        [&keyed, &direct_in, &direct_out, &via_in, &via_out, &dead]
+            .iter()
+            .map(|t| json!({"name": t}))
+            .collect();
+    let kafka = json!({"type": "kafka", "brokers": KAFKA, "group_id": format!("{name}-bridge"), "declare": topics});
+    let routes = format!(
+        r#"connections:
+  rabbit: {rabbit}
+  kafka: {kafka}
+routes:
+  - name: events
+    from: rabbit:queue/{q_events}
+    to: kafka:{keyed}
+    dead_letter: rabbit:queue/{q_dlq}
+    transform:
+      key: "{{{{ origin.routing_key }}}}"
+      headers: {{rename: {{X-Tenant: tenant}}}}
+  - name: direct
+    from: kafka:{direct_in}
+    to: kafka:{direct_out}
+    dead_letter: kafka:{dead}
+  - name: via-out
+    from: kafka:{via_in}
+    to: rabbit:queue/{q_mid}
+    dead_letter: kafka:{dead}
+  - name: via-back
+    from: rabbit:queue/{q_mid}
+    to: kafka:{via_out}
+    dead_letter: rabbit:queue/{q_dlq}
+"#
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(&file, &routes).unwrap();
+    let rabbit_client = connector(&rabbit).await;
+    connector(&kafka).await; // declares the topics
+    let running = Running::start(&file, &dir.path().join("bridge.log"));
+
+    let mut event = Message::new(r#"{"id": 1}"#);
+    event.headers.push("X-Tenant", "acme");
+    publish(
+        &rabbit_client,
+        &format!("test:exchange/{exchange}/order.created"),
+        [event],
+        10,
+    )
+    .await;
+    let records = [("gone", None), ("kept", Some("v"))];
+    produce_native(&direct_in, &records).await;
+    produce_native(&via_in, &records).await;
+
+    let keyed_records = native_records(&keyed, 1, 1);
+    let direct = native_records(&direct_out, 1, 2);
+    let via = native_records(&via_out, 1, 2);
+    running.signal("TERM");
+    let log = dir.path().join("bridge.log");
+    assert_eq!(
+        running.wait(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        log_tail(&log, 20)
+    );
+
+    assert_eq!(keyed_records.len(), 1, "{}", log_tail(&log, 20));
+    let record = &keyed_records[0];
+    assert_eq!(
+        record.key(),
+        Some(&b"order.created"[..]),
+        "the routing key is the key"
+    );
+    let headers = record.headers().unwrap();
+    let value_of = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(value_of("tenant").as_deref(), Some("acme"));
+    assert_eq!(value_of("X-Tenant"), None);
+
+    for (path, records) in [
+        ("Kafka -> Kafka", &direct),
+        ("Kafka -> RabbitMQ -> Kafka", &via),
+    ] {
+        assert_eq!(records.len(), 2, "{path}: {}", log_tail(&log, 20));
+        let by_key = |key: &[u8]| records.iter().find(|r| r.key() == Some(key)).unwrap();
+        assert_eq!(
+            by_key(b"gone").payload(),
+            None,
+            "{path}: a tombstone stays null"
+        );
+        assert_eq!(by_key(b"kept").payload(), Some(&b"v"[..]), "{path}");
+        let marker = by_key(b"gone")
+            .headers()
+            .is_some_and(|h| h.iter().any(|h| h.key == reserved::TOMBSTONE));
+        assert!(!marker, "{path}: the marker is not written to Kafka");
+    }
+}

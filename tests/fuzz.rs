@@ -56,7 +56,7 @@ use bridge::cli::{Cli, Command};
 use bridge::config::{self, ConfigErrors, Plan, check_listen};
 use bridge::expr::{Condition, Template};
 use bridge::message::limits::Limits;
-use bridge::message::{HeaderValue, Headers, Message, Origin, json, reserved};
+use bridge::message::{HeaderValue, Headers, Message, Origin, OriginValue, json, reserved};
 use bridge::relay::{Claims, ReplyAllow, ReplyRelay, RequestRelay, Signer, TokenError, Unmatched};
 use bytes::Bytes;
 use clap::Parser as _;
@@ -521,14 +521,19 @@ fn origin() -> impl Strategy<Value = Origin> {
         any::<Option<i64>>(),
         any::<Option<u32>>(),
         prop::option::of(".{0,12}"),
+        prop::option::of(".{0,12}"),
     )
         .prop_map(
-            |(endpoint, partition, offset, receive_count, broker_message_id)| Origin {
+            |(endpoint, partition, offset, receive_count, broker_message_id, routing_key)| Origin {
                 endpoint,
                 partition,
                 offset,
                 receive_count,
                 broker_message_id,
+                fields: routing_key
+                    .map(|key| ("routing_key", OriginValue::text(&key)))
+                    .into_iter()
+                    .collect(),
             },
         )
 }
@@ -1921,6 +1926,8 @@ proptest! {
                     Command::Send(_) => "send",
                     Command::Tail(_) => "tail",
                     Command::Request(_) => "request",
+                    Command::Explain(_) => "explain",
+                    Command::Test(_) => "test",
                 };
                 prop_assert!(args.iter().any(|arg| arg == subcommand), "{subcommand} from {args:?}");
             }

@@ -2,6 +2,9 @@
 
 mod support;
 
+#[path = "router/shaping.rs"]
+mod shaping;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -69,6 +69,12 @@ pub struct Scenario {
     pub count: usize,
     /// Whether to stall the sink (a paused TCP proxy in front of RabbitMQ) and watch memory.
     pub stall: bool,
+    /// Whether bridge's routes reshape each message (three header operations and a jq
+    /// projection of a JSON body); the raw pipe copies it unchanged.
+    pub shaped: bool,
+    /// bridge's routes limit themselves to this many messages a second (`rate`); the raw
+    /// pipe is not limited, so the bridge column reads the rate held.
+    pub rate: Option<u32>,
 }
 
 impl Scenario {
@@ -84,6 +90,12 @@ impl Scenario {
         }
         if self.routes > 1 {
             name = format!("{name}, {} routes", self.routes);
+        }
+        if self.shaped {
+            name = format!("{name}, transformed");
+        }
+        if let Some(rate) = self.rate {
+            name = format!("{name}, rate {rate}/s");
         }
         format!("{name}, {}", size_label(self.size))
     }
@@ -166,6 +178,8 @@ fn scenarios(options: &Options) -> Vec<Scenario> {
         size,
         count,
         stall: false,
+        shaped: false,
+        rate: None,
     };
     let all = if options.quick {
         vec![
@@ -192,6 +206,15 @@ fn scenarios(options: &Options) -> Vec<Scenario> {
         all.push(one(Sys::PubSub, Sys::Kafka, 1024, 20_000));
         all.push(one(Sys::Nats, Sys::Kafka, 1024, 50_000));
         all.push(one(Sys::Kafka, Sys::Nats, 1024, 50_000));
+        all.push(Scenario {
+            shaped: true,
+            ..one(Sys::Kafka, Sys::Kafka, 1024, 50_000)
+        });
+        // 30 s at 1,000 a second.
+        all.push(Scenario {
+            rate: Some(1_000),
+            ..one(Sys::Kafka, Sys::Kafka, 1024, 30_000)
+        });
         all.push(Scenario {
             fan_out: 4,
             ..one(Sys::Kafka, Sys::Kafka, 1024, 20_000)

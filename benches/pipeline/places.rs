@@ -169,6 +169,10 @@ pub struct Places {
     partitions: i32,
     sqs_urls: HashMap<String, String>,
     publishers: HashMap<String, Publisher>,
+    /// Bodies are JSON objects (for the routes with a jq transform).
+    json_bodies: bool,
+    /// bridge's routes' rate limit, messages a second.
+    pub rate: Option<u32>,
 }
 
 pub fn pubsub_topic(name: &str) -> String {
@@ -196,8 +200,23 @@ pub fn body(size: usize) -> Vec<u8> {
     body
 }
 
-/// How long ago a body made by [`body`] was sent.
+/// The start of a JSON body made by [`json_body`].
+const JSON_START: &str = r#"{"t":""#;
+
+/// A JSON object of `size` bytes, `{"t":"TIME","pad":"xx…"}`, that starts (after its first
+/// 6 bytes) with its send time as [`body`] does.
+pub fn json_body(size: usize) -> Vec<u8> {
+    let mut body = String::from_utf8(body(20)).expect("digits");
+    body = format!(r#"{JSON_START}{body}","pad":""#);
+    let pad = size.saturating_sub(body.len() + 2);
+    body.extend(std::iter::repeat_n('x', pad));
+    body.push_str(r#""}"#);
+    body.into_bytes()
+}
+
+/// How long ago a body made by [`body`] or [`json_body`] was sent.
 pub fn age(body: &[u8]) -> Option<Duration> {
+    let body = body.strip_prefix(JSON_START.as_bytes()).unwrap_or(body);
     let sent: u128 = std::str::from_utf8(body.get(..20)?).ok()?.parse().ok()?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -209,6 +228,11 @@ pub fn age(body: &[u8]) -> Option<Duration> {
 }
 
 impl Places {
+    /// Whether bodies are JSON, for routes that transform them.
+    pub fn shaped(&self) -> bool {
+        self.json_bodies
+    }
+
     /// The URL of the SQS queue `name` created for this run.
     pub fn sqs_url(&self, name: &str) -> &str {
         &self.sqs_urls[name]
@@ -231,6 +255,8 @@ impl Places {
             routes,
             sqs_urls: HashMap::new(),
             publishers: HashMap::new(),
+            json_bodies: scenario.shaped,
+            rate: scenario.rate,
         };
         let sources: Vec<String> = places.routes.iter().map(|r| r.source.clone()).collect();
         let sinks: Vec<String> = places.routes.iter().flat_map(|r| r.sinks.clone()).collect();
@@ -337,7 +363,11 @@ impl Places {
         seq: usize,
         size: usize,
     ) -> BoxFuture<'static, ()> {
-        let body = body(size);
+        let body = if self.json_bodies {
+            json_body(size)
+        } else {
+            body(size)
+        };
         match self.from {
             Sys::Kafka => {
                 let key = format!("k{}", seq % 16);
@@ -423,7 +453,14 @@ impl Places {
                     request = request.entries(
                         SendMessageBatchRequestEntry::builder()
                             .id(seq.to_string())
-                            .message_body(String::from_utf8(body(size)).expect("text"))
+                            .message_body(
+                                String::from_utf8(if self.json_bodies {
+                                    json_body(size)
+                                } else {
+                                    body(size)
+                                })
+                                .expect("text"),
+                            )
                             .build()
                             .expect("entry"),
                     );

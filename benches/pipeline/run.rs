@@ -480,6 +480,19 @@ fn routes_file(places: &Places, options: &Options, prefix: &str, rabbit_url: &st
                 "max_in_flight": options.window,
                 "dead_letter": format!("kafka:{}", places.dead_letter),
             });
+            if let Some(rate) = places.rate {
+                route["rate"] = json!({"messages": rate, "per": "1s", "burst": 1});
+            }
+            if places.shaped() {
+                route["transform"] = json!({
+                    "headers": {
+                        "set": {"source": "bench"},
+                        "remove": ["x-internal-*"],
+                        "rename": {"trace": "trace-id"},
+                    },
+                    "body": {"jq": "{t: .t, pad: .pad}"},
+                });
+            }
             // BENCH_COUNT_HOPS=true|false|auto sets the routes' `count_hops`; by default
             // (`auto`) they write no loop guard's header, as none feeds its own source
             // (docs/guarantees.md#loop-guard).

@@ -151,6 +151,8 @@ pub enum OriginField {
     ReceiveCount,
     /// The broker's own id for the delivery, when it differs from the message id.
     BrokerMessageId,
+    /// A field of the system's own (`Origin::fields`), e.g. RabbitMQ's `routing_key`.
+    Named(&'static str),
 }
 
 impl OriginField {
@@ -161,6 +163,7 @@ impl OriginField {
             OriginField::Offset => "offset",
             OriginField::ReceiveCount => "receive_count",
             OriginField::BrokerMessageId => "broker_message_id",
+            OriginField::Named(name) => name,
         }
     }
 
@@ -177,6 +180,12 @@ impl OriginField {
         ];
         set.into_iter()
             .filter_map(|(field, is_set)| is_set.then_some(field))
+            .chain(
+                origin
+                    .fields
+                    .iter()
+                    .map(|(name, _)| OriginField::Named(name)),
+            )
             .collect()
     }
 }
@@ -220,6 +229,13 @@ pub trait Connection: fmt::Debug + Send + Sync {
         path: &str,
         options: &SourceOptions,
     ) -> Result<(), String>;
+
+    /// Whether messages read from `path` carry a key of the system's own (a Kafka key, an
+    /// SQS FIFO group, a Pub/Sub ordering key); without one, `ordering: key` has nothing to
+    /// order by unless the route's `ordering_key` makes one, and `validate` warns.
+    fn source_has_keys(&self, _path: &str) -> bool {
+        true
+    }
 
     /// The reply-to that repliers should use to reach a source on `path` (its queue or
     /// topic in the system's own terms), when it can be told from the path.

@@ -6,6 +6,7 @@
 //! that prints to standard output.
 
 mod connections;
+mod explain;
 mod output;
 mod request;
 mod run;
@@ -48,6 +49,10 @@ pub enum Command {
     Tail(TailArgs),
     /// Send one request and print its correlated reply.
     Request(RequestArgs),
+    /// Show what a route does with one message, without connecting to anything.
+    Explain(ExplainArgs),
+    /// Run a file of `explain` cases with expected results; exit 1 on a mismatch.
+    Test(TestArgs),
 }
 
 impl Command {
@@ -68,6 +73,29 @@ pub struct RunArgs {
     /// `settings.http.listen`, else 127.0.0.1:9464].
     #[arg(long, env = "BRIDGE_HTTP_LISTEN", value_name = "HOST:PORT")]
     pub http_listen: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The routes file.
+    pub file: PathBuf,
+    /// The route that receives the message.
+    #[arg(long)]
+    pub route: String,
+    /// The message in the JSON form of `tail --json`, `origin` included (`-` reads
+    /// standard input).
+    pub message: PathBuf,
+    /// Print the explanation as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// The routes file.
+    pub file: PathBuf,
+    /// The cases: a YAML list of `{name, route, message, expect}` (docs/cli.md#test).
+    pub cases: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -213,6 +241,8 @@ pub async fn execute(command: Command) -> Result<(), CliError> {
     match command {
         Command::Run(args) => run::run(args).await,
         Command::Validate(args) => validate::validate(args),
+        Command::Explain(args) => explain::explain(args),
+        Command::Test(args) => explain::test(args),
         Command::Send(args) => send::send(args).await,
         Command::Tail(args) => tail::tail(args).await,
         Command::Request(args) => request::request(args).await,

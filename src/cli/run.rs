@@ -14,6 +14,9 @@ use crate::telemetry::http::{self, Readiness};
 
 pub async fn run(args: RunArgs) -> Result<(), CliError> {
     let plan = config::load_file(&args.file, &ProcessEnvironment).map_err(CliError::Config)?;
+    for warning in &plan.warnings {
+        tracing::warn!(file = %args.file.display(), "{warning}");
+    }
     let listen = args
         .http_listen
         .unwrap_or_else(|| plan.settings.http.listen.clone());

@@ -5,6 +5,9 @@ use crate::config::{self, ProcessEnvironment};
 
 pub fn validate(args: ValidateArgs) -> Result<(), CliError> {
     let plan = config::load_file(&args.file, &ProcessEnvironment).map_err(CliError::Config)?;
+    for warning in &plan.warnings {
+        eprintln!("{}:{warning} (warning)", args.file.display());
+    }
     println!(
         "{}: ok ({} connection{}, {} route{})",
         args.file.display(),

@@ -16,8 +16,10 @@ use std::fmt;
 use std::path::Path;
 
 pub use interpolate::{Environment, ProcessEnvironment};
-pub use model::{Ordering, RetryPolicy, Settings};
-pub use plan::{DedupPlan, Plan, ReplyPlan, RoutePlan, SinkPlan, SourcePlan, check_listen};
+pub use model::{Ordering, RetryPolicy, Select, Settings};
+pub use plan::{
+    DedupPlan, Plan, RatePlan, ReplyPlan, RoutePlan, SinkPlan, SourcePlan, check_listen,
+};
 
 /// One problem in a routes file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +111,16 @@ fn read_routes_file(path: &Path) -> Result<String, String> {
         ),
         ReadError::NotUtf8 => "the routes file is not UTF-8 text".to_owned(),
     })
+}
+
+/// Reads a YAML document other than a routes file (the cases of `bridge test`), with the
+/// routes file's limits on its shape and `${...}` interpolation.
+pub fn read_yaml(text: &str, env: &dyn Environment) -> Result<serde_json::Value, ConfigError> {
+    let (document, errors) = yaml::parse(text, env)?;
+    match errors.into_iter().next() {
+        Some(error) => Err(error),
+        None => Ok(document.root),
+    }
 }
 
 /// Reads and validates the routes file at `path`.

@@ -143,6 +143,10 @@ pub struct RouteModel {
     /// are delivered one after another, in order; different keys run in parallel.
     #[serde(default)]
     pub ordering: Ordering,
+    /// With `ordering: key`: a template giving the key messages are ordered by, instead
+    /// of the key the source delivered (for sources without keys, or to order by a field).
+    #[serde(default)]
+    pub ordering_key: Option<String>,
     /// Most messages of this route being processed at once (the in-flight window).
     /// Default 256, at least 1.
     #[serde(default = "default_max_in_flight")]
@@ -161,6 +165,109 @@ pub struct RouteModel {
     /// Limits on each message of this route, over `settings.limits`.
     #[serde(default)]
     pub limits: Option<LimitsModel>,
+    /// Reshapes each message before it reaches the sinks (docs/configuration.md#transforms).
+    #[serde(default)]
+    pub transform: Option<TransformModel>,
+    /// Most messages per interval the route takes from its source; past it the route
+    /// waits (backpressure), it never drops.
+    #[serde(default)]
+    pub rate: Option<RateModel>,
+    /// `all` (default): every sink whose `when` holds receives the message. `first`: only
+    /// the first such sink, in the order of `to`; a last sink without `when` is the default.
+    #[serde(default)]
+    pub select: Select,
+}
+
+/// Which sinks of a route receive a message (`routes[].select`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Select {
+    #[default]
+    All,
+    First,
+}
+
+/// A reshaping of each message (`routes[].transform`, `routes[].to[].transform`). Every
+/// expression of one transform reads the message as it was before that transform; the
+/// parts apply in this order: header operations, envelope fields, body.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformModel {
+    /// Operations on headers, applied as `rename`, `remove`, `keep`, `copy_origin`, `set`.
+    #[serde(default)]
+    pub headers: HeaderOpsModel,
+    /// Template of the key; a rendering that is empty removes the key.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Template of the correlation id; empty removes it.
+    #[serde(default)]
+    pub correlation_id: Option<String>,
+    /// Template of the reply-to address; empty removes it.
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    /// Template of the message id; empty removes it.
+    #[serde(default)]
+    pub message_id: Option<String>,
+    /// Template of the content type; empty removes it.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// A new body: `{jq: PROGRAM}` (a JSON projection of the body) or
+    /// `{template: TEXT}`.
+    #[serde(default)]
+    pub body: Option<BodyModel>,
+}
+
+/// Header operations of a transform (`transform.headers`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderOpsModel {
+    /// Old name to new name; the values (every one of a repeated name) keep their place.
+    #[serde(default)]
+    pub rename: std::collections::BTreeMap<String, String>,
+    /// Names or globs (`x-internal-*`) of headers to drop.
+    #[serde(default)]
+    pub remove: Vec<String>,
+    /// When given, only headers matching one of these names or globs stay (`bridge-*`
+    /// bookkeeping such as the hop count always stays).
+    #[serde(default)]
+    pub keep: Option<Vec<String>>,
+    /// Copies every `origin` field as a header `origin-NAME`, e.g. `origin-routing_key`.
+    #[serde(default)]
+    pub copy_origin: bool,
+    /// Name to template; replaces every header of that name. A rendering that is empty
+    /// removes the header instead.
+    #[serde(default)]
+    pub set: std::collections::BTreeMap<String, String>,
+}
+
+/// A new body (`transform.body`): exactly one of `jq` or `template`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BodyModel {
+    /// A jq program run on the body parsed as JSON; its one result, as JSON, is the body.
+    #[serde(default)]
+    pub jq: Option<String>,
+    /// A template whose rendering is the body (UTF-8 text).
+    #[serde(default)]
+    pub template: Option<String>,
+}
+
+/// A rate limit (`rate`): at most `messages` per `per`, with bursts up to `burst`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateModel {
+    /// Messages allowed per interval, at least 1.
+    pub messages: u32,
+    /// The interval. Default 1s.
+    #[serde(default = "default_rate_per", deserialize_with = "duration")]
+    pub per: Duration,
+    /// Most messages let through at once after a quiet spell. Default: `messages`.
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+pub fn default_rate_per() -> Duration {
+    Duration::from_secs(1)
 }
 
 /// Deduplication of a route (`routes[].dedup`).
@@ -394,6 +501,10 @@ pub struct SinkRef {
     /// prevents the acknowledgement: it is logged and counted, not dead-lettered. (The
     /// acknowledgement still waits until its attempts are over.) Default false.
     pub optional: bool,
+    /// Reshapes what this sink receives, after the route's own `transform`.
+    pub transform: Option<TransformModel>,
+    /// Most messages per interval this sink is sent (every attempt counts).
+    pub rate: Option<RateModel>,
 }
 
 /// `to:` accepts one sink or a list.
@@ -480,6 +591,10 @@ impl<'de> Deserialize<'de> for SinkRef {
             optional: bool,
             #[serde(default)]
             path_values: PathValues,
+            #[serde(default)]
+            transform: Option<TransformModel>,
+            #[serde(default)]
+            rate: Option<RateModel>,
         }
         impl FromAddress for Full {
             fn from_address(endpoint: String) -> Self {
@@ -489,6 +604,8 @@ impl<'de> Deserialize<'de> for SinkRef {
                     when: None,
                     optional: false,
                     path_values: PathValues::Name,
+                    transform: None,
+                    rate: None,
                 }
             }
         }
@@ -499,6 +616,8 @@ impl<'de> Deserialize<'de> for SinkRef {
             key: full.key,
             when: full.when,
             optional: full.optional,
+            transform: full.transform,
+            rate: full.rate,
         })
     }
 }

@@ -302,29 +302,7 @@ impl Condition {
         context.add_variable_from_value("reply_to", optional_text(&message.reply_to));
         context.add_variable_from_value("message_id", optional_text(&message.message_id));
         context.add_variable_from_value("content_type", optional_text(&message.content_type));
-        let origin: HashMap<String, Value> = match message.origin() {
-            Some(origin) => [
-                ("endpoint", Value::from(origin.endpoint.as_str())),
-                (
-                    "partition",
-                    origin
-                        .partition
-                        .map_or(Value::Null, |p| Value::Int(p.into())),
-                ),
-                ("offset", origin.offset.map_or(Value::Null, Value::Int)),
-                (
-                    "receive_count",
-                    origin
-                        .receive_count
-                        .map_or(Value::Null, |c| Value::Int(c.into())),
-                ),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect(),
-            None => HashMap::new(),
-        };
-        context.add_variable_from_value("origin", origin);
+        context.add_variable_from_value("origin", scope.cel_origin());
         if self.reads_body {
             context.add_variable_from_value("body", scope.cel_body()?);
         }

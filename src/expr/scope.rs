@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
 
 use super::{EvalError, body_json};
-use crate::message::{HeaderValue, Message};
+use crate::message::{HeaderValue, Message, OriginValue};
 
 /// One message and what expressions have derived from it so far.
 pub struct Scope<'m> {
@@ -23,6 +23,8 @@ pub struct Scope<'m> {
     jinja_body: OnceLock<Result<minijinja::Value, EvalError>>,
     cel_headers: OnceLock<cel::Value>,
     cel_body: OnceLock<Result<cel::Value, EvalError>>,
+    jinja_origin: OnceLock<minijinja::Value>,
+    cel_origin: OnceLock<cel::Value>,
 }
 
 impl<'m> Scope<'m> {
@@ -34,6 +36,8 @@ impl<'m> Scope<'m> {
             jinja_body: OnceLock::new(),
             cel_headers: OnceLock::new(),
             cel_body: OnceLock::new(),
+            jinja_origin: OnceLock::new(),
+            cel_origin: OnceLock::new(),
         }
     }
 
@@ -112,6 +116,55 @@ impl<'m> Scope<'m> {
             .get_or_init(|| {
                 let json = self.json()?.clone();
                 cel::to_value(json).map_err(|e| EvalError::Failed(e.to_string()))
+            })
+            .clone()
+    }
+
+    /// `origin` for templates: every field the source set (none for a message that did
+    /// not come from a source).
+    pub fn jinja_origin(&self) -> minijinja::Value {
+        self.jinja_origin
+            .get_or_init(|| {
+                let Some(origin) = self.message.origin() else {
+                    return minijinja::Value::from(());
+                };
+                let fields: BTreeMap<&str, minijinja::Value> = origin
+                    .variables()
+                    .into_iter()
+                    .map(|(name, value)| {
+                        let value = match value {
+                            OriginValue::Text(t) => minijinja::Value::from(&*t),
+                            OriginValue::Int(n) => minijinja::Value::from(n),
+                            OriginValue::Bool(b) => minijinja::Value::from(b),
+                        };
+                        (name, value)
+                    })
+                    .collect();
+                minijinja::Value::from(fields)
+            })
+            .clone()
+    }
+
+    /// `origin` for conditions, as for templates (an empty map without a source).
+    pub fn cel_origin(&self) -> cel::Value {
+        self.cel_origin
+            .get_or_init(|| {
+                let fields: HashMap<String, cel::Value> = self
+                    .message
+                    .origin()
+                    .map(|o| o.variables())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(name, value)| {
+                        let value = match value {
+                            OriginValue::Text(t) => cel::Value::from(t.to_string()),
+                            OriginValue::Int(n) => cel::Value::Int(n),
+                            OriginValue::Bool(b) => cel::Value::Bool(b),
+                        };
+                        (name.to_owned(), value)
+                    })
+                    .collect();
+                cel::Value::from(fields)
             })
             .clone()
     }

@@ -44,6 +44,7 @@ struct Compiled {
     reads_headers: bool,
     reads_body: bool,
     reads_body_text: bool,
+    reads_origin: bool,
 }
 
 impl fmt::Debug for Template {
@@ -177,6 +178,7 @@ impl Template {
                 reads_headers: variables.contains("headers"),
                 reads_body: variables.contains("body"),
                 reads_body_text: variables.contains("body_text"),
+                reads_origin: variables.contains("origin"),
             })),
         })
     }
@@ -217,14 +219,11 @@ impl Template {
         } else {
             Value::from(())
         };
-        let origin = message.origin().map(|o| {
-            minijinja::context! {
-                endpoint => o.endpoint.as_str(),
-                partition => o.partition,
-                offset => o.offset,
-                receive_count => o.receive_count,
-            }
-        });
+        let origin = if compiled.reads_origin {
+            scope.jinja_origin()
+        } else {
+            Value::from(())
+        };
         let context = minijinja::context! {
             headers => headers,
             key => message.key.as_deref().map_or(Value::from(()), bytes_or_text),

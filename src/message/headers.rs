@@ -213,6 +213,20 @@ impl Headers {
         self.0.len()
     }
 
+    /// Keeps the headers for which `keep(name)` holds, in order.
+    pub fn retain_names(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.0.retain(|(n, _)| keep(n));
+    }
+
+    /// Gives every header called `from` the name `to`, each where it stands.
+    pub fn rename(&mut self, from: &str, to: &str) {
+        for (name, _) in &mut self.0 {
+            if same_name(name, from) {
+                to.clone_into(name);
+            }
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

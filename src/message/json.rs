@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{HeaderValue, Headers, Message, Origin};
+use super::{HeaderValue, Headers, Message, Origin, OriginValue};
 
 #[derive(Debug, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -52,17 +52,21 @@ struct JsonHeader {
     base64: Option<String>,
 }
 
+/// The `origin` of a JSON message, as written.
 #[derive(Debug, Serialize, Deserialize)]
-struct JsonOrigin {
-    endpoint: String,
+pub struct JsonOrigin {
+    pub endpoint: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    partition: Option<i32>,
+    pub partition: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    offset: Option<i64>,
+    pub offset: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    receive_count: Option<u32>,
+    pub receive_count: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    broker_message_id: Option<String>,
+    pub broker_message_id: Option<String>,
+    /// The system's own delivery fields, beside the common ones.
+    #[serde(flatten)]
+    pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Why a JSON line could not be turned into a message.
@@ -147,6 +151,18 @@ pub fn encode(message: &Message) -> String {
         offset: o.offset,
         receive_count: o.receive_count,
         broker_message_id: o.broker_message_id.clone(),
+        fields: o
+            .fields
+            .iter()
+            .map(|(name, value)| {
+                let value = match value {
+                    OriginValue::Text(text) => serde_json::Value::from(&**text),
+                    OriginValue::Int(n) => serde_json::Value::from(*n),
+                    OriginValue::Bool(b) => serde_json::Value::from(*b),
+                };
+                ((*name).to_owned(), value)
+            })
+            .collect(),
     });
     let json = JsonMessage {
         body,
@@ -167,6 +183,19 @@ pub fn encode(message: &Message) -> String {
 /// Decodes one JSON line produced by [`encode`] (the `origin` field is ignored).
 pub fn decode(line: &str) -> Result<Message, DecodeError> {
     let json: JsonMessage = serde_json::from_str(line)?;
+    message_of(json)
+}
+
+/// Decodes a JSON message with its `origin` as written, for the commands that replay a
+/// received message (`explain`, `test`); the caller checks the origin's fields against
+/// the source's system.
+pub fn decode_received(text: &str) -> Result<(Message, Option<JsonOrigin>), DecodeError> {
+    let mut json: JsonMessage = serde_json::from_str(text)?;
+    let origin = json.origin.take();
+    Ok((message_of(json)?, origin))
+}
+
+fn message_of(json: JsonMessage) -> Result<Message, DecodeError> {
     let body = bytes_field("body", json.body, json.body_base64)?.unwrap_or_default();
     let key = bytes_field("key", json.key, json.key_base64)?;
     let mut headers = Headers::new();

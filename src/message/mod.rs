@@ -58,6 +58,61 @@ pub struct Origin {
     /// The broker's own identifier for this delivery when it differs from the message id
     /// (SQS MessageId, Pub/Sub message id).
     pub broker_message_id: Option<String>,
+    /// What else the system delivered with the message, by name (RabbitMQ `exchange` and
+    /// `routing_key`, Kafka `topic`, Pub/Sub `ordering_key`, NATS `subject`, ...). Each
+    /// adapter declares the names it sets (docs/mapping.md#delivery-fields).
+    pub fields: Vec<(&'static str, OriginValue)>,
+}
+
+/// The value of a delivery field of an [`Origin`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginValue {
+    /// Text; shared, because most are the same for every message of a source.
+    Text(std::sync::Arc<str>),
+    Int(i64),
+    Bool(bool),
+}
+
+impl OriginValue {
+    pub fn text(text: &str) -> OriginValue {
+        OriginValue::Text(text.into())
+    }
+
+    /// The value as a header value would carry it.
+    pub fn to_text(&self) -> String {
+        match self {
+            OriginValue::Text(text) => text.to_string(),
+            OriginValue::Int(n) => n.to_string(),
+            OriginValue::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+impl Origin {
+    /// Every field with a value, by its name under `origin.` in expressions: the endpoint,
+    /// the common fields, then the system's own.
+    pub fn variables(&self) -> Vec<(&'static str, OriginValue)> {
+        let mut out = vec![("endpoint", OriginValue::text(&self.endpoint))];
+        if let Some(partition) = self.partition {
+            out.push(("partition", OriginValue::Int(partition.into())));
+        }
+        if let Some(offset) = self.offset {
+            out.push(("offset", OriginValue::Int(offset)));
+        }
+        if let Some(count) = self.receive_count {
+            out.push(("receive_count", OriginValue::Int(count.into())));
+        }
+        if let Some(id) = &self.broker_message_id {
+            out.push(("broker_message_id", OriginValue::text(id)));
+        }
+        out.extend(self.fields.iter().cloned());
+        out
+    }
+
+    /// The value of the system's own field `name`, if set.
+    pub fn field(&self, name: &str) -> Option<&OriginValue> {
+        self.fields.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
 }
 
 impl Message {

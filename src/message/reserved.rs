@@ -11,6 +11,11 @@ pub const KEY: &str = "bridge-key";
 /// The timestamp in milliseconds, on systems whose timestamp is coarser (AMQP: seconds).
 pub const TIMESTAMP_MS: &str = "bridge-timestamp-ms";
 
+/// `true` on a message that stands for a null value (a Kafka tombstone); its body is empty.
+/// Set by the Kafka source and carried as a header by every other system, so that a
+/// Kafka sink writes a null value again.
+pub const TOMBSTONE: &str = "bridge-tombstone";
+
 /// Route whose delivery failed (dead letters only).
 pub const DLQ_ROUTE: &str = "bridge-dlq-route";
 /// Sink endpoint that refused the message, or `route` when the route itself refused it.

@@ -19,13 +19,15 @@ use std::time::SystemTime;
 use crate::ack::AckHandle;
 use crate::adapter::{Confirmation, Delivery, ErrorClass, Receipt, SendError, Sink};
 use crate::address::Endpoint;
-use crate::config::{RetryPolicy, SinkPlan};
+use crate::config::{RetryPolicy, Select, SinkPlan};
 use crate::expr::{Condition, EvalError, Scope};
 use crate::message::limits::Limits;
 use crate::message::{HopCounting, Message};
 use crate::telemetry::metrics::{RouteMetrics, SinkMetrics};
+use crate::transform::Transform;
 
 use super::dead_letter::{self, Failure};
+use super::rate::RateLimit;
 use super::retry;
 use super::sinks::SinkCache;
 
@@ -48,6 +50,14 @@ pub struct RouteContext {
     pub dedup: Option<super::dedup::Dedup>,
     /// Checked before any other work on a message.
     pub limits: Limits,
+    /// Reshapes each message after `when`, before the sinks see it.
+    pub transform: Option<Transform>,
+    /// Every matching sink, or the first.
+    pub select: Select,
+    /// How fast the route takes messages from its source.
+    pub rate: Option<RateLimit>,
+    /// The key of `ordering: key`, when the route's `ordering_key` gives one.
+    pub lane_key: Option<crate::expr::Template>,
     pub metrics: RouteMetrics,
 }
 
@@ -57,13 +67,19 @@ pub struct RouteContext {
 pub struct RouteSink {
     pub plan: SinkPlan,
     pub metrics: SinkMetrics,
+    /// The sink's own rate limit, shared by all its attempts.
+    pub rate: Option<Arc<RateLimit>>,
 }
 
 impl RouteSink {
     pub fn new(plan: &SinkPlan, route: &RouteMetrics) -> RouteSink {
+        let label = plan.label();
         RouteSink {
             plan: plan.clone(),
-            metrics: route.sink(&plan.label()),
+            rate: plan
+                .rate
+                .map(|rate| Arc::new(RateLimit::new(&rate, route.throttled(&label)))),
+            metrics: route.sink(&label),
         }
     }
 }
@@ -94,6 +110,7 @@ struct Attempt {
     message: Message,
     optional: bool,
     sink: Option<Arc<dyn Sink>>,
+    rate: Option<Arc<RateLimit>>,
     first: Result<Confirmation, SendError>,
 }
 
@@ -132,7 +149,10 @@ fn outgoing(
     plan: &SinkPlan,
     dedup_identity: Option<&str>,
 ) -> Result<Message, EvalError> {
-    let mut message = scope.message().clone();
+    let mut message = match &plan.transform {
+        Some(transform) => transform.apply(scope, context.limits.max_message_bytes)?,
+        None => scope.message().clone(),
+    };
     if let Some(key) = &plan.key {
         message.key = Some(key.render_in(scope)?.into());
     }
@@ -162,7 +182,11 @@ async fn first_attempt(
     message: Message,
     metric: &SinkMetrics,
     optional: bool,
+    rate: Option<&Arc<RateLimit>>,
 ) -> Attempt {
+    if let Some(rate) = rate {
+        rate.until_ready().await;
+    }
     let (sink, first) = match context.cache.get_for_send(&endpoint).await {
         Ok(sink) => {
             let first = enqueue(&sink, &message).await;
@@ -176,6 +200,7 @@ async fn first_attempt(
         message,
         optional,
         sink,
+        rate: rate.cloned(),
         first,
     }
 }
@@ -206,12 +231,19 @@ fn reply_path(context: &RouteContext, plan: &SinkPlan, address: &str) -> Result<
         .map_err(|reason| refused(format!("cannot reach reply address `{address}`: {reason}")))
 }
 
-async fn attempt_for(
+/// What one sink is to receive, worked out before anything is sent.
+pub struct Prepared {
+    pub endpoint: Endpoint,
+    pub message: Message,
+}
+
+/// The endpoint and message of one sink, or `None` when its `when` does not hold.
+pub fn prepare(
     context: &RouteContext,
     scope: &Scope<'_>,
-    RouteSink { plan, metrics }: &RouteSink,
+    RouteSink { plan, metrics, .. }: &RouteSink,
     dedup_identity: Option<&str>,
-) -> Result<Option<Attempt>, Failure> {
+) -> Result<Option<Prepared>, Failure> {
     if let Some(when) = &plan.when {
         match when.matches_in(scope) {
             Ok(true) => {}
@@ -234,9 +266,49 @@ async fn attempt_for(
     };
     let message = outgoing(context, scope, plan, dedup_identity)
         .map_err(|e| eval_failure(&endpoint.to_string(), e))?;
-    Ok(Some(
-        first_attempt(context, endpoint, message, metrics, plan.optional).await,
-    ))
+    Ok(Some(Prepared { endpoint, message }))
+}
+
+/// Whether a sink's result takes the message under `select: first`: it does unless its
+/// `when` did not hold.
+pub fn takes_the_message<T>(result: &Result<Option<T>, Failure>) -> bool {
+    !matches!(result, Ok(None))
+}
+
+/// The route's own steps for a message, before its sinks.
+pub enum RouteStep {
+    /// `when` is false: acknowledge without forwarding.
+    Filtered,
+    /// Refused by the loop guard, `when` or the transform: dead-letter.
+    Refused(Failure),
+    /// On to the sinks, with the message the route's transform made (if it has one).
+    Pass(Option<Box<Message>>),
+}
+
+/// The loop guard, the route's `when`, then its transform.
+pub fn route_steps(context: &RouteContext, scope: &Scope<'_>) -> RouteStep {
+    let message = scope.message();
+    if message.hops() >= context.max_hops {
+        return RouteStep::Refused(Failure::of_route(format!(
+            "hop limit reached: bridge already forwarded this message {} times (settings.max_hops = {})",
+            message.hops(),
+            context.max_hops
+        )));
+    }
+    if let Some(when) = &context.when {
+        match when.matches_in(scope) {
+            Ok(true) => {}
+            Ok(false) => return RouteStep::Filtered,
+            Err(error) => return RouteStep::Refused(eval_failure("route", error)),
+        }
+    }
+    match &context.transform {
+        Some(transform) => match transform.apply(scope, context.limits.max_message_bytes) {
+            Ok(message) => RouteStep::Pass(Some(Box::new(message))),
+            Err(error) => RouteStep::Refused(eval_failure("route transform", error)),
+        },
+        None => RouteStep::Pass(None),
+    }
 }
 
 /// Checks, filters and enqueues the first attempt on every matching sink, in call order.
@@ -337,28 +409,35 @@ async fn start_state(
     scope: &Scope<'_>,
     dedup_identity: Option<&str>,
 ) -> StartState {
-    let message = scope.message();
-    if message.hops() >= context.max_hops {
-        return StartState::Refused(Failure::of_route(format!(
-            "hop limit reached: bridge already forwarded this message {} times (settings.max_hops = {})",
-            message.hops(),
-            context.max_hops
-        )));
-    }
-    if let Some(when) = &context.when {
-        match when.matches_in(scope) {
-            Ok(true) => {}
-            Ok(false) => {
-                context.metrics.filtered.increment(1);
-                return StartState::Done;
-            }
-            Err(error) => return StartState::Refused(eval_failure("route", error)),
+    // The sinks see the message as the route's transform made it.
+    let transformed = match route_steps(context, scope) {
+        RouteStep::Filtered => {
+            context.metrics.filtered.increment(1);
+            return StartState::Done;
         }
-    }
+        RouteStep::Refused(failure) => return StartState::Refused(failure),
+        RouteStep::Pass(transformed) => transformed,
+    };
+    let transformed_scope = transformed.as_deref().map(Scope::new);
+    let scope = transformed_scope.as_ref().unwrap_or(scope);
+    let message = scope.message();
     let mut attempts = Vec::with_capacity(context.sinks.len());
     for sink in &context.sinks {
-        match attempt_for(context, scope, sink, dedup_identity).await {
-            Ok(Some(attempt)) => attempts.push(attempt),
+        let result = prepare(context, scope, sink, dedup_identity);
+        // Under `select: first` the first sink whose `when` holds is the only one.
+        let chosen = takes_the_message(&result);
+        match result {
+            Ok(Some(Prepared { endpoint, message })) => attempts.push(
+                first_attempt(
+                    context,
+                    endpoint,
+                    message,
+                    &sink.metrics,
+                    sink.plan.optional,
+                    sink.rate.as_ref(),
+                )
+                .await,
+            ),
             Ok(None) => {}
             Err(failure) if sink.plan.optional => {
                 tracing::warn!(route = %context.name, sink = %failure.sink, error = %failure.error, "optional sink skipped");
@@ -371,9 +450,13 @@ async fn start_state(
                     message: message.without_origin(),
                     optional: false,
                     sink: None,
+                    rate: None,
                     first: Err(SendError::permanent(failure.error)),
                 });
             }
+        }
+        if chosen && context.select == Select::First {
+            break;
         }
     }
     if attempts.is_empty() {
@@ -391,6 +474,7 @@ async fn complete(context: &RouteContext, attempt: Attempt) -> (Attempt, Result<
         message,
         optional,
         mut sink,
+        rate,
         first,
     } = attempt;
     let mut first_failure_at: Option<SystemTime> = None;
@@ -441,6 +525,9 @@ async fn complete(context: &RouteContext, attempt: Attempt) -> (Attempt, Result<
         };
         tracing::debug!(route = %context.name, sink = %target.label(), attempt = attempts, error = %error, ?wait, "send failed; retrying");
         tokio::time::sleep(wait).await;
+        if let Some(rate) = &rate {
+            rate.until_ready().await;
+        }
         metric.retried.increment(1);
         result = match (&sink, &target) {
             (Some(open), _) => enqueue_and_confirm(open, &message).await,
@@ -463,6 +550,7 @@ async fn complete(context: &RouteContext, attempt: Attempt) -> (Attempt, Result<
         message,
         optional,
         sink,
+        rate,
         first: Err(SendError::permanent("settled")),
     };
     (attempt, outcome)
@@ -551,7 +639,7 @@ async fn dead_letter_or_reject(
             "message cannot be delivered"
         );
     }
-    let Some(RouteSink { plan, metrics }) = &context.dead_letter else {
+    let Some(RouteSink { plan, metrics, .. }) = &context.dead_letter else {
         let reason = failures
             .iter()
             .map(|f| format!("{}: {}", f.sink, f.error))
@@ -571,7 +659,7 @@ async fn dead_letter_or_reject(
                 connection: plan.connection.clone(),
                 path,
             };
-            let attempt = first_attempt(context, endpoint, letter, metrics, false).await;
+            let attempt = first_attempt(context, endpoint, letter, metrics, false, None).await;
             complete(context, attempt)
                 .await
                 .1

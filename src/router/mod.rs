@@ -12,6 +12,8 @@ mod backlog;
 mod dead_letter;
 pub mod dedup;
 mod dispatch;
+pub mod explain;
+mod rate;
 mod retry;
 mod route;
 mod sinks;
@@ -175,6 +177,12 @@ fn route_context(plan: &Plan, route: &RoutePlan, cache: &Arc<SinkCache>) -> Rout
             dedup_step(dedup, &route.name, identity)
         }),
         limits: route.limits,
+        transform: route.transform.clone(),
+        select: route.select,
+        rate: route
+            .rate
+            .map(|rate| rate::RateLimit::new(&rate, metrics.throttled("route"))),
+        lane_key: route.ordering_key.clone(),
         metrics,
     }
 }
@@ -190,6 +198,8 @@ fn reply_context(plan: &Plan, route: &RoutePlan, cache: &Arc<SinkCache>) -> Opti
         when: None,
         optional: false,
         to_reply_address: true,
+        transform: None,
+        rate: None,
     };
     let metrics = crate::telemetry::metrics::RouteMetrics::new(
         &format!("{}/replies", route.name),
@@ -224,6 +234,10 @@ fn reply_context(plan: &Plan, route: &RoutePlan, cache: &Arc<SinkCache>) -> Opti
             )
         }),
         limits: reply.limits,
+        transform: None,
+        select: crate::config::Select::All,
+        rate: None,
+        lane_key: None,
         metrics,
     })
 }

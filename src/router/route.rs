@@ -53,6 +53,7 @@ pub async fn run(
 
 /// The next delivery with a permit, or why the loop must stop.
 async fn next(
+    context: &RouteContext,
     source: &mut dyn Source,
     permits: &Arc<Semaphore>,
     shutdown: &CancellationToken,
@@ -62,6 +63,14 @@ async fn next(
         _ = shutdown.cancelled() => return Err(RouteEnd::Drained),
         permit = permits.clone().acquire_owned() => permit.expect("route semaphore is never closed"),
     };
+    // The route's rate limit holds the source back: nothing is received early and dropped.
+    if let Some(rate) = &context.rate {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Err(RouteEnd::Drained),
+            () = rate.until_ready() => {}
+        }
+    }
     tokio::select! {
         biased;
         _ = shutdown.cancelled() => Err(RouteEnd::Drained),
@@ -82,7 +91,7 @@ async fn run_pipelined(
     let permits = Arc::new(Semaphore::new(max_in_flight));
     let mut in_flight = JoinSet::new();
     let end = loop {
-        let (delivery, permit) = match next(source, &permits, shutdown).await {
+        let (delivery, permit) = match next(context, source, &permits, shutdown).await {
             Ok(next) => next,
             Err(end) => break end,
         };
@@ -98,8 +107,23 @@ async fn run_pipelined(
     end
 }
 
-fn lane_of(delivery: &Delivery, lanes: usize, round_robin: &mut usize) -> usize {
-    match &delivery.message.key {
+/// The lane of a delivery: by its ordering key (the route's `ordering_key` rendered, else
+/// the message's key); round-robin without one (an empty or failed rendering included).
+fn lane_of(
+    context: &RouteContext,
+    delivery: &Delivery,
+    lanes: usize,
+    round_robin: &mut usize,
+) -> usize {
+    let rendered;
+    let key: Option<&[u8]> = match &context.lane_key {
+        Some(template) => {
+            rendered = template.render(&delivery.message).unwrap_or_default();
+            (!rendered.is_empty()).then_some(rendered.as_bytes())
+        }
+        None => delivery.message.key.as_deref(),
+    };
+    match key {
         Some(key) => {
             let mut hasher = DefaultHasher::new();
             key.hash(&mut hasher);
@@ -135,11 +159,11 @@ async fn run_by_key(
     }
     let mut round_robin = 0;
     let end = loop {
-        let (delivery, permit) = match next(source, &permits, shutdown).await {
+        let (delivery, permit) = match next(context, source, &permits, shutdown).await {
             Ok(next) => next,
             Err(end) => break end,
         };
-        let lane = lane_of(&delivery, lanes.len(), &mut round_robin);
+        let lane = lane_of(context, &delivery, lanes.len(), &mut round_robin);
         if lanes[lane].send((delivery, permit)).is_err() {
             unreachable!("lane workers live until their sender is dropped");
         }

@@ -20,6 +20,7 @@
 //! | `bridge_replies_relayed_total{route}` | counter | replies sent back to requesters |
 //! | `bridge_replies_refused_total{route,reason}` | counter | replies not relayed (`late`, `invalid`, `not_allowed`: the requester's reply address is outside `reply.allow`) |
 //! | `bridge_messages_over_limit_total{route}` | counter | messages over a limit of `limits` (dead-lettered or rejected) |
+//! | `bridge_throttle_wait_seconds{route,limit}` | histogram | time a message waited for a rate limit (`limit`: `route`, or the sink); its `_sum` is the time spent throttled |
 //! | `bridge_open_sinks` | gauge | sinks open for rendered endpoints and reply addresses (at most `settings.limits.max_open_sinks`) |
 //! | `bridge_source_backlog_messages{route,endpoint}` | gauge | messages waiting at the source: Kafka consumer lag, RabbitMQ ready messages, SQS visible + in flight |
 //!
@@ -46,6 +47,7 @@ pub const REPLIES_REFUSED: &str = "bridge_replies_refused_total";
 pub const BACKLOG: &str = "bridge_source_backlog_messages";
 pub const OVER_LIMIT: &str = "bridge_messages_over_limit_total";
 pub const OPEN_SINKS: &str = "bridge_open_sinks";
+pub const THROTTLE_WAIT: &str = "bridge_throttle_wait_seconds";
 
 /// Buckets of the processing-time histogram, in seconds.
 pub const PROCESSING_BUCKETS: [f64; 14] = [
@@ -94,6 +96,11 @@ impl RouteMetrics {
             sent: counter!(SENT, "route" => self.route.clone(), "sink" => label.to_owned()),
             retried: counter!(RETRIES, "route" => self.route.clone(), "sink" => label.to_owned()),
         }
+    }
+
+    /// The waits of a rate limit: the route's own (`limit` = `route`) or a sink's.
+    pub fn throttled(&self, limit: &str) -> Histogram {
+        histogram!(THROTTLE_WAIT, "route" => self.route.clone(), "limit" => limit.to_owned())
     }
 
     pub fn failed(&self, sink: &str, class: &'static str) {

@@ -89,6 +89,11 @@ impl Adapter for Aws {
 
 #[async_trait]
 impl Connection for Config {
+    /// Only a FIFO queue's messages have a key of their own, the group id.
+    fn source_has_keys(&self, path: &str) -> bool {
+        path.ends_with(".fifo")
+    }
+
     fn type_name(&self) -> &'static str {
         "aws"
     }
@@ -144,7 +149,12 @@ impl Connection for Config {
 
     /// ApproximateReceiveCount and the SQS MessageId.
     fn origin_fields(&self) -> &'static [OriginField] {
-        &[OriginField::ReceiveCount, OriginField::BrokerMessageId]
+        &[
+            OriginField::ReceiveCount,
+            OriginField::BrokerMessageId,
+            OriginField::Named("queue"),
+            OriginField::Named("topic"),
+        ]
     }
 
     /// SQS's limit for body and attributes (SNS reaches bridge through SQS), and the 128

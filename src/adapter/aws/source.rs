@@ -31,7 +31,7 @@ use super::mapping::{self, Attribute};
 use crate::ack::{AckHandle, Outcome};
 use crate::adapter::ErrorClass;
 use crate::adapter::{AdapterError, Backlog, Delivery, Source};
-use crate::message::{Message, Origin};
+use crate::message::{Message, Origin, OriginValue};
 
 const MAX_RETRY_DELAY_SECONDS: i32 = 300;
 /// Consecutive permanent receive errors (queue deleted, access lost) before the source fails.
@@ -191,8 +191,14 @@ fn to_message(raw: &aws_sdk_sqs::types::Message, spec: &ReadSpec) -> Message {
         .as_deref()
         .and_then(|topic| unwrap_notification(body, topic));
     let group = system_attribute(raw, MessageSystemAttributeName::MessageGroupId);
+    let mut fields = vec![("queue", OriginValue::text(queue_name(&spec.queue_url)))];
     let mut message = match unwrapped {
-        Some((inner, attributes)) => mapping::decode(&inner, attributes, group),
+        Some((inner, attributes)) => {
+            if let Some(topic) = &spec.sns_topic {
+                fields.push(("topic", OriginValue::text(topic)));
+            }
+            mapping::decode(&inner, attributes, group)
+        }
         None => mapping::decode(body, native, group),
     };
     if message.timestamp.is_none() {
@@ -206,8 +212,14 @@ fn to_message(raw: &aws_sdk_sqs::types::Message, spec: &ReadSpec) -> Message {
         endpoint: spec.endpoint.clone(),
         receive_count,
         broker_message_id: raw.message_id().map(str::to_owned),
+        fields,
         ..Origin::default()
     })
+}
+
+/// The queue's name: the last segment of its URL.
+fn queue_name(url: &str) -> &str {
+    url.rsplit('/').next().unwrap_or(url)
 }
 
 async fn poll(shared: Arc<Shared>, deliveries: mpsc::Sender<Delivery>, stop: CancellationToken) {

@@ -21,12 +21,14 @@ use rdkafka::Timestamp;
 use rdkafka::message::{Header, Headers as _, OwnedHeaders};
 
 use super::config::HeaderNames;
-use crate::message::{HeaderValue, Headers, Message, NameSet, Origin, reserved};
+use crate::message::{HeaderValue, Headers, Message, NameSet, Origin, OriginValue, reserved};
 
 /// The parts of a record to produce, borrowed from the message where possible.
 pub struct Outgoing {
     pub headers: OwnedHeaders,
     pub timestamp_ms: Option<i64>,
+    /// Write a null value (a tombstone) instead of the empty body.
+    pub null_value: bool,
 }
 
 fn millis(time: SystemTime) -> Option<i64> {
@@ -53,7 +55,10 @@ pub fn outgoing(message: &Message, names: &HeaderNames) -> Outgoing {
         .map(|(name, _)| name.as_str())
         .collect();
     for (name, value) in message.headers.iter() {
-        if name == reserved::BINARY_HEADERS || replaced.contains(name) {
+        if name == reserved::BINARY_HEADERS
+            || name == reserved::TOMBSTONE
+            || replaced.contains(name)
+        {
             continue;
         }
         if let HeaderValue::Binary(bytes) = value
@@ -84,7 +89,14 @@ pub fn outgoing(message: &Message, names: &HeaderNames) -> Outgoing {
     Outgoing {
         headers,
         timestamp_ms: message.timestamp.and_then(millis),
+        null_value: is_tombstone(message),
     }
+}
+
+/// Whether `message` stands for a null value: marked by `bridge-tombstone: true` and still
+/// without a body (a transform that wrote one made it a message again).
+pub fn is_tombstone(message: &Message) -> bool {
+    message.body.is_empty() && message.headers.get_text(reserved::TOMBSTONE) == Some("true")
 }
 
 /// Reads the record's headers: envelope fields into `message`, the rest into `headers`,
@@ -166,11 +178,28 @@ pub fn incoming<M: rdkafka::Message>(record: &M, endpoint: &str, names: &HeaderN
             })
             .collect();
     }
+    if record.payload().is_none() {
+        headers.remove(reserved::TOMBSTONE);
+        headers.push(reserved::TOMBSTONE, HeaderValue::Text("true".to_owned()));
+    }
     message.headers = headers;
+    let mut fields = vec![("topic", OriginValue::text(record.topic()))];
+    match record.timestamp() {
+        Timestamp::CreateTime(ms) => {
+            fields.push(("timestamp", OriginValue::Int(ms)));
+            fields.push(("timestamp_type", OriginValue::text("create_time")));
+        }
+        Timestamp::LogAppendTime(ms) => {
+            fields.push(("timestamp", OriginValue::Int(ms)));
+            fields.push(("timestamp_type", OriginValue::text("log_append_time")));
+        }
+        Timestamp::NotAvailable => {}
+    }
     message.with_origin(Origin {
         endpoint: endpoint.to_owned(),
         partition: Some(record.partition()),
         offset: Some(record.offset()),
+        fields,
         ..Origin::default()
     })
 }
@@ -184,7 +213,7 @@ mod tests {
         let names = HeaderNames::default();
         let out = outgoing(message, &names);
         let record = OwnedMessage::new(
-            Some(message.body.to_vec()),
+            (!out.null_value).then(|| message.body.to_vec()),
             message.key.as_ref().map(|k| k.to_vec()),
             "t".into(),
             Timestamp::CreateTime(out.timestamp_ms.unwrap_or(-1)),
@@ -193,6 +222,37 @@ mod tests {
             Some(out.headers),
         );
         incoming(&record, "kafka:t", &names)
+    }
+
+    #[test]
+    fn a_tombstone_is_read_as_marked_and_written_null_again() {
+        let names = HeaderNames::default();
+        let record = OwnedMessage::new(
+            None,
+            Some(b"k".to_vec()),
+            "t".into(),
+            Timestamp::NotAvailable,
+            0,
+            1,
+            None,
+        );
+        let read = incoming(&record, "kafka:t", &names);
+        assert!(read.body.is_empty());
+        assert_eq!(read.headers.get_text(reserved::TOMBSTONE), Some("true"));
+        assert!(is_tombstone(&read));
+        let out = outgoing(&read, &names);
+        assert!(out.null_value);
+        assert_eq!(
+            out.headers.count(),
+            0,
+            "the marker is not written as a header"
+        );
+        let again = through_kafka(&read);
+        assert!(is_tombstone(&again), "null stays null from Kafka to Kafka");
+        // A transform that wrote a body made it a message again.
+        let mut filled = read.clone();
+        filled.body = Bytes::from_static(b"{}");
+        assert!(!outgoing(&filled, &names).null_value);
     }
 
     #[test]
@@ -265,7 +325,7 @@ mod fuzz {
     fn through_kafka(message: &Message, names: &HeaderNames) -> Message {
         let out = outgoing(message, names);
         let record = OwnedMessage::new(
-            Some(message.body.to_vec()),
+            (!out.null_value).then(|| message.body.to_vec()),
             message.key.as_ref().map(|key| key.to_vec()),
             "t".into(),
             out.timestamp_ms
@@ -556,12 +616,17 @@ mod fuzz {
                 prop_assert_eq!(field.as_deref(), first.and_then(|at| utf8(headers[at].1.as_deref())));
                 taken.extend(first);
             }
-            let kept: Vec<(&str, &[u8])> = headers
+            let mut kept: Vec<(&str, &[u8])> = headers
                 .iter()
                 .enumerate()
                 .filter(|&(at, header)| !taken.contains(&at) && !is_binary_list(header))
                 .map(|(_, (name, value))| (name.as_str(), value.as_deref().unwrap_or_default()))
                 .collect();
+            // A null value is marked, after every other header (docs/mapping.md).
+            if payload.is_none() {
+                kept.retain(|(name, _)| *name != reserved::TOMBSTONE);
+                kept.push((reserved::TOMBSTONE, b"true"));
+            }
             let read: Vec<(&str, &[u8])> =
                 message.headers.iter().map(|(name, value)| (name, value.as_bytes())).collect();
             prop_assert_eq!(read, kept);
@@ -572,6 +637,9 @@ mod fuzz {
                 .flat_map(reserved::split_names)
                 .collect();
             for (name, value) in message.headers.iter() {
+                if payload.is_none() && name == reserved::TOMBSTONE {
+                    continue;
+                }
                 let binary = std::str::from_utf8(value.as_bytes()).is_err()
                     || listed.iter().any(|entry| entry == name);
                 prop_assert_eq!(matches!(value, HeaderValue::Binary(_)), binary, "{}", name);

@@ -115,12 +115,15 @@ impl Connection for Config {
         sink.is_none_or(|sink| may_feed(sink, source))
     }
 
-    /// The record's partition and offset; deliveries counted in process.
+    /// The record's topic, partition, offset and timestamp; deliveries counted in process.
     fn origin_fields(&self) -> &'static [OriginField] {
         &[
             OriginField::Partition,
             OriginField::Offset,
             OriginField::ReceiveCount,
+            OriginField::Named("topic"),
+            OriginField::Named("timestamp"),
+            OriginField::Named("timestamp_type"),
         ]
     }
 

@@ -81,8 +81,10 @@ impl Sink for KafkaSink {
         let mut headers = Some(outgoing.headers);
         loop {
             let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.target.topic)
-                .payload(&message.body[..])
                 .headers(headers.take().expect("headers are put back on retry"));
+            if !outgoing.null_value {
+                record = record.payload(&message.body[..]);
+            }
             if let Some(key) = &message.key {
                 record = record.key(&key[..]);
             }

@@ -121,6 +121,11 @@ fn check_config(config: &Config) -> Result<(), FieldError> {
 
 #[async_trait]
 impl Connection for Config {
+    /// NATS has no key: only messages bridge wrote carry one (`bridge-key`).
+    fn source_has_keys(&self, _path: &str) -> bool {
+        false
+    }
+
     fn type_name(&self) -> &'static str {
         "nats"
     }
@@ -191,7 +196,12 @@ impl Connection for Config {
 
     /// The stream sequence (offset) and the delivery count.
     fn origin_fields(&self) -> &'static [OriginField] {
-        &[OriginField::Offset, OriginField::ReceiveCount]
+        &[
+            OriginField::Offset,
+            OriginField::ReceiveCount,
+            OriginField::Named("subject"),
+            OriginField::Named("stream"),
+        ]
     }
 
     /// nats-server's default `max_payload` (1 MiB), headers included.

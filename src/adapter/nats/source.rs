@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::mapping;
 use crate::ack::{AckHandle, Outcome};
 use crate::adapter::{AdapterError, Backlog, Delivery, Source};
-use crate::message::Origin;
+use crate::message::{Origin, OriginValue};
 
 /// The longest delay of a retry.
 const MAX_NAK_DELAY: Duration = Duration::from_secs(30);
@@ -181,13 +181,14 @@ fn deliver(
             info.stream_sequence,
             info.delivered,
             std::time::SystemTime::from(info.published),
+            OriginValue::text(info.stream),
         ),
         Err(error) => {
             tracing::warn!(%error, endpoint = %spec.endpoint, "a JetStream message without metadata; skipped");
             return None;
         }
     };
-    let (sequence, delivered, published) = info;
+    let (sequence, delivered, published, stream) = info;
     let pairs = message
         .headers
         .as_ref()
@@ -200,6 +201,10 @@ fn deliver(
         endpoint: spec.endpoint.clone(),
         offset: i64::try_from(sequence).ok(),
         receive_count: u32::try_from(delivered).ok(),
+        fields: vec![
+            ("subject", OriginValue::text(message.subject.as_str())),
+            ("stream", stream),
+        ],
         ..Origin::default()
     });
     let ack = match settlements {

@@ -116,7 +116,13 @@ impl Connection for Config {
 
     /// The delivery attempt (subscriptions with a dead-letter policy) and the message id.
     fn origin_fields(&self) -> &'static [OriginField] {
-        &[OriginField::ReceiveCount, OriginField::BrokerMessageId]
+        &[
+            OriginField::ReceiveCount,
+            OriginField::BrokerMessageId,
+            OriginField::Named("subscription"),
+            OriginField::Named("ordering_key"),
+            OriginField::Named("publish_time"),
+        ]
     }
 
     /// Pub/Sub's limit for a message with its attributes.

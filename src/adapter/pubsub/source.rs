@@ -26,7 +26,7 @@ use super::client::classify;
 use super::mapping;
 use crate::ack::{AckHandle, Outcome};
 use crate::adapter::{AdapterError, Delivery, ErrorClass, Source};
-use crate::message::Origin;
+use crate::message::{Origin, OriginValue};
 
 /// What an acknowledgement does to the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,12 +111,23 @@ fn delivery(
         &raw.ordering_key,
         publish_time,
     );
+    let mut fields = vec![("subscription", OriginValue::text(&spec.subscription))];
+    if !raw.ordering_key.is_empty() {
+        fields.push(("ordering_key", OriginValue::text(&raw.ordering_key)));
+    }
+    if let Some(ms) = publish_time
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+    {
+        fields.push(("publish_time", OriginValue::Int(ms)));
+    }
     let origin = Origin {
         endpoint: spec.endpoint.clone(),
         receive_count: handler
             .delivery_attempt()
             .and_then(|n| u32::try_from(n).ok()),
         broker_message_id: Some(raw.message_id.clone()),
+        fields,
         ..Origin::default()
     };
     let ack = match spec.mode {

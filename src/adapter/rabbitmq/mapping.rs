@@ -29,7 +29,7 @@ use lapin::BasicProperties;
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, ByteArray, FieldArray, FieldTable, LongString, ShortString};
 
-use crate::message::{HeaderValue, Headers, Message, Origin, reserved};
+use crate::message::{HeaderValue, Headers, Message, Origin, OriginValue, reserved};
 
 pub const TYPES: &str = "bridge-amqp-types";
 /// Type tag of a header name that occurred several times.
@@ -252,6 +252,14 @@ pub fn incoming(delivery: &Delivery, endpoint: &str) -> Message {
     message.with_origin(Origin {
         endpoint: endpoint.to_owned(),
         receive_count: Some(receive_count),
+        fields: vec![
+            ("exchange", OriginValue::text(delivery.exchange.as_str())),
+            (
+                "routing_key",
+                OriginValue::text(delivery.routing_key.as_str()),
+            ),
+            ("redelivered", OriginValue::Bool(delivery.redelivered)),
+        ],
         ..Origin::default()
     })
 }

@@ -92,6 +92,11 @@ impl Adapter for RabbitMq {
 
 #[async_trait]
 impl Connection for Config {
+    /// AMQP has no key: only messages bridge wrote carry one (`bridge-key`).
+    fn source_has_keys(&self, _path: &str) -> bool {
+        false
+    }
+
     fn type_name(&self) -> &'static str {
         "rabbitmq"
     }
@@ -165,7 +170,12 @@ impl Connection for Config {
 
     /// At least 2 for a redelivered message.
     fn origin_fields(&self) -> &'static [OriginField] {
-        &[OriginField::ReceiveCount]
+        &[
+            OriginField::ReceiveCount,
+            OriginField::Named("exchange"),
+            OriginField::Named("routing_key"),
+            OriginField::Named("redelivered"),
+        ]
     }
 
     /// RabbitMQ 3's default `max_message_size` (128 MiB).

@@ -12,6 +12,7 @@ mod recovery;
 mod replies;
 mod routes;
 mod settings;
+mod shaping;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -20,13 +21,14 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::ConfigError;
-use super::model::{CountHops, LimitsModel, Ordering, RetryPolicy, Settings};
+use super::model::{CountHops, LimitsModel, Ordering, RetryPolicy, Select, Settings};
 use super::yaml::{Document, child, index};
 use crate::adapter::{Connection, SourceOptions};
 use crate::address::Endpoint;
 use crate::expr::{Condition, Template};
 use crate::message::HopCounting;
 use crate::message::limits::Limits;
+use crate::transform::Transform;
 
 pub use settings::check_listen;
 
@@ -38,6 +40,8 @@ pub struct Plan {
     pub routes: Vec<RoutePlan>,
     /// Signs correlation tokens, when a route relays replies.
     pub signer: Option<crate::relay::Signer>,
+    /// What is allowed but probably not meant, each with its place in the file.
+    pub warnings: Vec<ConfigError>,
 }
 
 /// One validated route.
@@ -60,6 +64,22 @@ pub struct RoutePlan {
     pub dedup: Option<DedupPlan>,
     /// The limits each message of the route's source is checked against.
     pub limits: Limits,
+    /// Applied to each message after the route's `when`, before the sinks'.
+    pub transform: Option<Transform>,
+    /// How fast the route takes messages from its source.
+    pub rate: Option<RatePlan>,
+    /// Whether each message goes to every matching sink or to the first.
+    pub select: Select,
+    /// The key of `ordering: key`, when not the message's own.
+    pub ordering_key: Option<Template>,
+}
+
+/// A checked rate limit: `messages` per `per`, bursts up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RatePlan {
+    pub messages: u32,
+    pub per: std::time::Duration,
+    pub burst: u32,
 }
 
 /// A route's deduplication step, checked.
@@ -113,6 +133,10 @@ pub struct SinkPlan {
     /// The destination is the message's reply-to, in the connection's terms (the reply
     /// half of a request-reply route); `path` is unused.
     pub to_reply_address: bool,
+    /// Applied after the route's transform, for this sink only.
+    pub transform: Option<Transform>,
+    /// How fast this sink is sent to (every attempt counts).
+    pub rate: Option<RatePlan>,
 }
 
 impl SinkPlan {
@@ -129,11 +153,16 @@ struct Builder<'d> {
     broken_connections: HashSet<String>,
     /// `settings.limits`, under each route's own.
     limits: LimitsModel,
+    warnings: Vec<ConfigError>,
 }
 
 impl Builder<'_> {
     fn error(&mut self, path: &str, message: impl Into<String>) {
         self.errors.push(self.document.error(path, message));
+    }
+
+    fn warning(&mut self, path: &str, message: impl Into<String>) {
+        self.warnings.push(self.document.error(path, message));
     }
 
     /// Deserializes `value` found at `path`, recording every error with its inner path.
@@ -150,6 +179,7 @@ pub(super) fn build(document: &Document) -> Result<Plan, Vec<ConfigError>> {
         connections: BTreeMap::new(),
         broken_connections: HashSet::new(),
         limits: LimitsModel::default(),
+        warnings: Vec::new(),
     };
     let empty = serde_json::Map::new();
     let top = match &document.root {
@@ -222,6 +252,7 @@ pub(super) fn build(document: &Document) -> Result<Plan, Vec<ConfigError>> {
             connections: builder.connections,
             routes,
             signer,
+            warnings: builder.warnings,
         })
     } else {
         let mut errors = builder.errors;

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::{Builder, RoutePlan, SinkPlan, SourcePlan};
 use crate::adapter::{Role, SourceOptions};
 use crate::address::Endpoint;
-use crate::config::model::{PathValues, RouteModel, SinkRef};
+use crate::config::model::{Ordering, PathValues, RouteModel, Select, SinkRef};
 use crate::config::yaml::{child, index};
 use crate::expr::{Condition, Template};
 use crate::message::HopCounting;
@@ -50,6 +50,8 @@ impl Builder<'_> {
         let endpoint_path = if sink.key.is_some()
             || sink.when.is_some()
             || sink.optional
+            || sink.transform.is_some()
+            || sink.rate.is_some()
             || sink.path_values != PathValues::Name
         {
             child(path, "endpoint")
@@ -98,9 +100,14 @@ impl Builder<'_> {
             None => None,
         };
         let when = self.condition(&child(path, "when"), sink.when.as_ref());
+        let transform = self.transform(&child(path, "transform"), sink.transform.as_ref());
+        let rate = self.rate(&child(path, "rate"), sink.rate.as_ref());
         if sink.key.is_some() && key.is_none() || sink.when.is_some() && when.is_none() {
             return None;
         }
+        let (Ok(transform), Ok(rate)) = (transform, rate) else {
+            return None;
+        };
         Some(SinkPlan {
             connection: endpoint.connection,
             path: template?,
@@ -108,6 +115,8 @@ impl Builder<'_> {
             when,
             optional: sink.optional,
             to_reply_address: false,
+            transform,
+            rate,
         })
         .filter(|_| spec.is_some())
     }
@@ -180,6 +189,19 @@ impl Builder<'_> {
                 None => ok = false,
             }
         }
+        if model.select == Select::First {
+            // Under first match, a sink without `when` takes every message: any sink after
+            // it could never receive one.
+            if let Some(at) = model.to.0.iter().position(|s| s.when.is_none())
+                && at + 1 < model.to.0.len()
+            {
+                self.error(
+                    &index(&to_path, at + 1),
+                    format!("with `select: first`, this sink is never reached: sink {at} has no `when` and takes every message"),
+                );
+                ok = false;
+            }
+        }
         if !sinks.is_empty() && sinks.iter().all(|s| s.optional) {
             self.error(
                 &to_path,
@@ -214,6 +236,41 @@ impl Builder<'_> {
             }
         };
         ok &= self.retry(&child(path, "retry"), &model.retry);
+        let ordering_key = match &model.ordering_key {
+            Some(_) if model.ordering != Ordering::Key => {
+                self.error(
+                    &child(path, "ordering_key"),
+                    "ordering_key needs `ordering: key`",
+                );
+                ok = false;
+                None
+            }
+            Some(source) => match Template::compile(source) {
+                Ok(template) => Some(template),
+                Err(message) => {
+                    self.error(&child(path, "ordering_key"), message);
+                    ok = false;
+                    None
+                }
+            },
+            None => None,
+        };
+        if model.ordering == Ordering::Key
+            && model.ordering_key.is_none()
+            && let (Some(spec), Some(source)) = (&source_spec, &source)
+            && !spec.source_has_keys(&source.endpoint.path)
+        {
+            self.warning(
+                &child(path, "ordering"),
+                format!(
+                    "`ordering: key` on a {} source that delivers no keys of its own: only messages that carry one are ordered; set `ordering_key` (e.g. the template of the sink's key) to order the others",
+                    spec.type_name()
+                ),
+            );
+        }
+        let transform = self.transform(&child(path, "transform"), model.transform.as_ref());
+        let rate = self.rate(&child(path, "rate"), model.rate.as_ref());
+        ok &= transform.is_ok() && rate.is_ok();
         if model.max_in_flight == 0 {
             self.error(
                 &child(path, "max_in_flight"),
@@ -275,6 +332,10 @@ impl Builder<'_> {
             reply,
             dedup,
             limits: limits?,
+            transform: transform.ok()?,
+            rate: rate.ok()?,
+            select: model.select,
+            ordering_key,
         })
     }
 }
