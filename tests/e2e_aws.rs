@@ -387,3 +387,125 @@ async fn kafka_to_sqs_with_a_jq_projection_of_the_body() {
     running.signal("TERM");
     assert_eq!(running.wait(Duration::from_secs(60)), Some(0));
 }
+
+/// What a consumer that is not bridge finds in an SQS queue: each message's attribute
+/// names, in the order of its headers' numbers.
+async fn native_attribute_names(queue: &str, count: usize) -> Vec<Vec<String>> {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url("http://127.0.0.1:4566")
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .load()
+        .await;
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let url = sqs
+        .get_queue_url()
+        .queue_name(queue)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while seen.len() < count && std::time::Instant::now() < deadline {
+        let received = sqs
+            .receive_message()
+            .queue_url(&url)
+            .message_attribute_names("All")
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for message in received.messages.unwrap_or_default() {
+            let mut names: Vec<String> = message
+                .message_attributes
+                .unwrap_or_default()
+                .into_keys()
+                .collect();
+            names.sort();
+            seen.push(names);
+        }
+    }
+    seen.sort_by_key(Vec::len);
+    seen
+}
+
+/// `n` application headers, `h00`...
+fn with_headers(n: usize) -> Message {
+    let mut message = Message::new(format!("{n} headers"));
+    for i in 0..n {
+        message.headers.push(format!("h{i:02}"), format!("v{i}"));
+    }
+    message
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_consumer_finds_the_applications_headers_as_attributes() {
+    init_logs();
+    let name = unique("e2e-native");
+    let [q_kafka, q_in, q_sns, q_back] =
+        ["kafka", "in", "sns", "back"].map(|q| format!("{name}-{q}"));
+    let topic = format!("{name}-topic");
+    let (r_in, r_mid, r_dlq) = (
+        format!("{name}-in"),
+        format!("{name}-mid"),
+        format!("{name}-dlq"),
+    );
+    let (t_in, t_dead) = (format!("{name}-in"), format!("{name}-dead"));
+    let aws = aws(json!({
+        "queues": [{"name": q_kafka}, {"name": q_in}, {"name": q_sns}, {"name": q_back}],
+        "topics": [{"name": topic, "subscriptions": [{"queue": q_sns, "raw": true}]}],
+    }));
+    let expires = json!({"x-expires": 900_000});
+    let rabbit = json!({"type": "rabbitmq", "url": RABBIT, "declare": {"queues": [
+        {"name": r_in, "arguments": expires}, {"name": r_mid, "arguments": expires}, {"name": r_dlq, "arguments": expires}]}});
+    let kafka = json!({"type": "kafka", "brokers": KAFKA, "group_id": format!("{name}-bridge"),
+        "declare": [{"name": t_in}, {"name": t_dead}]});
+    let dir = tempfile::tempdir().unwrap();
+    let routes = write_routes(
+        &dir,
+        &format!(
+            "connections:\n  aws: {aws}\n  kafka: {kafka}\n  rabbit: {rabbit}\nroutes:
+  - {{name: kafka-to-sqs, from: 'kafka:{t_in}', to: 'aws:sqs/{q_kafka}', dead_letter: 'kafka:{t_dead}'}}
+  - {{name: rabbit-to-sns, from: 'rabbit:queue/{r_in}', to: 'aws:sns/{topic}', dead_letter: 'rabbit:queue/{r_dlq}'}}
+  - {{name: sqs-to-rabbit, from: 'aws:sqs/{q_in}', to: 'rabbit:queue/{r_mid}', dead_letter: 'rabbit:queue/{r_dlq}'}}
+  - {{name: rabbit-to-sqs, from: 'rabbit:queue/{r_mid}', to: 'aws:sqs/{q_back}', dead_letter: 'rabbit:queue/{r_dlq}'}}
+"
+        ),
+    );
+    let aws_client = connector(&aws).await;
+    let kafka_client = connector(&kafka).await;
+    let rabbit_client = connector(&rabbit).await;
+    let running = Running::start(&routes, &dir.path().join("bridge.log"));
+    let sent = || [with_headers(9), with_headers(15)];
+    publish(&kafka_client, &format!("test:{t_in}"), sent(), 10).await;
+    publish(&rabbit_client, &format!("test:queue/{r_in}"), sent(), 10).await;
+    publish(&aws_client, &format!("test:sqs/{q_in}"), sent(), 10).await;
+    let nine: Vec<String> = (0..9).map(|i| format!("h{i:02}")).collect();
+    for (path, queue) in [
+        ("Kafka -> SQS", &q_kafka),
+        ("RabbitMQ -> SNS -> SQS", &q_sns),
+        ("SQS -> RabbitMQ -> SQS", &q_back),
+    ] {
+        let seen = native_attribute_names(queue, 2).await;
+        assert_eq!(seen.len(), 2, "{path}: {seen:?}");
+        // Both: the first nine headers as attributes of their own; with 15, the other six
+        // packed, with whatever of bridge's bookkeeping found no room.
+        for names in &seen {
+            let own: Vec<&String> = names.iter().filter(|n| n.starts_with('h')).collect();
+            assert_eq!(own, nine.iter().collect::<Vec<_>>(), "{path}: {names:?}");
+            assert!(names.len() <= 10, "{path}: {names:?}");
+        }
+        assert!(
+            seen.iter()
+                .any(|names| names.iter().any(|n| n == "bridge-headers")),
+            "{path}: {seen:?}"
+        );
+    }
+    running.signal("TERM");
+    assert_eq!(running.wait(Duration::from_secs(60)), Some(0));
+}

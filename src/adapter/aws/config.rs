@@ -36,6 +36,12 @@ pub struct Config {
     /// limit unless a topic's `MaximumMessageSize` says otherwise).
     #[serde(default = "default_sns_max_message_bytes")]
     pub sns_max_message_bytes: usize,
+    /// SNS sinks send binary headers as Binary message attributes instead of base64 text
+    /// listed in `bridge-binary-headers`: for topics whose subscribers are SQS queues and
+    /// Lambda functions, which receive them; HTTP, e-mail and SMS subscribers do not, and
+    /// some SNS implementations drop them on raw delivery. Default false.
+    #[serde(default)]
+    pub sns_binary_attributes: bool,
     /// Queues and topics to create at start-up when missing.
     #[serde(default)]
     pub declare: Declarations,

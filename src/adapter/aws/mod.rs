@@ -300,7 +300,11 @@ impl Connector for AwsConnector {
         };
         Ok(Arc::new(sink::AwsSink {
             batcher: batcher::Batcher::start(api, fifo, 1000, max_bytes),
-            mode: mapping::Mode { fifo, sns },
+            mode: mapping::Mode {
+                fifo,
+                sns,
+                sns_binary: self.clients.config.sns_binary_attributes,
+            },
             max_bytes,
             target: endpoint.to_string(),
         }))
