@@ -191,6 +191,10 @@ fn scenarios(options: &Options) -> Vec<Scenario> {
             },
             one(Sys::Nats, Sys::Kafka, 1024, 5_000),
             one(Sys::Kafka, Sys::Nats, 1024, 5_000),
+            Scenario {
+                shaped: true,
+                ..one(Sys::Kafka, Sys::Kafka, 1024, 5_000)
+            },
         ]
     } else {
         let mut all = Vec::new();

@@ -19,6 +19,7 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::{AWS, KAFKA, NATS, PROJECT, PUBSUB, RABBIT, Scenario, Sys};
@@ -371,7 +372,34 @@ impl Places {
         match self.from {
             Sys::Kafka => {
                 let key = format!("k{}", seq % 16);
-                produce(&clients.producer, source, Some(key.as_bytes()), None, &body).await
+                // JSON bodies come as a JSON-speaking producer sends them, with the headers
+                // the transformed routes work on.
+                let headers = self.json_bodies.then(|| {
+                    [
+                        ("content-type", "application/json"),
+                        (
+                            "trace",
+                            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                        ),
+                        ("x-internal-debug", "1"),
+                        ("tenant", "acme"),
+                    ]
+                    .into_iter()
+                    .fold(OwnedHeaders::new(), |headers, (key, value)| {
+                        headers.insert(rdkafka::message::Header {
+                            key,
+                            value: Some(value),
+                        })
+                    })
+                });
+                produce(
+                    &clients.producer,
+                    source,
+                    Some(key.as_bytes()),
+                    headers,
+                    &body,
+                )
+                .await
             }
             Sys::Rabbit => {
                 let confirm = clients

@@ -483,7 +483,13 @@ fn routes_file(places: &Places, options: &Options, prefix: &str, rabbit_url: &st
             if let Some(rate) = places.rate {
                 route["rate"] = json!({"messages": rate, "per": "1s", "burst": 1});
             }
-            if places.shaped() {
+            // BENCH_TRANSFORM (JSON) replaces the transformed scenario's transform.
+            if places.shaped()
+                && let Ok(transform) = std::env::var("BENCH_TRANSFORM")
+            {
+                route["transform"] =
+                    serde_json::from_str(&transform).expect("BENCH_TRANSFORM is JSON");
+            } else if places.shaped() {
                 route["transform"] = json!({
                     "headers": {
                         "set": {"source": "bench"},

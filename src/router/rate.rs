@@ -15,6 +15,9 @@ use metrics::Histogram;
 
 use crate::config::RatePlan;
 
+/// How late a timer may wake: tokio's timers have millisecond ticks.
+const TIMER_SLACK: Duration = Duration::from_millis(2);
+
 /// tokio's clock, as time since the limiter was made.
 #[derive(Debug, Clone)]
 struct TokioClock {
@@ -40,7 +43,12 @@ impl RateLimit {
     /// `waited` records each wait, in seconds.
     pub fn new(plan: &RatePlan, waited: Histogram) -> RateLimit {
         let period = (plan.per / plan.messages).max(Duration::from_nanos(1));
-        let burst = NonZeroU32::new(plan.burst).unwrap_or(NonZeroU32::MIN);
+        // A wait ends on the timer's next millisecond tick, up to TIMER_SLACK late; a burst
+        // smaller than what the rate lets through in that time would lose those slots for
+        // good, and the rate would not be held.
+        let slack =
+            u32::try_from(TIMER_SLACK.as_nanos() / period.as_nanos().max(1)).unwrap_or(u32::MAX);
+        let burst = NonZeroU32::new(plan.burst.max(slack)).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::with_period(period)
             .expect("a period of at least 1ns")
             .allow_burst(burst);
