@@ -509,3 +509,69 @@ async fn a_native_consumer_finds_the_applications_headers_as_attributes() {
     running.signal("TERM");
     assert_eq!(running.wait(Duration::from_secs(60)), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sns_subject_set_from_a_template_is_read_back_as_origin_subject() {
+    init_logs();
+    let name = unique("e2e-subject");
+    let (t_in, t_dead, topic, q_sub) = (
+        format!("{name}-in"),
+        format!("{name}-dead"),
+        format!("{name}-topic"),
+        format!("{name}-sub"),
+    );
+    let aws = aws(json!({
+        "queues": [{"name": q_sub}],
+        "topics": [{"name": topic, "subscriptions": [{"queue": q_sub}]}],
+    }));
+    let kafka = json!({"type": "kafka", "brokers": KAFKA, "group_id": format!("{name}-bridge"),
+        "declare": [{"name": t_in}, {"name": t_dead}]});
+    let dir = tempfile::tempdir().unwrap();
+    let routes = write_routes(
+        &dir,
+        &format!(
+            "connections:\n  aws: {aws}\n  kafka: {kafka}\nroutes:\n  - name: alerts\n    from: kafka:{t_in}\n    to:\n      endpoint: aws:sns/{topic}\n      transform: {{headers: {{set: {{sns-subject: 'Order {{{{ body.id }}}} shipped'}}}}}}\n    dead_letter: kafka:{t_dead}\n"
+        ),
+    );
+    let aws_client = connector(&aws).await;
+    let kafka_client = connector(&kafka).await;
+    publish(
+        &kafka_client,
+        &format!("test:{t_in}"),
+        [Message::new(r#"{"id": "o-7"}"#)],
+        10,
+    )
+    .await;
+    let running = Running::start(&routes, &dir.path().join("bridge.log"));
+    let mut notifications = aws_client
+        .open_source(
+            &format!("test:sns/{topic}").parse().unwrap(),
+            &settings(support::source_options(
+                &aws,
+                &format!("sns/{topic}"),
+                &json!({"queue": q_sub}),
+            )),
+        )
+        .await
+        .unwrap();
+    let arrived = tokio::time::timeout(Duration::from_secs(90), notifications.recv())
+        .await
+        .expect("the notification in time")
+        .unwrap()
+        .unwrap();
+    let origin = arrived.message.origin().cloned().unwrap();
+    assert_eq!(
+        origin.field("subject"),
+        Some(&bridge::message::OriginValue::text("Order o-7 shipped"))
+    );
+    assert_eq!(arrived.message.body, r#"{"id": "o-7"}"#);
+    assert_eq!(
+        arrived.message.headers.get("sns-subject"),
+        None,
+        "the Subject, not a header"
+    );
+    arrived.ack.ack();
+    notifications.close().await;
+    running.signal("TERM");
+    assert_eq!(running.wait(Duration::from_secs(60)), Some(0));
+}

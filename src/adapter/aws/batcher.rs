@@ -185,6 +185,7 @@ mod tests {
             encoded: Encoded {
                 body: body.to_owned(),
                 attributes: Vec::new(),
+                subject: None,
             },
             group_id: None,
             dedup_id: None,

@@ -46,6 +46,8 @@ pub const CORRELATION_ID: &str = "correlation-id";
 pub const REPLY_TO: &str = "reply-to";
 pub const MESSAGE_ID: &str = "message-id";
 pub const CONTENT_TYPE: &str = "content-type";
+/// On SNS: the header whose value is published as the message's `Subject`.
+pub const SNS_SUBJECT: &str = "sns-subject";
 /// On FIFO targets: the message had no key (its group id was made up).
 pub const KEYLESS: &str = "bridge-keyless";
 
@@ -100,6 +102,22 @@ pub struct Mode {
 pub struct Encoded {
     pub body: String,
     pub attributes: Vec<(String, Attribute)>,
+    /// SNS only: the `Subject`, from the header `sns-subject`.
+    pub subject: Option<String>,
+}
+
+/// Why `subject` cannot be an SNS `Subject` (1 to 100 printable ASCII characters,
+/// starting with a letter, a digit or punctuation).
+pub fn subject_error(subject: &str) -> Option<&'static str> {
+    if subject.is_empty() || subject.len() > 100 {
+        Some("it must be 1 to 100 characters long")
+    } else if !subject.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        Some("it must be printable ASCII without line breaks")
+    } else if subject.starts_with(' ') {
+        Some("it must start with a letter, a digit or punctuation")
+    } else {
+        None
+    }
 }
 
 impl Encoded {
@@ -259,7 +277,16 @@ pub fn encode(message: &Message, mode: Mode) -> Encoded {
     for (_, name, _) in &unfit {
         taken.insert(name);
     }
+    let mut subject = None;
     for (position, (name, value)) in message.headers.iter().enumerate() {
+        if mode.sns
+            && subject.is_none()
+            && name == SNS_SUBJECT
+            && let HeaderValue::Text(text) = value
+        {
+            subject = Some(text.clone());
+            continue;
+        }
         let (attribute, listed_binary) = match value {
             HeaderValue::Text(t) if !t.is_empty() && sqs_text(t) => (Some(text(t)), false),
             HeaderValue::Binary(b) if !b.is_empty() && mode.sns && !mode.sns_binary => {
@@ -331,7 +358,11 @@ pub fn encode(message: &Message, mode: Mode) -> Encoded {
             .replace('\u{FFFF}', "\\uffff");
         attributes.push((PACKED_HEADERS.into(), text(&json)));
     }
-    Encoded { body, attributes }
+    Encoded {
+        body,
+        attributes,
+        subject,
+    }
 }
 
 /// The entries of a packed-headers attribute, or `None` when it is not what [`encode`]
@@ -558,6 +589,25 @@ mod tests {
             let back = decode(&encoded.body, encoded.attributes, None);
             assert_eq!(sorted(back), sorted(fifteen), "{mode:?}");
         }
+    }
+
+    #[test]
+    fn the_sns_subject_header_is_the_subject_on_sns_only() {
+        let mut message = Message::new("m");
+        message.headers.push(SNS_SUBJECT, "Order o-1 shipped");
+        message.headers.push("other", "x");
+        let encoded = encode(&message, SNS);
+        assert_eq!(encoded.subject.as_deref(), Some("Order o-1 shipped"));
+        assert_eq!(attribute_names(&encoded), ["other"]);
+        let on_sqs = encode(&message, SQS);
+        assert_eq!(on_sqs.subject, None);
+        assert_eq!(attribute_names(&on_sqs), [SNS_SUBJECT, "other"]);
+        assert_eq!(subject_error("Order o-1 shipped"), None);
+        assert!(subject_error("").is_some());
+        assert!(subject_error(&"x".repeat(101)).is_some());
+        assert!(subject_error("two\nlines").is_some());
+        assert!(subject_error("café").is_some());
+        assert!(subject_error(" leading space").is_some());
     }
 
     #[test]
@@ -910,6 +960,8 @@ pub(in crate::adapter::aws) mod fuzz {
                 CONTENT_TYPE => text && message.content_type.is_none(),
                 // Packed bookkeeping is read as such (docs/mapping.md).
                 BODY_ENCODING | KEYLESS => text,
+                // On SNS it is the Subject, not a header.
+                SNS_SUBJECT => text && mode.sns,
                 _ if name == reserved::TIMESTAMP_MS => text,
                 _ => name == reserved::KEY && (message.key.is_none() || mode.fifo),
             }

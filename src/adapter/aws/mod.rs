@@ -154,6 +154,7 @@ impl Connection for Config {
             OriginField::BrokerMessageId,
             OriginField::Named("queue"),
             OriginField::Named("topic"),
+            OriginField::Named("subject"),
         ]
     }
 

@@ -184,6 +184,7 @@ impl SendBatch for SnsBatch {
             let mut built = PublishBatchRequestEntry::builder()
                 .id(index.to_string())
                 .message(&entry.encoded.body)
+                .set_subject(entry.encoded.subject.clone())
                 .set_message_group_id(entry.group_id.clone())
                 .set_message_deduplication_id(entry.dedup_id.clone());
             for (name, attribute) in &entry.encoded.attributes {
@@ -257,6 +258,14 @@ pub struct AwsSink {
 impl Sink for AwsSink {
     async fn send(&self, message: &Message) -> Result<Confirmation, SendError> {
         let encoded = mapping::encode(message, self.mode);
+        if let Some(subject) = &encoded.subject
+            && let Some(reason) = mapping::subject_error(subject)
+        {
+            return Err(SendError::permanent(format!(
+                "the header `{}` cannot be the SNS Subject: {reason}",
+                mapping::SNS_SUBJECT
+            )));
+        }
         let size = encoded.size();
         if size > self.max_bytes {
             return Err(SendError::permanent(format!(

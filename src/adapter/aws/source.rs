@@ -123,7 +123,22 @@ fn system_attribute(
 }
 
 /// Unwraps an SNS notification from `topic`; `None` when the body is not one (raw delivery).
+/// What an SNS notification to an SQS queue carries.
+struct Notification {
+    /// The published body.
+    message: String,
+    attributes: Vec<(String, Attribute)>,
+    /// The `Subject` it was published with.
+    subject: Option<String>,
+}
+
+/// The published body and attributes of a notification of `topic`.
+#[cfg(test)]
 fn unwrap_notification(body: &str, topic: &str) -> Option<(String, Vec<(String, Attribute)>)> {
+    read_notification(body, topic).map(|n| (n.message, n.attributes))
+}
+
+fn read_notification(body: &str, topic: &str) -> Option<Notification> {
     let json: serde_json::Value = serde_json::from_str(body).ok()?;
     let is_ours = json.get("Type")?.as_str()? == "Notification"
         && json
@@ -160,7 +175,16 @@ fn unwrap_notification(body: &str, topic: &str) -> Option<(String, Vec<(String, 
             attributes.push((name.clone(), attribute));
         }
     }
-    Some((message, attributes))
+    let subject = json
+        .get("Subject")
+        .and_then(|s| s.as_str())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    Some(Notification {
+        message,
+        attributes,
+        subject,
+    })
 }
 
 /// The envelope of a received SQS message.
@@ -189,15 +213,18 @@ fn to_message(raw: &aws_sdk_sqs::types::Message, spec: &ReadSpec) -> Message {
     let unwrapped = spec
         .sns_topic
         .as_deref()
-        .and_then(|topic| unwrap_notification(body, topic));
+        .and_then(|topic| read_notification(body, topic));
     let group = system_attribute(raw, MessageSystemAttributeName::MessageGroupId);
     let mut fields = vec![("queue", OriginValue::text(queue_name(&spec.queue_url)))];
     let mut message = match unwrapped {
-        Some((inner, attributes)) => {
+        Some(notification) => {
             if let Some(topic) = &spec.sns_topic {
                 fields.push(("topic", OriginValue::text(topic)));
             }
-            mapping::decode(&inner, attributes, group)
+            if let Some(subject) = &notification.subject {
+                fields.push(("subject", OriginValue::text(subject)));
+            }
+            mapping::decode(&notification.message, notification.attributes, group)
         }
         None => mapping::decode(body, native, group),
     };
