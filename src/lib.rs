@@ -26,6 +26,7 @@ pub mod adapter;
 pub mod address;
 pub mod cli;
 pub mod config;
+pub mod dlq;
 pub mod expr;
 pub mod message;
 pub mod printable;

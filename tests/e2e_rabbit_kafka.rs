@@ -605,3 +605,97 @@ routes:
         assert!(!marker, "{path}: the marker is not written to Kafka");
     }
 }
+
+/// A dead letter as a route writes it (the fields `stats` groups by).
+fn dead_letter(route: &str, error: &str, minute: u32) -> Message {
+    let mut letter = Message::new(format!("payload of {error}"));
+    for (name, value) in [
+        (reserved::DLQ_ROUTE, route.to_owned()),
+        (reserved::DLQ_SINK, "kafka:orders".to_owned()),
+        (reserved::DLQ_ERROR_CLASS, "permanent".to_owned()),
+        (reserved::DLQ_ERROR, error.to_owned()),
+        (reserved::DLQ_ATTEMPTS, "1".to_owned()),
+        (
+            reserved::DLQ_FIRST_FAILURE,
+            format!("2026-12-07T10:{minute:02}:00.000Z"),
+        ),
+        (
+            reserved::DLQ_LAST_FAILURE,
+            format!("2026-12-07T10:{minute:02}:30.000Z"),
+        ),
+    ] {
+        letter.headers.push(name, value);
+    }
+    letter
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_stats_groups_dead_letters_whose_errors_differ_only_in_ids() {
+    init_logs();
+    let topic = unique("dlq-stats");
+    let kafka = json!({"type": "kafka", "brokers": KAFKA, "declare": [{"name": topic}]});
+    let client = connector(&kafka).await;
+    let mut letters: Vec<Message> = (0..5)
+        .map(|n| dead_letter("orders", &format!("order {n} refused: 'o-{n}' unknown"), n))
+        .collect();
+    letters.extend(
+        (0..3).map(|n| dead_letter("orders", "the body is not JSON (line 1 column 1)", 10 + n)),
+    );
+    letters.push(Message::new("a broker's own dead letter"));
+    publish(&client, &format!("test:{topic}"), letters, 20).await;
+    let endpoint = format!("kafka:{topic}");
+    let args = [
+        "dlq",
+        "stats",
+        &endpoint,
+        "--url",
+        "kafka://127.0.0.1:9092",
+        "--json",
+        "--idle",
+        "10s",
+    ];
+    let output = support::process::run(&args, b"");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let stats: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(stats["total"], 9, "{stats}");
+    assert_eq!(stats["without_context"], 1);
+    let groups = stats["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{stats}");
+    assert_eq!(groups[0]["count"], 5);
+    assert_eq!(groups[0]["error"], "order <n> refused: '…' unknown");
+    assert_eq!(groups[0]["first_failure"], "2026-12-07T10:00:00.000Z");
+    assert_eq!(groups[0]["last_failure"], "2026-12-07T10:04:30.000Z");
+    assert_eq!(groups[1]["count"], 3);
+
+    // `show` puts the dead-letter context first; reading again finds them all (a peek).
+    let output = support::process::run(
+        &[
+            "dlq",
+            "show",
+            &endpoint,
+            "--url",
+            "kafka://127.0.0.1:9092",
+            "--idle",
+            "10s",
+        ],
+        b"",
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        stdout.matches("── dead letter of route orders").count(),
+        8,
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout
+            .matches("── without bridge's dead-letter context")
+            .count(),
+        1
+    );
+    assert!(
+        stdout.contains("error: order 3 refused: 'o-3' unknown"),
+        "{stdout}"
+    );
+}

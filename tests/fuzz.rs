@@ -1928,6 +1928,7 @@ proptest! {
                     Command::Request(_) => "request",
                     Command::Explain(_) => "explain",
                     Command::Test(_) => "test",
+                    Command::Dlq(_) => "dlq",
                 };
                 prop_assert!(args.iter().any(|arg| arg == subcommand), "{subcommand} from {args:?}");
             }

@@ -6,6 +6,7 @@
 //! that prints to standard output.
 
 mod connections;
+mod dlq;
 mod explain;
 mod output;
 mod request;
@@ -53,6 +54,43 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Run a file of `explain` cases with expected results; exit 1 on a mismatch.
     Test(TestArgs),
+    /// Look at the dead letters at an endpoint.
+    Dlq(DlqArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DlqArgs {
+    #[command(subcommand)]
+    pub command: DlqCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Count the dead letters by route, failing sink, error class and error text.
+    Stats(DlqReadArgs),
+    /// Print the dead letters, their dead-letter context first.
+    Show(DlqReadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DlqReadArgs {
+    /// The dead-letter endpoint, as CONNECTION:PATH (what a route's `dead_letter` names).
+    pub endpoint: String,
+    /// Print JSON (`stats`: one summary object; `show`: one JSON envelope per line).
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after this many dead letters.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Stop after this long without a dead letter.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub idle: std::time::Duration,
+    /// Allow a read that disturbs the broker's state where no undisturbed read exists
+    /// (as for `tail`).
+    #[arg(long)]
+    pub disturb: bool,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
 }
 
 impl Command {
@@ -243,6 +281,7 @@ pub async fn execute(command: Command) -> Result<(), CliError> {
         Command::Validate(args) => validate::validate(args),
         Command::Explain(args) => explain::explain(args),
         Command::Test(args) => explain::test(args),
+        Command::Dlq(args) => dlq::dlq(args).await,
         Command::Send(args) => send::send(args).await,
         Command::Tail(args) => tail::tail(args).await,
         Command::Request(args) => request::request(args).await,
