@@ -374,10 +374,16 @@ pub trait Connector: Send + Sync {
         self.open_source(endpoint, &settings).await
     }
 
+    /// The source options of the reader that takes dead letters. By default none: the
+    /// source of route [`DEAD_LETTER_READER`]. A system whose sources share a consumer
+    /// group with routes gives the take a group or durable consumer of its own here.
+    fn dead_letter_reader_options(&self) -> SourceOptions {
+        SourceOptions::none()
+    }
+
     /// Opens a reader of the dead letters at `endpoint` (a route's `dead_letter`, read as
-    /// a source). By default a peek is a `tail` from the oldest message and a take is a
-    /// source whose route is [`DEAD_LETTER_READER`]; a system whose sources share a
-    /// consumer group with routes gives the take a reader of its own.
+    /// a source): a peek is a `tail` from the oldest message, a take a source for route
+    /// [`DEAD_LETTER_READER`] with [`dead_letter_reader_options`](Self::dead_letter_reader_options).
     async fn open_dead_letters(
         &self,
         endpoint: &Endpoint,
@@ -389,7 +395,7 @@ pub trait Connector: Send + Sync {
                     .await
             }
             DeadLetterRead::Take => {
-                let settings = DeadLetterRead::take_settings(SourceOptions::none());
+                let settings = DeadLetterRead::take_settings(self.dead_letter_reader_options());
                 self.open_source(endpoint, &settings).await
             }
         }

@@ -14,9 +14,11 @@
 //! the `bridge-binary-headers` header on the way out so it comes back binary. A null header
 //! value becomes empty text.
 
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+
 use rdkafka::Timestamp;
 use rdkafka::message::{Header, Headers as _, OwnedHeaders};
 
@@ -183,17 +185,19 @@ pub fn incoming<M: rdkafka::Message>(record: &M, endpoint: &str, names: &HeaderN
         headers.push(reserved::TOMBSTONE, HeaderValue::Text("true".to_owned()));
     }
     message.headers = headers;
-    let mut fields = vec![("topic", OriginValue::text(record.topic()))];
-    match record.timestamp() {
-        Timestamp::CreateTime(ms) => {
-            fields.push(("timestamp", OriginValue::Int(ms)));
-            fields.push(("timestamp_type", OriginValue::text("create_time")));
-        }
-        Timestamp::LogAppendTime(ms) => {
-            fields.push(("timestamp", OriginValue::Int(ms)));
-            fields.push(("timestamp_type", OriginValue::text("log_append_time")));
-        }
-        Timestamp::NotAvailable => {}
+    // The two timestamp types are shared, not allocated for every record.
+    static CREATE_TIME: LazyLock<Arc<str>> = LazyLock::new(|| "create_time".into());
+    static LOG_APPEND_TIME: LazyLock<Arc<str>> = LazyLock::new(|| "log_append_time".into());
+    let mut fields = Vec::with_capacity(3);
+    fields.push(("topic", OriginValue::text(record.topic())));
+    let typed = match record.timestamp() {
+        Timestamp::CreateTime(ms) => Some((ms, &CREATE_TIME)),
+        Timestamp::LogAppendTime(ms) => Some((ms, &LOG_APPEND_TIME)),
+        Timestamp::NotAvailable => None,
+    };
+    if let Some((ms, kind)) = typed {
+        fields.push(("timestamp", OriginValue::Int(ms)));
+        fields.push(("timestamp_type", OriginValue::Text(Arc::clone(kind))));
     }
     message.with_origin(Origin {
         endpoint: endpoint.to_owned(),

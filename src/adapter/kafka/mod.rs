@@ -42,9 +42,8 @@ pub use config::Config;
 use config::{SourceOptions as KafkaSourceOptions, Start, TopicPath};
 
 use super::{
-    Adapter, AdapterError, ConnectContext, Connection, Connector, DEAD_LETTER_READER,
-    DeadLetterRead, FieldError, OriginField, Role, Sink, Source, SourceOptions, SourceSettings,
-    TailSettings,
+    Adapter, AdapterError, ConnectContext, Connection, Connector, DEAD_LETTER_READER, FieldError,
+    OriginField, Role, Sink, Source, SourceOptions, SourceSettings, TailSettings,
 };
 use crate::address::Endpoint;
 
@@ -362,28 +361,15 @@ impl Connector for KafkaConnector {
         tail::open(self, endpoint, settings).await
     }
 
-    /// Takes dead letters in a consumer group of their own (`bridge-dlq`), from the oldest:
-    /// the connection's group belongs to its routes.
-    async fn open_dead_letters(
-        &self,
-        endpoint: &Endpoint,
-        read: DeadLetterRead,
-    ) -> Result<Box<dyn Source>, AdapterError> {
-        match read {
-            DeadLetterRead::Peek { .. } => {
-                self.open_tail(endpoint, &DeadLetterRead::tail_settings(false))
-                    .await
-            }
-            DeadLetterRead::Take => {
-                let options = KafkaSourceOptions {
-                    group_id: Some(DEAD_LETTER_READER.into()),
-                    start: Start::Earliest,
-                    ..KafkaSourceOptions::default()
-                };
-                let settings = DeadLetterRead::take_settings(SourceOptions::new(options));
-                self.open_source(endpoint, &settings).await
-            }
-        }
+    /// Dead letters are taken in a consumer group of their own (`bridge-dlq`), from the
+    /// oldest: the connection's group belongs to its routes.
+    fn dead_letter_reader_options(&self) -> SourceOptions {
+        let options = KafkaSourceOptions {
+            group_id: Some(DEAD_LETTER_READER.into()),
+            start: Start::Earliest,
+            ..KafkaSourceOptions::default()
+        };
+        SourceOptions::new(options)
     }
 }
 

@@ -41,9 +41,8 @@ pub use config::Config;
 use config::{Deliver, SourceOptions as NatsSourceOptions, Target};
 
 use super::{
-    Adapter, AdapterError, ConnectContext, Connection, Connector, DEAD_LETTER_READER,
-    DeadLetterRead, FieldError, OriginField, Role, Sink, Source, SourceOptions, SourceSettings,
-    TailSettings,
+    Adapter, AdapterError, ConnectContext, Connection, Connector, DEAD_LETTER_READER, FieldError,
+    OriginField, Role, Sink, Source, SourceOptions, SourceSettings, TailSettings,
 };
 use crate::address::Endpoint;
 
@@ -318,26 +317,13 @@ impl Connector for NatsConnector {
         tail::open(self, endpoint, settings).await
     }
 
-    /// Takes dead letters through a durable consumer of their own (`bridge-dlq`); peeks
-    /// as `tail --from-beginning` does.
-    async fn open_dead_letters(
-        &self,
-        endpoint: &Endpoint,
-        read: DeadLetterRead,
-    ) -> Result<Box<dyn Source>, AdapterError> {
-        match read {
-            DeadLetterRead::Peek { .. } => {
-                tail::open(self, endpoint, &DeadLetterRead::tail_settings(false)).await
-            }
-            DeadLetterRead::Take => {
-                let options = NatsSourceOptions {
-                    consumer: Some(DEAD_LETTER_READER.into()),
-                    ..NatsSourceOptions::default()
-                };
-                let settings = DeadLetterRead::take_settings(SourceOptions::new(options));
-                self.open_source(endpoint, &settings).await
-            }
-        }
+    /// Dead letters are taken through a durable consumer of their own (`bridge-dlq`).
+    fn dead_letter_reader_options(&self) -> SourceOptions {
+        let options = NatsSourceOptions {
+            consumer: Some(DEAD_LETTER_READER.into()),
+            ..NatsSourceOptions::default()
+        };
+        SourceOptions::new(options)
     }
 
     /// Reads new messages only, through an ephemeral consumer or a subscription.
