@@ -1,14 +1,80 @@
-//! What a pile of dead letters holds, for `bridge dlq stats`: dead letters grouped by
-//! route, failing sink, error class and error text, where texts that differ only in
-//! numbers, ids and quoted values form one group.
+//! Dead letters as the `bridge dlq` commands see them: grouped for `stats` by route,
+//! failing sink, error class and error text (texts that differ only in numbers, ids and
+//! quoted values form one group), chosen by a [`Selection`], and restored to the message
+//! that was received ([`restore`]) for `redrive`.
 //!
 //! Everything here reads message contents, so it is linear in what it reads: one pass
-//! over each error text, whose normal form is cut at [`MAX_ERROR_CHARS`], and one map
-//! lookup per dead letter.
+//! over each error text, whose normal form is cut at [`MAX_ERROR_CHARS`], one map lookup
+//! per dead letter, and a filter whose cost CEL's own limits bound.
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
+use crate::expr::Condition;
 use crate::message::{Message, reserved};
+
+/// Prefix of the headers that carry a dead letter's context.
+pub const CONTEXT_PREFIX: &str = "bridge-dlq-";
+
+/// The message as the failing route received it: the dead letter without its context
+/// headers (`bridge-dlq-*`), its origin, or its hop count, so that the loop guard counts
+/// a redriven message's hops afresh (a real loop still stops it after `max_hops`). Body,
+/// key, headers, ids, content type and timestamp are kept as they were.
+pub fn restore(letter: &Message) -> Message {
+    let mut message = letter.without_origin();
+    message
+        .headers
+        .retain_names(|name| !name.starts_with(CONTEXT_PREFIX) && name != reserved::HOPS);
+    message
+}
+
+/// Which dead letters a command acts on; every given criterion must hold. Criteria on
+/// the context (route, sink, class, failure times) never hold for a message without it.
+#[derive(Default)]
+pub struct Selection {
+    pub route: Option<String>,
+    pub sink: Option<String>,
+    pub error_class: Option<String>,
+    /// CEL over the dead letter: its context is in `headers["bridge-dlq-..."]`.
+    pub filter: Option<Condition>,
+    /// Only dead letters whose last failure was before this time.
+    pub failed_before: Option<SystemTime>,
+    /// Only dead letters whose last failure was after this time.
+    pub failed_after: Option<SystemTime>,
+}
+
+impl Selection {
+    pub fn matches(&self, letter: &Message) -> bool {
+        let text = |name: &str| letter.headers.get_text(name);
+        let equal = |wanted: &Option<String>, name: &str| match wanted {
+            Some(wanted) => text(name) == Some(wanted.as_str()),
+            None => true,
+        };
+        if !(equal(&self.route, reserved::DLQ_ROUTE)
+            && equal(&self.sink, reserved::DLQ_SINK)
+            && equal(&self.error_class, reserved::DLQ_ERROR_CLASS))
+        {
+            return false;
+        }
+        if self.failed_before.is_some() || self.failed_after.is_some() {
+            let Some(last) = text(reserved::DLQ_LAST_FAILURE)
+                .and_then(|t| humantime::parse_rfc3339_weak(t.trim()).ok())
+            else {
+                return false;
+            };
+            if self.failed_before.is_some_and(|before| last >= before)
+                || self.failed_after.is_some_and(|after| last <= after)
+            {
+                return false;
+            }
+        }
+        match &self.filter {
+            // A filter that cannot be evaluated on this message does not select it.
+            Some(filter) => filter.matches(letter).unwrap_or(false),
+            None => true,
+        }
+    }
+}
 
 /// Longest normalised error text kept as a group's key.
 pub const MAX_ERROR_CHARS: usize = 200;
@@ -139,6 +205,75 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restoring_removes_the_context_and_the_hop_count_and_keeps_the_rest() {
+        let mut letter = letter(
+            "r",
+            "order 1 refused",
+            "2026-12-07T10:00:00.000Z",
+            "2026-12-07T10:00:01.000Z",
+        );
+        letter.headers.push(reserved::DLQ_SOURCE, "kafka:orders");
+        letter.headers.push(reserved::HOPS, "10");
+        letter.headers.push("app", "kept");
+        letter.headers.push("bridge-key", "kept too");
+        letter.key = Some("k".into());
+        letter.message_id = Some("id-1".into());
+        let restored = restore(&letter);
+        let names: Vec<&str> = restored.headers.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["app", "bridge-key"]);
+        assert_eq!(restored.body, letter.body);
+        assert_eq!(restored.key, letter.key);
+        assert_eq!(restored.message_id.as_deref(), Some("id-1"));
+    }
+
+    #[test]
+    fn a_selection_holds_only_when_every_criterion_does() {
+        let old = letter(
+            "orders",
+            "e",
+            "2026-12-07T10:00:00.000Z",
+            "2026-12-07T10:00:00.000Z",
+        );
+        let new = letter(
+            "orders",
+            "e",
+            "2026-12-07T12:00:00.000Z",
+            "2026-12-07T12:00:00.000Z",
+        );
+        let foreign = Message::new("no context");
+        let noon = humantime::parse_rfc3339("2026-12-07T11:00:00Z").unwrap();
+        let all = Selection::default();
+        assert!(all.matches(&old) && all.matches(&foreign));
+        let route = Selection {
+            route: Some("orders".into()),
+            ..Selection::default()
+        };
+        assert!(route.matches(&old) && !route.matches(&foreign));
+        let other = Selection {
+            sink: Some("kafka:elsewhere".into()),
+            ..Selection::default()
+        };
+        assert!(!other.matches(&old));
+        let before = Selection {
+            failed_before: Some(noon),
+            ..Selection::default()
+        };
+        assert!(before.matches(&old) && !before.matches(&new) && !before.matches(&foreign));
+        let after = Selection {
+            failed_after: Some(noon),
+            ..Selection::default()
+        };
+        assert!(!after.matches(&old) && after.matches(&new));
+        let filter = Selection {
+            filter: Some(
+                Condition::compile(r#"headers["bridge-dlq-error-class"] == "permanent""#).unwrap(),
+            ),
+            ..Selection::default()
+        };
+        assert!(filter.matches(&old) && !filter.matches(&foreign));
+    }
 
     #[test]
     fn numbers_ids_and_quoted_values_become_placeholders() {

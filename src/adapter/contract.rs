@@ -282,21 +282,21 @@ pub struct SourceSettings {
 
 /// How the dead letters at an endpoint are read (the `bridge dlq` commands).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeadLetterRead {
+pub enum DeadLetterRead<'a> {
     /// Look at them from the oldest, changing what the system allows least, as
     /// `bridge tail --from-beginning` does (`disturb` where a system cannot peek).
     Peek { disturb: bool },
-    /// Take them through a consumer of bridge's own ([`DEAD_LETTER_READER`]): ack removes a
-    /// dead letter (on a log, commits past it for that reader), retry leaves it to be taken
-    /// again.
-    Take,
+    /// Take them through a consumer of bridge's own, `reader` (a consumer group, durable
+    /// consumer or route name; [`DEAD_LETTER_READER`] unless the user names another): ack
+    /// removes a dead letter (on a log, moves that reader past it), retry leaves it to be
+    /// taken again. At most `window` are held unsettled.
+    Take { reader: &'a str, window: usize },
 }
 
-/// The name of the reader that takes dead letters: its consumer group, durable consumer
-/// or route name, depending on the system.
+/// The name of the reader that takes dead letters unless the user names another.
 pub const DEAD_LETTER_READER: &str = "bridge-dlq";
 
-impl DeadLetterRead {
+impl DeadLetterRead<'_> {
     /// What a peek asks of `tail`: the oldest message first.
     pub fn tail_settings(disturb: bool) -> TailSettings {
         TailSettings {
@@ -305,12 +305,13 @@ impl DeadLetterRead {
         }
     }
 
-    /// What a take asks of a source: the route [`DEAD_LETTER_READER`], with `options`.
-    pub fn take_settings(options: SourceOptions) -> SourceSettings {
+    /// What a take asks of a source: the route `reader`, with `options`, holding at most
+    /// `window` unsettled.
+    pub fn take_settings(reader: &str, options: SourceOptions, window: usize) -> SourceSettings {
         SourceSettings {
-            route: DEAD_LETTER_READER.into(),
+            route: reader.into(),
             options,
-            max_in_flight: 64,
+            max_in_flight: window,
             dead_letter: true,
         }
     }

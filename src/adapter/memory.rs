@@ -504,7 +504,13 @@ mod tests {
             .await;
         assert!(peek.is_err(), "a memory queue has no peek");
         let mut take = connector
-            .open_dead_letters(&dead, DeadLetterRead::Take)
+            .open_dead_letters(
+                &dead,
+                DeadLetterRead::Take {
+                    reader: crate::adapter::DEAD_LETTER_READER,
+                    window: 64,
+                },
+            )
             .await
             .unwrap();
         let first = take.recv().await.unwrap().unwrap();

@@ -374,31 +374,48 @@ pub trait Connector: Send + Sync {
         self.open_source(endpoint, &settings).await
     }
 
-    /// The source options of the reader that takes dead letters. By default none: the
-    /// source of route [`DEAD_LETTER_READER`]. A system whose sources share a consumer
-    /// group with routes gives the take a group or durable consumer of its own here.
-    fn dead_letter_reader_options(&self) -> SourceOptions {
+    /// The source options of the reader `reader` that takes dead letters. By default none:
+    /// the source of route `reader`. A system whose sources share a consumer group with
+    /// routes gives the take a group or durable consumer named `reader` here.
+    fn dead_letter_reader_options(&self, _reader: &str) -> SourceOptions {
         SourceOptions::none()
     }
 
+    /// Whether taking a dead letter only moves the reader's position and removes nothing
+    /// (a Kafka consumer group): `bridge dlq redrive` then passes a dead letter it leaves
+    /// alone by acknowledging it, since holding it would hold back the position of every
+    /// later one. Elsewhere it holds such dead letters and releases them (retry) at the end.
+    fn dead_letter_take_is_positional(&self) -> bool {
+        false
+    }
+
     /// Opens a reader of the dead letters at `endpoint` (a route's `dead_letter`, read as
-    /// a source): a peek is a `tail` from the oldest message, a take a source for route
-    /// [`DEAD_LETTER_READER`] with [`dead_letter_reader_options`](Self::dead_letter_reader_options).
+    /// a source): a peek is a `tail` from the oldest message, a take a source for the
+    /// route named by the take with [`dead_letter_reader_options`](Self::dead_letter_reader_options).
     async fn open_dead_letters(
         &self,
         endpoint: &Endpoint,
-        read: DeadLetterRead,
+        read: DeadLetterRead<'_>,
     ) -> Result<Box<dyn Source>, AdapterError> {
         match read {
             DeadLetterRead::Peek { disturb } => {
                 self.open_tail(endpoint, &DeadLetterRead::tail_settings(disturb))
                     .await
             }
-            DeadLetterRead::Take => {
-                let settings = DeadLetterRead::take_settings(self.dead_letter_reader_options());
+            DeadLetterRead::Take { reader, window } => {
+                let options = self.dead_letter_reader_options(reader);
+                let settings = DeadLetterRead::take_settings(reader, options, window);
                 self.open_source(endpoint, &settings).await
             }
         }
+    }
+
+    /// The sink path that puts a message back where a source of path `source_path`
+    /// receives it (`bridge dlq redrive`). By default the same path: a queue, a topic.
+    /// A system whose sources read something that cannot be sent to (a Pub/Sub
+    /// subscription, a NATS stream) finds what feeds it, or says to give `--to`.
+    async fn redrive_path(&self, source_path: &str) -> Result<String, AdapterError> {
+        Ok(source_path.to_owned())
     }
 
     /// The endpoint path that reaches a reply address written by a requester in this

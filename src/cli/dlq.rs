@@ -1,15 +1,18 @@
 //! `bridge dlq stats ENDPOINT` and `bridge dlq show ENDPOINT`: what the dead letters at an
 //! endpoint hold, read as `tail --from-beginning` reads (undisturbed where the system
 //! allows, `--disturb` where it cannot peek), until `--idle` passes without a message.
+//! `bridge dlq redrive` is in [`super::redrive`].
 
 use std::io::Write;
 
 use anyhow::anyhow;
 
 use super::connections::resolve;
-use super::{CliError, DlqArgs, DlqCommand, DlqReadArgs, output};
-use crate::adapter::{ConnectContext, DeadLetterRead, Delivery, Source};
-use crate::dlq::Stats;
+use super::{CliError, DlqArgs, DlqCommand, DlqReadArgs, DlqSelectionArgs, output};
+use crate::adapter::{ConnectContext, Connector, DeadLetterRead, Delivery, Source};
+use crate::address::Endpoint;
+use crate::dlq::{Selection, Stats};
+use crate::expr::Condition;
 use crate::message::{json, reserved};
 use crate::printable::escape;
 
@@ -17,22 +20,50 @@ pub async fn dlq(args: DlqArgs) -> Result<(), CliError> {
     match args.command {
         DlqCommand::Stats(read) => stats(read).await,
         DlqCommand::Show(read) => show(read).await,
+        DlqCommand::Redrive(args) => super::redrive::redrive(args).await,
     }
 }
 
-async fn open(read: &DlqReadArgs) -> Result<Box<dyn Source>, CliError> {
+/// The selection the flags describe; times are counted back from now.
+pub(super) fn selection(args: &DlqSelectionArgs) -> Result<Selection, CliError> {
+    let filter = match &args.filter {
+        Some(source) => Some(
+            Condition::compile(source).map_err(|e| CliError::Usage(anyhow!("--filter: {e}")))?,
+        ),
+        None => None,
+    };
+    let now = std::time::SystemTime::now();
+    let ago = |age: Option<std::time::Duration>| age.and_then(|age| now.checked_sub(age));
+    Ok(Selection {
+        route: args.route.clone(),
+        sink: args.sink.clone(),
+        error_class: args.error_class.clone(),
+        filter,
+        failed_before: ago(args.older_than),
+        failed_after: ago(args.newer_than),
+    })
+}
+
+/// The dead-letter endpoint of `read` and a connector of its connection.
+pub(super) async fn connect(
+    read: &DlqReadArgs,
+) -> Result<(Endpoint, std::sync::Arc<dyn Connector>), CliError> {
     let (endpoint, spec) = resolve(&read.endpoint, &read.connection)?;
     let connector = spec
         .connect(&ConnectContext::default())
         .await
         .map_err(|e| CliError::Runtime(anyhow!("cannot connect to {}: {e}", spec.describe())))?;
+    Ok((endpoint, connector))
+}
+
+/// Opens a reader of the dead letters at `endpoint`.
+pub(super) async fn open(
+    connector: &dyn Connector,
+    endpoint: &Endpoint,
+    read: DeadLetterRead<'_>,
+) -> Result<Box<dyn Source>, CliError> {
     connector
-        .open_dead_letters(
-            &endpoint,
-            DeadLetterRead::Peek {
-                disturb: read.disturb,
-            },
-        )
+        .open_dead_letters(endpoint, read)
         .await
         .map_err(|e| match e {
             crate::adapter::AdapterError::Invalid(m) => {
@@ -42,13 +73,19 @@ async fn open(read: &DlqReadArgs) -> Result<Box<dyn Source>, CliError> {
         })
 }
 
-/// Hands each dead letter to `each` until `--idle` passes without one, `--count` were read
-/// or a signal arrives; each is acknowledged to the reader after `each` saw it.
+/// Hands each selected dead letter to `each` until `--idle` passes without one, `--count`
+/// were selected or a signal arrives; each is acknowledged to the reader (a peek) after
+/// `each` saw it.
 async fn read_all(
     read: &DlqReadArgs,
     mut each: impl FnMut(&Delivery) -> bool,
 ) -> Result<(), CliError> {
-    let mut reader = open(read).await?;
+    let selection = selection(&read.selection)?;
+    let (endpoint, connector) = connect(read).await?;
+    let peek = DeadLetterRead::Peek {
+        disturb: read.disturb,
+    };
+    let mut reader = open(connector.as_ref(), &endpoint, peek).await?;
     let shutdown = crate::shutdown::on_signals()
         .map_err(|e| CliError::Runtime(anyhow!("cannot install signal handlers: {e}")))?;
     let mut seen = 0u64;
@@ -63,6 +100,10 @@ async fn read_all(
         };
         match next {
             Ok(Some(delivery)) => {
+                if !selection.matches(&delivery.message) {
+                    delivery.ack.ack();
+                    continue;
+                }
                 seen += 1;
                 let go_on = each(&delivery);
                 delivery.ack.ack();

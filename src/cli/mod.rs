@@ -9,6 +9,7 @@ mod connections;
 mod dlq;
 mod explain;
 mod output;
+mod redrive;
 mod request;
 mod run;
 mod send;
@@ -70,16 +71,64 @@ pub enum DlqCommand {
     Stats(DlqReadArgs),
     /// Print the dead letters, their dead-letter context first.
     Show(DlqReadArgs),
+    /// Send dead letters back to where they were received (or --to), as they were.
+    Redrive(DlqRedriveArgs),
+}
+
+/// Which dead letters a `dlq` command acts on; every given criterion must hold.
+#[derive(Debug, Args)]
+pub struct DlqSelectionArgs {
+    /// Only dead letters of this route (`bridge-dlq-route`).
+    #[arg(long)]
+    pub route: Option<String>,
+    /// Only dead letters refused by this sink, as the dead letter names it
+    /// (`bridge-dlq-sink`: an endpoint, or `route` when the route itself refused).
+    #[arg(long)]
+    pub sink: Option<String>,
+    /// Only dead letters of this error class: `permanent` or `transient`.
+    #[arg(long, value_parser = ["permanent", "transient"])]
+    pub error_class: Option<String>,
+    /// Only dead letters for which this CEL condition holds (the variables of `when`; the
+    /// context is in `headers["bridge-dlq-..."]`).
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Only dead letters whose last failure is older than this (e.g. `1h`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub older_than: Option<std::time::Duration>,
+    /// Only dead letters whose last failure is newer than this (e.g. `30m`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub newer_than: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct DlqRedriveArgs {
+    #[command(flatten)]
+    pub read: DlqReadArgs,
+    /// Send every selected dead letter here (CONNECTION:PATH) instead of the source each
+    /// one records in `bridge-dlq-source`.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub to: Option<String>,
+    /// Print what would move and where, and change nothing (a peek, as `show` reads).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// At most this many messages per second.
+    #[arg(long, value_name = "PER_SECOND")]
+    pub rate: Option<std::num::NonZeroU32>,
+    /// The consumer group (Kafka) or durable consumer (NATS) that takes the dead letters
+    /// and keeps the redrive's progress, so that a rerun continues where it stopped.
+    #[arg(long, default_value = crate::adapter::DEAD_LETTER_READER)]
+    pub group: String,
 }
 
 #[derive(Debug, Args)]
 pub struct DlqReadArgs {
     /// The dead-letter endpoint, as CONNECTION:PATH (what a route's `dead_letter` names).
     pub endpoint: String,
-    /// Print JSON (`stats`: one summary object; `show`: one JSON envelope per line).
+    /// Print JSON (`stats` and `redrive`: one summary object; `show` and `redrive
+    /// --dry-run`: one object per dead letter).
     #[arg(long)]
     pub json: bool,
-    /// Stop after this many dead letters.
+    /// Stop after this many selected dead letters.
     #[arg(long)]
     pub count: Option<u64>,
     /// Stop after this long without a dead letter.
@@ -89,6 +138,8 @@ pub struct DlqReadArgs {
     /// (as for `tail`).
     #[arg(long)]
     pub disturb: bool,
+    #[command(flatten)]
+    pub selection: DlqSelectionArgs,
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }

@@ -13,7 +13,7 @@ mod dead_letter;
 pub mod dedup;
 mod dispatch;
 pub mod explain;
-mod rate;
+pub mod rate;
 mod retry;
 mod route;
 mod sinks;

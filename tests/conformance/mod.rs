@@ -394,10 +394,11 @@ pub async fn dead_letters_are_peeked_then_taken_once(fixture: &dyn Fixture) {
         let endpoint = pair.spare_source.clone();
         async move { connector.open_dead_letters(&endpoint, how).await.unwrap() }
     };
-    for how in [
-        DeadLetterRead::Peek { disturb: false },
-        DeadLetterRead::Take,
-    ] {
+    let take = DeadLetterRead::Take {
+        reader: bridge::adapter::DEAD_LETTER_READER,
+        window: 64,
+    };
+    for how in [DeadLetterRead::Peek { disturb: false }, take] {
         let mut reader = read(how).await;
         let mut bodies = Vec::new();
         for _ in 0..2 {
@@ -409,9 +410,37 @@ pub async fn dead_letters_are_peeked_then_taken_once(fixture: &dyn Fixture) {
         assert_eq!(bodies, ["d1", "d2"], "{how:?}");
         reader.close().await;
     }
-    let mut again = read(DeadLetterRead::Take).await;
+    let mut again = read(take).await;
     expect_silence(&mut again, "dead letters taken before").await;
     again.close().await;
+    fixture.cleanup(&pair).await;
+}
+
+/// What `bridge dlq redrive` sends to for a source path reaches that source, or the
+/// adapter says to give `--to` (a source fed by several places).
+pub async fn redrive_path_reaches_the_source(fixture: &dyn Fixture) {
+    let pair = fixture.fresh("redrive").await;
+    let path = match pair.connector.redrive_path(&pair.source.path).await {
+        Ok(path) => path,
+        Err(error) => {
+            assert!(error.to_string().contains("--to"), "{error}");
+            fixture.cleanup(&pair).await;
+            return;
+        }
+    };
+    let mut source = open_source(&pair).await;
+    let endpoint = bridge::address::Endpoint {
+        connection: pair.sink.connection.clone(),
+        path,
+    };
+    let sink = pair.connector.open_sink(&endpoint).await.unwrap();
+    send_confirmed(&sink, &Message::new("redriven"))
+        .await
+        .unwrap();
+    let delivery = receive(&mut source, "the redriven message").await;
+    assert_eq!(delivery.message.body, "redriven");
+    delivery.ack.ack();
+    source.close().await;
     fixture.cleanup(&pair).await;
 }
 
@@ -562,6 +591,11 @@ macro_rules! conformance_tests {
         async fn confirmed_send_is_readable_at_once() {
             $crate::conformance::init_logs();
             $crate::conformance::confirmed_send_is_readable_at_once(&$fixture).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn redrive_path_reaches_the_source() {
+            $crate::conformance::init_logs();
+            $crate::conformance::redrive_path_reaches_the_source(&$fixture).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn per_key_order_is_kept() {

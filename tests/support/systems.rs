@@ -213,6 +213,16 @@ impl Resources {
         }
     }
 
+    /// One more subscription `name` on the topic of Pub/Sub place `place` (the emulator
+    /// often delivers nothing to a second consumer of a subscription whose first one
+    /// closed: LOCAL-BROKERS.md, docs/testing.md).
+    pub fn subscription(&mut self, place: &str, name: &str) -> String {
+        assert_eq!(self.sys, Sys::PubSub, "subscriptions are Pub/Sub's");
+        self.pubsub_subscriptions
+            .push(json!({"name": name, "topic": place, "ordering": true}));
+        format!("subscription/{name}")
+    }
+
     /// The connection (with `type`) that declares every place made so far.
     pub fn connection(&self) -> Value {
         match self.sys {

@@ -37,8 +37,8 @@ pub use config::Config;
 use config::{SourceOptions as AwsSourceOptions, Target};
 
 use super::{
-    Adapter, AdapterError, ConnectContext, Connection, Connector, FieldError, OriginField, Role,
-    Sink, Source, SourceOptions, SourceSettings, TailSettings,
+    Adapter, AdapterError, ConnectContext, Connection, Connector, DeadLetterRead, FieldError,
+    OriginField, Role, Sink, Source, SourceOptions, SourceSettings, TailSettings,
 };
 use crate::address::Endpoint;
 
@@ -271,8 +271,49 @@ impl Connector for AwsConnector {
                 visibility,
                 buffer: settings.max_in_flight,
                 peek: None,
+                retry_at_once: false,
             },
         )))
+    }
+
+    /// Dead letters are read from a queue, whether a route sent them there or to a topic
+    /// the queue is subscribed to: notifications of any topic are unwrapped.
+    async fn open_dead_letters(
+        &self,
+        endpoint: &Endpoint,
+        read: DeadLetterRead<'_>,
+    ) -> Result<Box<dyn Source>, AdapterError> {
+        let Target::Queue(queue) = Target::parse(&endpoint.path).map_err(AdapterError::Invalid)?
+        else {
+            return Err(AdapterError::Invalid(format!(
+                "the dead letters sent to the SNS topic of {endpoint} are read from the queue subscribed to it: give {}:sqs/QUEUE",
+                endpoint.connection
+            )));
+        };
+        let any_topic = Some(source::ANY_TOPIC.to_owned());
+        match read {
+            DeadLetterRead::Peek { disturb } => {
+                let settings = DeadLetterRead::tail_settings(disturb);
+                tail::open_queue(self, endpoint, &queue, &settings, any_topic).await
+            }
+            DeadLetterRead::Take { window, .. } => {
+                let queue_url = self.clients.queue_url(&queue).await?;
+                let (visibility, _) = self.visibility(&queue_url).await?;
+                Ok(Box::new(source::SqsSource::start(
+                    self.clients.clone(),
+                    source::ReadSpec {
+                        queue_url,
+                        endpoint: endpoint.to_string(),
+                        sns_topic: any_topic,
+                        wait_seconds: 2,
+                        visibility,
+                        buffer: window,
+                        peek: None,
+                        retry_at_once: true,
+                    },
+                )))
+            }
+        }
     }
 
     async fn open_sink(&self, endpoint: &Endpoint) -> Result<Arc<dyn Sink>, AdapterError> {

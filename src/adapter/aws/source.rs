@@ -37,12 +37,19 @@ const MAX_RETRY_DELAY_SECONDS: i32 = 300;
 /// Consecutive permanent receive errors (queue deleted, access lost) before the source fails.
 const MAX_REFUSALS: u32 = 5;
 
+/// The `sns_topic` of a reader that unwraps notifications from any topic.
+pub const ANY_TOPIC: &str = "*";
+
+/// The longest long poll that a stopping source lets finish.
+const SHORT_POLL_SECONDS: i32 = 2;
+
 /// What to read and how.
 #[derive(Clone)]
 pub struct ReadSpec {
     pub queue_url: String,
     pub endpoint: String,
-    /// SNS sources: unwrap notifications from this topic's ARN suffix (`:NAME`).
+    /// SNS sources: unwrap notifications from this topic's ARN suffix (`:NAME`), or from
+    /// any topic with [`ANY_TOPIC`] (readers of dead letters that a topic delivered).
     pub sns_topic: Option<String>,
     pub wait_seconds: i32,
     /// The queue's visibility timeout.
@@ -51,6 +58,9 @@ pub struct ReadSpec {
     pub buffer: usize,
     /// Receive with this visibility and never delete or extend (tail with --disturb).
     pub peek: Option<Duration>,
+    /// A retry makes the message visible at once instead of after a backoff that grows
+    /// with its receive count (`bridge dlq redrive` giving back what it left alone).
+    pub retry_at_once: bool,
 }
 
 struct InFlight {
@@ -130,6 +140,8 @@ struct Notification {
     attributes: Vec<(String, Attribute)>,
     /// The `Subject` it was published with.
     subject: Option<String>,
+    /// The topic's name: its ARN's last part.
+    topic: String,
 }
 
 /// The published body and attributes of a notification of `topic`.
@@ -140,14 +152,13 @@ fn unwrap_notification(body: &str, topic: &str) -> Option<(String, Vec<(String, 
 
 fn read_notification(body: &str, topic: &str) -> Option<Notification> {
     let json: serde_json::Value = serde_json::from_str(body).ok()?;
+    let arn = json.get("TopicArn")?.as_str()?;
     let is_ours = json.get("Type")?.as_str()? == "Notification"
-        && json
-            .get("TopicArn")?
-            .as_str()?
-            .ends_with(&format!(":{topic}"));
+        && (topic == ANY_TOPIC || arn.ends_with(&format!(":{topic}")));
     if !is_ours {
         return None;
     }
+    let topic = arn.rsplit(':').next().unwrap_or(arn).to_owned();
     let message = json.get("Message")?.as_str()?.to_owned();
     let mut attributes = Vec::new();
     if let Some(map) = json.get("MessageAttributes").and_then(|m| m.as_object()) {
@@ -184,6 +195,7 @@ fn read_notification(body: &str, topic: &str) -> Option<Notification> {
         message,
         attributes,
         subject,
+        topic,
     })
 }
 
@@ -218,9 +230,7 @@ fn to_message(raw: &aws_sdk_sqs::types::Message, spec: &ReadSpec) -> Message {
     let mut fields = vec![("queue", OriginValue::text(queue_name(&spec.queue_url)))];
     let mut message = match unwrapped {
         Some(notification) => {
-            if let Some(topic) = &spec.sns_topic {
-                fields.push(("topic", OriginValue::text(topic)));
-            }
+            fields.push(("topic", OriginValue::text(&notification.topic)));
             if let Some(subject) = &notification.subject {
                 fields.push(("subject", OriginValue::text(subject)));
             }
@@ -254,7 +264,15 @@ async fn poll(shared: Arc<Shared>, deliveries: mpsc::Sender<Delivery>, stop: Can
     let mut failures = 0u32;
     let mut refusals = 0u32;
     let spec = &shared.spec;
+    // A short poll (the readers of `tail` and `dlq`) is let finish when the source stops,
+    // so that what it received is released at once instead of staying invisible until its
+    // visibility timeout runs out; a route's long poll is dropped (those messages come
+    // back after the timeout, as after a crash).
+    let finish_on_stop = spec.wait_seconds <= SHORT_POLL_SECONDS;
     loop {
+        if stop.is_cancelled() {
+            return;
+        }
         // Receive only when the router can take a full batch, so nothing waits unseen.
         let permits = tokio::select! {
             _ = stop.cancelled() => return,
@@ -282,9 +300,14 @@ async fn poll(shared: Arc<Shared>, deliveries: mpsc::Sender<Delivery>, stop: Can
                     .build(),
             ),
         );
-        let received = tokio::select! {
-            _ = stop.cancelled() => return,
-            received = tokio::time::timeout(timeout + Duration::from_secs(5), request.send()) => received,
+        let receiving = tokio::time::timeout(timeout + Duration::from_secs(5), request.send());
+        let received = if finish_on_stop {
+            receiving.await
+        } else {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                received = receiving => received,
+            }
         };
         let output = match received {
             Ok(Ok(output)) => {
@@ -340,6 +363,7 @@ async fn poll(shared: Arc<Shared>, deliveries: mpsc::Sender<Delivery>, stop: Can
                 },
             );
             let receive_count = message.origin().and_then(|o| o.receive_count).unwrap_or(1);
+            let retry_at_once = spec.retry_at_once;
             let ack = if spec.peek.is_some() {
                 AckHandle::noop()
             } else {
@@ -347,6 +371,7 @@ async fn poll(shared: Arc<Shared>, deliveries: mpsc::Sender<Delivery>, stop: Can
                 AckHandle::new(move |outcome| {
                     let event = match outcome {
                         Outcome::Ack => Settle::Delete(id),
+                        Outcome::Retry(_) if retry_at_once => Settle::Visible(id, 0),
                         Outcome::Retry(_) => {
                             let exponent = receive_count.saturating_sub(1).min(9);
                             Settle::Visible(id, (1i32 << exponent).min(MAX_RETRY_DELAY_SECONDS))

@@ -22,31 +22,41 @@ pub(super) async fn open(
 ) -> Result<Box<dyn Source>, AdapterError> {
     let target = Target::parse(&endpoint.path).map_err(AdapterError::Invalid)?;
     match target {
-        Target::Queue(queue) => {
-            if !settings.disturb {
-                return Err(AdapterError::Invalid(format!(
-                    "SQS has no safe way to peek: reading `{queue}` hides its messages from other consumers while tail runs and raises their receive counts. Pass --disturb to read anyway; the messages are released when tail ends"
-                )));
-            }
-            let queue_url = connector.clients.queue_url(&queue).await?;
-            Ok(Box::new(source::SqsSource::start(
-                connector.clients.clone(),
-                source::ReadSpec {
-                    queue_url,
-                    endpoint: endpoint.to_string(),
-                    sns_topic: None,
-                    wait_seconds: 2,
-                    visibility: Duration::from_secs(60),
-                    buffer: 10,
-                    peek: Some(Duration::from_secs(60)),
-                },
-            )))
-        }
+        Target::Queue(queue) => open_queue(connector, endpoint, &queue, settings, None).await,
         Target::Topic(topic) => {
             let tail = TopicTail::open(connector.clients.clone(), endpoint, &topic).await?;
             Ok(Box::new(tail))
         }
     }
+}
+
+/// Peeks at `queue` (with `--disturb` only), unwrapping notifications of `sns_topic`.
+pub(super) async fn open_queue(
+    connector: &AwsConnector,
+    endpoint: &Endpoint,
+    queue: &str,
+    settings: &TailSettings,
+    sns_topic: Option<String>,
+) -> Result<Box<dyn Source>, AdapterError> {
+    if !settings.disturb {
+        return Err(AdapterError::Invalid(format!(
+            "SQS has no safe way to peek: reading `{queue}` hides its messages from other consumers while tail runs and raises their receive counts. Pass --disturb to read anyway; the messages are released when tail ends"
+        )));
+    }
+    let queue_url = connector.clients.queue_url(queue).await?;
+    Ok(Box::new(source::SqsSource::start(
+        connector.clients.clone(),
+        source::ReadSpec {
+            queue_url,
+            endpoint: endpoint.to_string(),
+            sns_topic,
+            wait_seconds: 2,
+            visibility: Duration::from_secs(60),
+            buffer: 10,
+            peek: Some(Duration::from_secs(60)),
+            retry_at_once: false,
+        },
+    )))
 }
 
 /// Reads a topic through a temporary queue subscribed for the duration of tail.
@@ -111,6 +121,7 @@ impl TopicTail {
                 visibility: Duration::from_secs(30),
                 buffer: 10,
                 peek: None,
+                retry_at_once: false,
             },
         );
         Ok(TopicTail {

@@ -42,8 +42,8 @@ pub use config::Config;
 use config::{SourceOptions as KafkaSourceOptions, Start, TopicPath};
 
 use super::{
-    Adapter, AdapterError, ConnectContext, Connection, Connector, DEAD_LETTER_READER, FieldError,
-    OriginField, Role, Sink, Source, SourceOptions, SourceSettings, TailSettings,
+    Adapter, AdapterError, ConnectContext, Connection, Connector, FieldError, OriginField, Role,
+    Sink, Source, SourceOptions, SourceSettings, TailSettings,
 };
 use crate::address::Endpoint;
 
@@ -361,15 +361,21 @@ impl Connector for KafkaConnector {
         tail::open(self, endpoint, settings).await
     }
 
-    /// Dead letters are taken in a consumer group of their own (`bridge-dlq`), from the
-    /// oldest: the connection's group belongs to its routes.
-    fn dead_letter_reader_options(&self) -> SourceOptions {
+    /// Dead letters are taken in a consumer group of their own (`bridge-dlq`, or the
+    /// `--group` of `bridge dlq redrive`), from the oldest: the connection's group belongs
+    /// to its routes.
+    fn dead_letter_reader_options(&self, reader: &str) -> SourceOptions {
         let options = KafkaSourceOptions {
-            group_id: Some(DEAD_LETTER_READER.into()),
+            group_id: Some(reader.into()),
             start: Start::Earliest,
             ..KafkaSourceOptions::default()
         };
         SourceOptions::new(options)
+    }
+
+    /// A topic keeps every record: taking one commits the group past it, nothing more.
+    fn dead_letter_take_is_positional(&self) -> bool {
+        true
     }
 }
 

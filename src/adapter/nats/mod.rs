@@ -41,8 +41,8 @@ pub use config::Config;
 use config::{Deliver, SourceOptions as NatsSourceOptions, Target};
 
 use super::{
-    Adapter, AdapterError, ConnectContext, Connection, Connector, DEAD_LETTER_READER, FieldError,
-    OriginField, Role, Sink, Source, SourceOptions, SourceSettings, TailSettings,
+    Adapter, AdapterError, ConnectContext, Connection, Connector, FieldError, OriginField, Role,
+    Sink, Source, SourceOptions, SourceSettings, TailSettings,
 };
 use crate::address::Endpoint;
 
@@ -317,13 +317,44 @@ impl Connector for NatsConnector {
         tail::open(self, endpoint, settings).await
     }
 
-    /// Dead letters are taken through a durable consumer of their own (`bridge-dlq`).
-    fn dead_letter_reader_options(&self) -> SourceOptions {
+    /// Dead letters are taken through a durable consumer of their own (`bridge-dlq`, or
+    /// the `--group` of `bridge dlq redrive`).
+    fn dead_letter_reader_options(&self, reader: &str) -> SourceOptions {
         let options = NatsSourceOptions {
-            consumer: Some(DEAD_LETTER_READER.into()),
+            consumer: Some(reader.into()),
             ..NatsSourceOptions::default()
         };
         SourceOptions::new(options)
+    }
+
+    /// A stream is fed through its subjects: a redrive goes to the one subject a stream
+    /// captures; a stream with several, or with wildcards, needs `--to subject/...`.
+    async fn redrive_path(&self, source_path: &str) -> Result<String, AdapterError> {
+        let Target::Stream(name) = Target::parse(source_path).map_err(AdapterError::Invalid)?
+        else {
+            return Ok(source_path.to_owned());
+        };
+        let mut stream = self.nats.stream(&name).await?;
+        let subjects = stream
+            .info()
+            .await
+            .map_err(|e| self.nats.api_error(&format!("reading stream `{name}`"), e))?
+            .config
+            .subjects
+            .clone();
+        match subjects.as_slice() {
+            [subject] if !subject.split('.').any(|t| t == "*" || t == ">") => {
+                Ok(format!("subject/{subject}"))
+            }
+            _ => Err(AdapterError::Invalid(format!(
+                "stream `{name}` captures {} subjects: which one its dead letters go back to is not recorded; give --to CONNECTION:subject/SUBJECT",
+                if subjects.is_empty() {
+                    "no".to_owned()
+                } else {
+                    format!("the subjects {}", subjects.join(", "))
+                }
+            ))),
+        }
     }
 
     /// Reads new messages only, through an ephemeral consumer or a subscription.

@@ -202,24 +202,39 @@ impl PubSubClients {
         }
     }
 
+    /// The subscription named `subscription` (a full name); fails when it does not exist.
+    async fn find_subscription(
+        &self,
+        subscription: &str,
+    ) -> Result<google_cloud_pubsub::model::Subscription, AdapterError> {
+        self.subscriptions
+            .get_subscription()
+            .set_subscription(subscription)
+            .send()
+            .await
+            .map_err(|error| {
+                if not_found(&error) {
+                    AdapterError::Invalid(format!(
+                        "Pub/Sub subscription {subscription} does not exist; create it or list it under `declare`"
+                    ))
+                } else {
+                    adapter_error(&format!("looking up {subscription}"), &error)
+                }
+            })
+    }
+
     /// Whether the subscription has a dead-letter policy; fails when it does not exist.
     pub async fn subscription_has_dead_letter(
         &self,
         subscription: &str,
     ) -> Result<bool, AdapterError> {
-        match self
-            .subscriptions
-            .get_subscription()
-            .set_subscription(subscription)
-            .send()
-            .await
-        {
-            Ok(found) => Ok(found.dead_letter_policy.is_some()),
-            Err(error) if not_found(&error) => Err(AdapterError::Invalid(format!(
-                "Pub/Sub subscription {subscription} does not exist; create it or list it under `declare`"
-            ))),
-            Err(error) => Err(adapter_error(&format!("looking up {subscription}"), &error)),
-        }
+        let found = self.find_subscription(subscription).await?;
+        Ok(found.dead_letter_policy.is_some())
+    }
+
+    /// The full name of the topic a subscription receives from.
+    pub async fn subscription_topic(&self, subscription: &str) -> Result<String, AdapterError> {
+        Ok(self.find_subscription(subscription).await?.topic)
     }
 
     /// Creates a subscription (for tail), with ordering on.

@@ -36,8 +36,8 @@ pub use config::Config;
 use config::{SourceOptions as PubSubSourceOptions, Target};
 
 use super::{
-    Adapter, AdapterError, ConnectContext, Connection, Connector, OriginField, Role, Sink, Source,
-    SourceOptions, SourceSettings, TailSettings,
+    Adapter, AdapterError, ConnectContext, Connection, Connector, DeadLetterRead, OriginField,
+    Role, Sink, Source, SourceOptions, SourceSettings, TailSettings,
 };
 use crate::address::Endpoint;
 
@@ -204,8 +204,50 @@ impl PubSubConnector {
     }
 }
 
+/// Dead letters a peek holds at once (`bridge dlq stats` and `show`).
+const DEAD_LETTER_PEEK: usize = 10_000;
+
 #[async_trait]
 impl Connector for PubSubConnector {
+    /// A peek at dead letters holds up to 10,000 of them, where `tail` holds 100: `dlq
+    /// stats` must see them all.
+    async fn open_dead_letters(
+        &self,
+        endpoint: &Endpoint,
+        read: DeadLetterRead<'_>,
+    ) -> Result<Box<dyn Source>, AdapterError> {
+        match (
+            read,
+            Target::parse(&endpoint.path).map_err(AdapterError::Invalid)?,
+        ) {
+            (DeadLetterRead::Peek { disturb }, Target::Subscription(name)) => {
+                let settings = DeadLetterRead::tail_settings(disturb);
+                tail::peek_subscription(self, endpoint, &name, &settings, DEAD_LETTER_PEEK).await
+            }
+            (DeadLetterRead::Take { reader, window }, _) => {
+                let settings = DeadLetterRead::take_settings(reader, SourceOptions::none(), window);
+                self.open_source(endpoint, &settings).await
+            }
+            (DeadLetterRead::Peek { disturb }, _) => {
+                self.open_tail(endpoint, &DeadLetterRead::tail_settings(disturb))
+                    .await
+            }
+        }
+    }
+
+    /// A subscription is fed by its topic: a redrive publishes there (so every
+    /// subscription of that topic receives the message again).
+    async fn redrive_path(&self, source_path: &str) -> Result<String, AdapterError> {
+        match Target::parse(source_path).map_err(AdapterError::Invalid)? {
+            Target::Subscription(name) => {
+                let subscription = self.clients.subscription(&name);
+                let topic = self.clients.subscription_topic(&subscription).await?;
+                Ok(format!("topic/{topic}"))
+            }
+            Target::Topic(_) => Ok(source_path.to_owned()),
+        }
+    }
+
     async fn open_source(
         &self,
         endpoint: &Endpoint,

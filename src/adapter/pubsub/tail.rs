@@ -20,18 +20,7 @@ pub(super) async fn open(
 ) -> Result<Box<dyn Source>, AdapterError> {
     match Target::parse(&endpoint.path).map_err(AdapterError::Invalid)? {
         Target::Subscription(name) => {
-            if !settings.disturb {
-                return Err(AdapterError::Invalid(format!(
-                    "reading subscription `{name}` takes its messages from its consumers while tail runs; tail the topic instead (a temporary subscription), or pass --disturb to peek (messages are held while tail runs, then nacked back)"
-                )));
-            }
-            let subscription = connector.clients.subscription(&name);
-            connector
-                .clients
-                .subscription_has_dead_letter(&subscription)
-                .await?;
-            let spec = connector.spec(&subscription, endpoint, 60, 100, source::AckMode::Peek);
-            Ok(Box::new(source::PubSubSource::start(spec, 10)))
+            peek_subscription(connector, endpoint, &name, settings, 100).await
         }
         Target::Topic(name) => {
             let topic = connector.clients.topic(&name);
@@ -55,6 +44,35 @@ pub(super) async fn open(
             }))
         }
     }
+}
+
+/// Peeks at subscription `name` (with `--disturb` only), holding up to `outstanding`
+/// messages until the reader closes.
+pub(super) async fn peek_subscription(
+    connector: &PubSubConnector,
+    endpoint: &Endpoint,
+    name: &str,
+    settings: &TailSettings,
+    outstanding: usize,
+) -> Result<Box<dyn Source>, AdapterError> {
+    if !settings.disturb {
+        return Err(AdapterError::Invalid(format!(
+            "reading subscription `{name}` takes its messages from its consumers while tail runs; tail the topic instead (a temporary subscription), or pass --disturb to peek (messages are held while tail runs, then nacked back)"
+        )));
+    }
+    let subscription = connector.clients.subscription(name);
+    connector
+        .clients
+        .subscription_has_dead_letter(&subscription)
+        .await?;
+    let spec = connector.spec(
+        &subscription,
+        endpoint,
+        60,
+        outstanding,
+        source::AckMode::Peek,
+    );
+    Ok(Box::new(source::PubSubSource::start(spec, 10)))
 }
 
 /// Reads a topic through a temporary subscription, deleted when tail ends.
