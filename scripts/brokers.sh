@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Local brokers for bridge's tests and demo: RabbitMQ, Kafka (tansu on sqlite), SQS/SNS
-# (moto in server mode), Google's Pub/Sub emulator and NATS with JetStream.
+# (moto in server mode), Google's Pub/Sub emulator, NATS with JetStream, Redis and
+# Mosquitto (MQTT).
 #
 #   scripts/brokers.sh up [NAME...]      install what is missing, start what is not answering
 #   scripts/brokers.sh status [NAME...]  health of each broker (exit 1 if one is down)
@@ -8,8 +9,8 @@
 #   scripts/brokers.sh pause NAME        make a broker unreachable (tests of recovery)
 #   scripts/brokers.sh resume NAME       bring it back
 #
-# NAME is rabbitmq, kafka, aws, pubsub, nats or redis (default: all; Redis is the shared
-# store of `dedup`). Tools are installed under $BRIDGE_TOOLS
+# NAME is rabbitmq, kafka, aws, pubsub, nats, redis or mosquitto (default: all; Redis is
+# also the shared store of `dedup`). Tools are installed under $BRIDGE_TOOLS
 # (default /opt/bridge-tools) so that later runs on the same machine reuse them; broker
 # state lives under $BRIDGE_TOOLS/state. Idempotent: a broker that already answers is kept.
 set -euo pipefail
@@ -23,10 +24,14 @@ RABBIT_PORT=5672
 MOTO_VERSION=5.2.5
 AWS_PORT=${BRIDGE_AWS_PORT:-4566}
 PUBSUB_PORT=${BRIDGE_PUBSUB_PORT:-8085}
-REDIS_PORT=6379
+# A system Redis may hold 6379: bridge's own server has a port of its own.
+REDIS_PORT=${BRIDGE_REDIS_PORT:-6390}
 # A system NATS may hold 4222: bridge's own server has a port of its own.
 NATS_PORT=${BRIDGE_NATS_PORT:-4223}
-ALL=(rabbitmq kafka aws pubsub nats redis)
+# A system Mosquitto may hold 1883.
+MQTT_PORT=${BRIDGE_MQTT_PORT:-1884}
+MQTT_DIR=$STATE/mosquitto
+ALL=(rabbitmq kafka aws pubsub nats redis mosquitto)
 
 log() { printf 'brokers: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -314,31 +319,81 @@ nats_down() {
 nats_pause() { nats_stop; }
 nats_resume() { nats_start; }
 
-# --- Redis (the shared deduplication store) -------------------------------------------
+# --- Redis (Streams, and the shared deduplication store) ------------------------------
+# An own instance without persistence. Besides the default user (no password) it has the
+# ACL user `bridge` with password `bridge-pw`, for the authentication tests.
 redis_up() {
-  if answers $REDIS_PORT; then log "redis: already answering on $REDIS_PORT"; return; fi
+  if answers "$REDIS_PORT"; then log "redis: already answering on $REDIS_PORT"; return; fi
   if ! command -v redis-server >/dev/null; then
-    log "redis: installing the Debian package"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null
+    log "redis: installing the Debian package redis-server"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null \
+      || die "redis: apt could not install redis-server"
   fi
-  log "redis: starting"
-  redis-server --bind 127.0.0.1 --port $REDIS_PORT --daemonize yes --save '' \
-    --pidfile "$STATE/redis.pid" --logfile "$STATE/redis.log"
+  log "redis: starting redis-server on $REDIS_PORT"
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --daemonize yes --save '' --appendonly no \
+    --dir "$STATE" --pidfile "$STATE/redis.pid" --logfile "$STATE/redis.log" \
+    --user bridge on '>bridge-pw' '~*' '&*' '+@all'
   touch "$STATE/redis.started"
-  wait_for_port $REDIS_PORT 30 redis
+  wait_for_port "$REDIS_PORT" 30 redis
 }
 
 redis_down() {
   started_by_us redis || { log "redis: not started by this script; left running"; return; }
-  [[ -f $STATE/redis.pid ]] && kill "$(cat "$STATE/redis.pid")" 2>/dev/null || true
+  stop_pidfile "$STATE/redis.pid"
   rm -f "$STATE/redis.started"
 }
 
 redis_pause() { die "redis: pause is not supported"; }
 redis_resume() { die "redis: resume is not supported"; }
 
+# --- Mosquitto (MQTT 3.1.1 and 5) -------------------------------------------------------
+# Mosquitto's defaults keep only 1,000 QoS 1 messages per offline persistent session and
+# 20 in flight per client: too few for a bridge that was down a minute, and a throttle on
+# one that is up. The project's instance raises both (docs/testing.md); persistence keeps
+# sessions across a restart.
+mosquitto_start() {
+  mkdir -p "$MQTT_DIR"
+  # Run as the user who started it (as root, mosquitto would switch to a user that cannot
+  # write here).
+  printf '%s\n' "user $(id -un)" "listener $MQTT_PORT 127.0.0.1" "allow_anonymous true" "persistence true" \
+    "persistence_location $MQTT_DIR/" "max_queued_messages 100000" \
+    "max_inflight_messages 1000" "log_dest file $MQTT_DIR/mosquitto.log" \
+    >"$MQTT_DIR/mosquitto.conf"
+  (
+    cd "$MQTT_DIR"
+    nohup mosquitto -c "$MQTT_DIR/mosquitto.conf" >>mosquitto.out 2>&1 </dev/null &
+    echo $! >mosquitto.pid
+  )
+  wait_for_port "$MQTT_PORT" 30 mosquitto
+}
+
+mosquitto_stop() { stop_pidfile "$MQTT_DIR/mosquitto.pid"; }
+
+mosquitto_up() {
+  if answers "$MQTT_PORT"; then log "mosquitto: already answering on $MQTT_PORT"; return; fi
+  if ! command -v mosquitto >/dev/null; then
+    log "mosquitto: installing the Debian package mosquitto"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto >/dev/null \
+      || die "mosquitto: apt could not install mosquitto"
+  fi
+  log "mosquitto: starting mosquitto on $MQTT_PORT (sessions in $MQTT_DIR)"
+  rm -rf "$MQTT_DIR"
+  mosquitto_start
+  touch "$STATE/mosquitto.started"
+}
+
+mosquitto_down() {
+  started_by_us mosquitto || { log "mosquitto: not started by this script; left running"; return; }
+  mosquitto_stop
+  rm -f "$STATE/mosquitto.started"
+}
+
+# Sessions are kept on disk, so an outage is a stopped server.
+mosquitto_pause() { mosquitto_stop; }
+mosquitto_resume() { mosquitto_start; }
+
 # --- commands -------------------------------------------------------------------------
-port_of() { case $1 in rabbitmq) echo $RABBIT_PORT ;; kafka) echo "$KAFKA_PORT" ;; aws) echo "$AWS_PORT" ;; pubsub) echo "$PUBSUB_PORT" ;; nats) echo "$NATS_PORT" ;; redis) echo $REDIS_PORT ;; esac; }
+port_of() { case $1 in rabbitmq) echo $RABBIT_PORT ;; kafka) echo "$KAFKA_PORT" ;; aws) echo "$AWS_PORT" ;; pubsub) echo "$PUBSUB_PORT" ;; nats) echo "$NATS_PORT" ;; redis) echo "$REDIS_PORT" ;; mosquitto) echo "$MQTT_PORT" ;; esac; }
 
 status() {
   local down=0

@@ -123,10 +123,11 @@ fn dlq_args(command: &str, endpoint: &str, file: &Path, sys: Sys, extra: &[&str]
     if matches!(sys, Sys::Rabbit | Sys::Sqs | Sys::Sns | Sys::PubSub) {
         args.push("--disturb".into());
     }
-    // A Kafka reader first joins its group; an SQS reader's receives take up to 2 s.
+    // A Kafka reader first joins its group; an SQS reader's receives take up to 2 s, and
+    // more when moto is busy with the other tests' queues.
     let idle = match sys {
         Sys::Kafka => "8s",
-        Sys::Sqs | Sys::Sns => "4s",
+        Sys::Sqs | Sys::Sns => "10s",
         _ => "3s",
     };
     args.extend(["--idle".into(), idle.into()]);
@@ -138,6 +139,9 @@ fn dlq_args(command: &str, endpoint: &str, file: &Path, sys: Sys, extra: &[&str]
 async fn stats(endpoint: &str, file: &Path, sys: Sys) -> (u64, HashMap<String, u64>) {
     let (code, stdout, stderr) = bridge(dlq_args("stats", endpoint, file, sys, &["--json"])).await;
     assert_eq!(code, Some(0), "{stderr}");
+    if !stderr.is_empty() {
+        eprintln!("dlq stats {endpoint}: {stderr}");
+    }
     let stats: Value = serde_json::from_str(&stdout).unwrap();
     let mut groups = HashMap::new();
     for group in stats["groups"].as_array().unwrap() {
@@ -263,6 +267,9 @@ async fn redrives_one_kind_and_leaves_the_others(sys: Sys, per_kind: [u32; 3]) {
     let (code, stdout, stderr) =
         bridge(dlq_args("redrive", &setup.dlq["dry"], file, sys, &dry)).await;
     assert_eq!(code, Some(0), "{stderr}");
+    if !stderr.is_empty() {
+        eprintln!("dry run: {stderr}");
+    }
     let lines: Vec<Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

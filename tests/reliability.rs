@@ -477,7 +477,7 @@ fn dedup_in_redis() -> Overrides {
     let run = unique("dedup");
     Overrides {
         dedup: Some(format!(
-            "{{key: '{run}-{{{{ headers.seq }}}}', window: 10m, store: 'redis://127.0.0.1:6379/0'}}"
+            "{{key: '{run}-{{{{ headers.seq }}}}', window: 10m, store: 'redis://127.0.0.1:6390/0'}}"
         )),
         ..Overrides::default()
     }

@@ -281,9 +281,9 @@ pub struct DedupModel {
     /// How long an identity is remembered after its message was delivered. Default 10m.
     #[serde(default = "default_dedup_window", deserialize_with = "duration")]
     pub window: Duration,
-    /// `memory` (default): this process only, forgotten on restart. `redis://HOST:PORT/DB`:
-    /// shared by every replica and kept across restarts (the client is built without TLS,
-    /// so `rediss://` is refused).
+    /// `memory` (default): this process only, forgotten on restart.
+    /// `redis://[USER:PASSWORD@]HOST:PORT/DB` or `rediss://...` (TLS): shared by every
+    /// replica and kept across restarts.
     #[serde(default = "default_dedup_store")]
     pub store: crate::secret::SecretUrl,
     /// The most identities the memory store keeps; the oldest are forgotten first.

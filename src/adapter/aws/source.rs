@@ -536,9 +536,11 @@ async fn settle_outcomes(shared: Arc<Shared>, mut outcomes: mpsc::UnboundedRecei
         .drain()
         .map(|(id, m)| (id, m.receipt))
         .collect();
-    for chunk in held.chunks(10) {
-        change_visibility(&shared, chunk, 0).await;
-    }
+    // Four calls at a time: a peek may hold hundreds, and a busy queue answers slowly.
+    use futures::StreamExt;
+    futures::stream::iter(held.chunks(10))
+        .for_each_concurrent(4, |chunk| change_visibility(&shared, chunk, 0))
+        .await;
 }
 
 /// The queue's approximate visible plus in-flight (not visible) messages.
