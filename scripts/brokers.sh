@@ -343,8 +343,9 @@ redis_down() {
   rm -f "$STATE/redis.started"
 }
 
-redis_pause() { die "redis: pause is not supported"; }
-redis_resume() { die "redis: resume is not supported"; }
+# Redis keeps nothing on disk here, so an outage is a frozen process (SIGSTOP / SIGCONT).
+redis_pause() { kill -STOP "$(cat "$STATE/redis.pid")"; }
+redis_resume() { kill -CONT "$(cat "$STATE/redis.pid")"; }
 
 # --- Mosquitto (MQTT 3.1.1 and 5) -------------------------------------------------------
 # Mosquitto's defaults keep only 1,000 QoS 1 messages per offline persistent session and

@@ -127,7 +127,7 @@ fn dlq_args(command: &str, endpoint: &str, file: &Path, sys: Sys, extra: &[&str]
     // more when moto is busy with the other tests' queues.
     let idle = match sys {
         Sys::Kafka => "8s",
-        Sys::Sqs | Sys::Sns => "10s",
+        Sys::Sqs | Sys::Sns => "6s",
         _ => "3s",
     };
     args.extend(["--idle".into(), idle.into()]);
@@ -261,40 +261,46 @@ async fn redrives_one_kind_and_leaves_the_others(sys: Sys, per_kind: [u32; 3]) {
     }
     let outages = u64::from(per_kind[2]);
 
-    // A dry run lists what would move and changes nothing.
-    let mut dry = select.clone();
-    dry.push("--dry-run");
-    let (code, stdout, stderr) =
-        bridge(dlq_args("redrive", &setup.dlq["dry"], file, sys, &dry)).await;
-    assert_eq!(code, Some(0), "{stderr}");
-    if !stderr.is_empty() {
-        eprintln!("dry run: {stderr}");
-    }
-    let lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let (listed, summary) = lines.split_at(lines.len() - 1);
-    assert_eq!(listed.len() as u64, outages, "{stdout}");
-    let recorded = format!("{}:{}", sys.label(), setup.src.source);
-    let expected_to = match sys {
-        Sys::Nats => to.clone(),
-        // A subscription is fed by its topic.
-        Sys::PubSub => format!(
-            "{}:topic/projects/{}/topics/{name}-src",
-            sys.label(),
-            support::systems::PROJECT
-        ),
-        _ => recorded,
-    };
-    for line in listed {
-        assert_eq!(line["error_class"], "transient", "{line}");
-        assert_eq!(line["to"], expected_to.as_str(), "{line}");
-    }
-    assert_eq!(summary[0]["dry_run"], true);
-    if sys != Sys::PubSub {
-        let (after_dry_run, _) = stats(&setup.dlq["dry"], file, sys).await;
-        assert_eq!(after_dry_run, total, "a dry run moves nothing");
+    // A dry run lists what would move and changes nothing. Not on moto, whose every call
+    // costs more as a queue grows: there `stats` covers the same peek, and the tests of
+    // the other systems the dry run.
+    if !matches!(sys, Sys::Sqs | Sys::Sns) {
+        let mut dry = select.clone();
+        dry.push("--dry-run");
+        let (code, stdout, stderr) =
+            bridge(dlq_args("redrive", &setup.dlq["dry"], file, sys, &dry)).await;
+        assert_eq!(code, Some(0), "{stderr}");
+        if !stderr.is_empty() {
+            eprintln!("dry run: {stderr}");
+        }
+        let lines: Vec<Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let (listed, summary) = lines.split_at(lines.len() - 1);
+        assert_eq!(listed.len() as u64, outages, "{stdout}");
+        let recorded = format!("{}:{}", sys.label(), setup.src.source);
+        let expected_to = match sys {
+            Sys::Nats => to.clone(),
+            // A subscription is fed by its topic.
+            Sys::PubSub => format!(
+                "{}:topic/projects/{}/topics/{name}-src",
+                sys.label(),
+                support::systems::PROJECT
+            ),
+            _ => recorded,
+        };
+        for line in listed {
+            assert_eq!(line["error_class"], "transient", "{line}");
+            assert_eq!(line["to"], expected_to.as_str(), "{line}");
+        }
+        assert_eq!(summary[0]["dry_run"], true);
+        // Where dead letters are removed (RabbitMQ), the count after the redrive below
+        // shows that the dry run removed none; on a log, read the endpoint again now.
+        if matches!(sys, Sys::Kafka | Sys::Nats | Sys::Redis) {
+            let (after_dry_run, _) = stats(&setup.dlq["dry"], file, sys).await;
+            assert_eq!(after_dry_run, total, "a dry run moves nothing");
+        }
     }
 
     let (code, stdout, stderr) = bridge(dlq_args(
@@ -346,28 +352,35 @@ async fn redrives_one_kind_and_leaves_the_others(sys: Sys, per_kind: [u32; 3]) {
     harness.stop().await;
 
     match sys {
-        Sys::Kafka | Sys::Nats => {
-            // A topic, and a stream with limits retention, keep what was taken: the reader
-            // (`--group`) keeps the progress, and a rerun moves none of those again.
+        Sys::Kafka | Sys::Nats | Sys::Redis => {
+            // A topic, a JetStream stream with limits retention and a Redis stream keep
+            // what was taken: the reader (`--group`) keeps the progress, and a rerun
+            // moves none of those again.
             let endpoint = &setup.dlq["after"];
             let (code, stdout, stderr) =
                 bridge(dlq_args("redrive", endpoint, file, sys, &select)).await;
             assert_eq!(code, Some(0), "{stderr}");
             let rerun: Value = serde_json::from_str(&stdout).unwrap();
             assert_eq!(rerun["moved"], 0, "{rerun}");
-            // NATS held the others and gave them back; Kafka's group went past them.
+            // NATS and Redis held the others and gave them back; Kafka's group went past
+            // them.
             let permanent = ["--error-class", "permanent", "--json", "--to", &to];
             let (code, stdout, stderr) =
                 bridge(dlq_args("redrive", endpoint, file, sys, &permanent)).await;
             assert_eq!(code, Some(0), "{stderr}");
             let rest: Value = serde_json::from_str(&stdout).unwrap();
-            let stayed = if sys == Sys::Nats { total - outages } else { 0 };
+            let stayed = if sys == Sys::Kafka {
+                0
+            } else {
+                total - outages
+            };
             assert_eq!(rest["moved"], stayed, "{rest}");
         }
         // The emulator delivers nothing to a subscription's next consumer: what stays is
         // what the redrive did not select and gave back.
         Sys::PubSub => assert_eq!(summary["not_selected"], total - outages, "{summary}"),
         _ => {
+            // Exactly the outages are gone: the redrive took those, the dry run none.
             let (seen, groups) = stats(&setup.dlq["after"], file, sys).await;
             assert_eq!(seen, total - outages, "{groups:?}");
             assert!(!groups.contains_key("outage"));
@@ -395,6 +408,7 @@ on_each_system! {
     dlq_redrive_on_sns_moves_one_kind_and_leaves_the_others: Sys::Sns, [100, 100, 100];
     dlq_redrive_on_pubsub_moves_one_kind_and_leaves_the_others: Sys::PubSub, [400, 300, 300];
     dlq_redrive_on_nats_moves_one_kind_and_leaves_the_others: Sys::Nats, [400, 300, 300];
+    dlq_redrive_on_redis_moves_one_kind_and_leaves_the_others: Sys::Redis, [400, 300, 300];
 }
 
 /// Reads `place` until aborted, counting each message id.

@@ -123,6 +123,7 @@ from_each_system! {
     sns_to_every_system_and_back_carries_the_whole_envelope: Sys::Sns,
     pubsub_to_every_system_and_back_carries_the_whole_envelope: Sys::PubSub,
     nats_to_every_system_and_back_carries_the_whole_envelope: Sys::Nats,
+    redis_to_every_system_and_back_carries_the_whole_envelope: Sys::Redis,
 }
 
 /// A message goes from `a` to every system and back to `a`.

@@ -341,6 +341,16 @@ async fn sqs_to_nats_and_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_to_kafka_and_back() {
+    relay(Sys::Redis, Sys::Kafka).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_to_redis_and_back() {
+    relay(Sys::Kafka, Sys::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bridge_request_prints_the_reply_relayed_from_kafka() {
     init_logs();
     let name = unique("cli-rr");

@@ -26,6 +26,8 @@ pub mod nats;
 pub mod pubsub;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
+#[cfg(feature = "redis")]
+pub mod redis_streams;
 pub mod stdio;
 #[cfg(any(feature = "kafka", feature = "rabbitmq", feature = "nats"))]
 pub mod tls;
@@ -70,7 +72,7 @@ macro_rules! system {
 }
 
 /// Every system, the one place that lists them (docs/adding-a-system.md).
-pub fn systems() -> [System; 7] {
+pub fn systems() -> [System; 8] {
     [
         System {
             type_name: "memory",
@@ -87,6 +89,7 @@ pub fn systems() -> [System; 7] {
         system!("aws", "aws", aws::Aws),
         system!("pubsub", "pubsub", pubsub::PubSub),
         system!("nats", "nats", nats::Nats),
+        system!("redis", "redis", redis_streams::Redis),
     ]
 }
 

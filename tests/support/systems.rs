@@ -1,4 +1,4 @@
-//! The six systems as test fixtures: connections, named resources (declared by bridge
+//! The seven systems as test fixtures: connections, named resources (declared by bridge
 //! itself), and the endpoints a test writes to and reads from.
 
 use bridge::adapter::SourceOptions;
@@ -11,6 +11,8 @@ pub const PUBSUB: &str = "http://127.0.0.1:8085";
 pub const PROJECT: &str = "bridge-test";
 /// The project's own nats-server (a system one may hold 4222).
 pub const NATS: &str = "nats://127.0.0.1:4223";
+/// The project's own Redis (a system one may hold 6379).
+pub const REDIS: &str = "redis://127.0.0.1:6390/0";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sys {
@@ -22,23 +24,27 @@ pub enum Sys {
     Sns,
     PubSub,
     Nats,
+    /// Redis Streams.
+    Redis,
 }
 
 impl Sys {
-    pub const ALL: [Sys; 6] = [
+    pub const ALL: [Sys; 7] = [
         Sys::Kafka,
         Sys::Rabbit,
         Sys::Sqs,
         Sys::Sns,
         Sys::PubSub,
         Sys::Nats,
+        Sys::Redis,
     ];
 
     /// Whether the system keeps the order of messages with the same key across a crash
     /// (standard SQS queues and SNS topics do not; JetStream delivers the messages a crash
-    /// left unacknowledged again only after their ack wait, behind newer ones).
+    /// left unacknowledged again only after their ack wait, behind newer ones, and a Redis
+    /// group claims a crashed consumer's pending entries after their idle time).
     pub fn keeps_order(self) -> bool {
-        !matches!(self, Sys::Sqs | Sys::Sns | Sys::Nats)
+        !matches!(self, Sys::Sqs | Sys::Sns | Sys::Nats | Sys::Redis)
     }
 
     /// How many deliveries one fault (a crash, a lost connection, an outage) may make this
@@ -50,7 +56,13 @@ impl Sys {
     pub fn redelivered_at_most(self, window: u32) -> u32 {
         match self {
             Sys::Kafka => 2 * window,
-            Sys::Rabbit | Sys::Sqs | Sys::SqsFifo | Sys::Sns | Sys::PubSub | Sys::Nats => window,
+            Sys::Rabbit
+            | Sys::Sqs
+            | Sys::SqsFifo
+            | Sys::Sns
+            | Sys::PubSub
+            | Sys::Nats
+            | Sys::Redis => window,
         }
     }
 
@@ -63,6 +75,7 @@ impl Sys {
             Sys::Sns => "sns",
             Sys::PubSub => "pubsub",
             Sys::Nats => "nats",
+            Sys::Redis => "redis",
         }
     }
 }
@@ -91,6 +104,7 @@ pub struct Resources {
     pubsub_topics: Vec<String>,
     pubsub_subscriptions: Vec<Value>,
     nats_streams: Vec<Value>,
+    redis_streams: Vec<Value>,
     group: String,
 }
 
@@ -105,6 +119,7 @@ impl Resources {
             pubsub_topics: Vec::new(),
             pubsub_subscriptions: Vec::new(),
             nats_streams: Vec::new(),
+            redis_streams: Vec::new(),
             group: group.to_owned(),
         }
     }
@@ -210,6 +225,17 @@ impl Resources {
                     address: format!("{name}.in"),
                 }
             }
+            Sys::Redis => {
+                // A crashed reader's pending entries are claimed after 5 s.
+                self.redis_streams.push(json!({"name": name}));
+                Place {
+                    sink: format!("stream/{name}"),
+                    source: format!("stream/{name}"),
+                    source_options: json!({"claim_idle_ms": 5000}),
+                    options: SourceOptions::none(),
+                    address: name.into(),
+                }
+            }
         }
     }
 
@@ -244,6 +270,9 @@ impl Resources {
                 "declare": {"topics": self.pubsub_topics, "subscriptions": self.pubsub_subscriptions}}),
             Sys::Nats => {
                 json!({"type": "nats", "url": NATS, "declare": {"streams": self.nats_streams}})
+            }
+            Sys::Redis => {
+                json!({"type": "redis", "url": REDIS, "declare": {"streams": self.redis_streams}})
             }
         }
     }

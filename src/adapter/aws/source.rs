@@ -59,7 +59,8 @@ pub struct ReadSpec {
     /// Receive with this visibility and never delete or extend (tail with --disturb).
     pub peek: Option<Duration>,
     /// A retry makes the message visible at once instead of after a backoff that grows
-    /// with its receive count (`bridge dlq redrive` giving back what it left alone).
+    /// with its receive count, and closing waits up to a minute (not 10 s) for the
+    /// settlements: `bridge dlq redrive` giving back the hundreds it left alone.
     pub retry_at_once: bool,
 }
 
@@ -603,13 +604,16 @@ impl Source for SqsSource {
         }
         drop(deliveries);
         let _ = shared.settle.send(Settle::Close);
+        let patience = if shared.spec.retry_at_once {
+            Duration::from_secs(60)
+        } else {
+            Duration::from_secs(10)
+        };
         drop(shared);
-        if tokio::time::timeout(Duration::from_secs(10), settler)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(patience, settler).await.is_err() {
             tracing::warn!(
-                "SQS deletes did not finish within 10 s; those messages will be redelivered"
+                ?patience,
+                "SQS deletes and visibility changes did not finish in time; those messages will be received again"
             );
         }
     }
