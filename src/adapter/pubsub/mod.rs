@@ -225,7 +225,8 @@ impl Connector for PubSubConnector {
                 tail::peek_subscription(self, endpoint, &name, &settings, DEAD_LETTER_PEEK).await
             }
             (DeadLetterRead::Take { reader, window }, _) => {
-                let settings = DeadLetterRead::take_settings(reader, SourceOptions::none(), window);
+                let options = self.dead_letter_reader_options(reader);
+                let settings = DeadLetterRead::take_settings(reader, options, window);
                 self.open_source(endpoint, &settings).await
             }
             (DeadLetterRead::Peek { disturb }, _) => {

@@ -213,27 +213,9 @@ impl Connection for Config {
         let mut commands = manager(&client, Duration::from_secs(10), &describe).await?;
         for stream in &self.declare.streams {
             if stream.groups.is_empty() {
-                let _: () = redis::cmd("XGROUP")
-                    .arg("CREATE")
-                    .arg(&stream.name)
-                    .arg("bridge-declare")
-                    .arg("$")
-                    .arg("MKSTREAM")
-                    .query_async(&mut commands)
-                    .await
-                    .or_else(|e: redis::RedisError| {
-                        if e.code() == Some("BUSYGROUP") {
-                            Ok(())
-                        } else {
-                            Err(e)
-                        }
-                    })
-                    .map_err(|e| {
-                        AdapterError::Unavailable(format!(
-                            "{describe}: creating stream `{}`: {e}",
-                            stream.name
-                        ))
-                    })?;
+                // A stream exists only with an entry or a group: make it through a group,
+                // then remove that group.
+                create_group(&mut commands, &stream.name, "bridge-declare").await?;
                 let _: Result<u64, _> = redis::cmd("XGROUP")
                     .arg("DESTROY")
                     .arg(&stream.name)
