@@ -190,7 +190,7 @@ pub fn hide_url_secrets(text: &str, url: &str) -> String {
 
 /// `%XX` sequences decoded (invalid ones kept as written); bytes that do not form UTF-8
 /// are replaced.
-fn percent_decode(text: &str) -> String {
+pub(crate) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -1,5 +1,5 @@
-//! The six-by-six fidelity matrix: for every ordered pair of systems (Kafka, RabbitMQ,
-//! SQS, SNS via SQS, Pub/Sub, NATS JetStream), a message with a binary body, a key, 14 text
+//! The eight-by-eight fidelity matrix: for every ordered pair of systems (Kafka, RabbitMQ,
+//! SQS, SNS via SQS, Pub/Sub, NATS JetStream, Redis Streams, MQTT 5), a message with a binary body, a key, 14 text
 //! and binary headers (W3C `traceparent` and `tracestate` among them), a correlation id and
 //! a reply-to goes through `bridge run` from A to B, where it reads back as it was sent, and
 //! from B back to A, where it arrives unchanged except for `bridge-*` headers.
@@ -11,7 +11,9 @@
     feature = "rabbitmq",
     feature = "aws",
     feature = "pubsub",
-    feature = "nats"
+    feature = "nats",
+    feature = "redis",
+    feature = "mqtt"
 ))]
 
 mod support;
@@ -124,6 +126,7 @@ from_each_system! {
     pubsub_to_every_system_and_back_carries_the_whole_envelope: Sys::PubSub,
     nats_to_every_system_and_back_carries_the_whole_envelope: Sys::Nats,
     redis_to_every_system_and_back_carries_the_whole_envelope: Sys::Redis,
+    mqtt_to_every_system_and_back_carries_the_whole_envelope: Sys::Mqtt,
 }
 
 /// A message goes from `a` to every system and back to `a`.
@@ -181,7 +184,7 @@ async fn carries_the_whole_envelope_both_ways_from(a: Sys) {
             a.label(), back.sink,
             b.label(), dead[b.label()].sink,
         ));
-        pairs.push((pair, a, b, inbound, back, peek));
+        pairs.push((pair, a, b, inbound, back, peek, middle));
     }
     let connections: String = Sys::ALL
         .iter()
@@ -202,12 +205,24 @@ async fn carries_the_whole_envelope_both_ways_from(a: Sys) {
             connector(&resources[s.label()].checker_connection()).await,
         );
     }
+    for (pair, a, b, inbound, back, peek, middle) in &pairs {
+        let (a_side, b_side) = (&resources[a.label()], &resources[b.label()]);
+        let (a_checker, b_checker) = (&checkers[a.label()], &checkers[b.label()]);
+        a_side
+            .subscribe_ahead(a_checker, inbound, Some(&format!("{pair}-out")))
+            .await;
+        a_side.subscribe_ahead(a_checker, back, None).await;
+        b_side
+            .subscribe_ahead(b_checker, middle, Some(&format!("{pair}-back")))
+            .await;
+        b_side.subscribe_ahead(b_checker, peek, None).await;
+    }
     let (peeked, returned) = (
         Arc::new(Mutex::new(HashMap::new())),
         Arc::new(Mutex::new(HashMap::new())),
     );
     let mut tasks = Vec::new();
-    for (_, a, b, _, back, peek) in &pairs {
+    for (_, a, b, _, back, peek, _) in &pairs {
         tasks.push(read(
             checkers[b.label()].clone(),
             peek.clone(),
@@ -220,7 +235,7 @@ async fn carries_the_whole_envelope_both_ways_from(a: Sys) {
         ));
     }
     let running = Running::start(&file, &dir.path().join("bridge.log"));
-    for (pair, a, _, inbound, _, _) in &pairs {
+    for (pair, a, _, inbound, _, _, _) in &pairs {
         let sink = checkers[a.label()]
             .open_sink(&endpoint(&inbound.sink))
             .await
@@ -251,7 +266,7 @@ async fn carries_the_whole_envelope_both_ways_from(a: Sys) {
     }
     let (peeked, returned) = (peeked.lock().unwrap(), returned.lock().unwrap());
     let mut failures = Vec::new();
-    for (pair, _, _, _, _, _) in &pairs {
+    for (pair, _, _, _, _, _, _) in &pairs {
         let want = comparable(&sent(pair));
         if comparable(&peeked[pair]) != want {
             failures.push(format!(

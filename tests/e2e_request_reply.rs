@@ -191,6 +191,10 @@ async fn relay(requests_on: Sys, replier_on: Sys) {
     std::fs::write(&file, &routes).unwrap();
     let requester = connector(&a.checker_connection()).await;
     let replier = connector(&b.checker_connection()).await;
+    b.subscribe_ahead(&replier, &forwarded, None).await;
+    for place in &clients {
+        a.subscribe_ahead(&requester, place, None).await;
+    }
 
     let received: Received = Arc::new(Mutex::new(Vec::new()));
     let control = Arc::new(ReplierControl::default());
@@ -207,9 +211,12 @@ async fn relay(requests_on: Sys, replier_on: Sys) {
             received.clone(),
         ));
     }
+    a.subscribe_ahead(&requester, &inbound, Some("rpc")).await;
+    b.subscribe_ahead(&replier, &replies, Some("rpc-replies"))
+        .await;
     // Two bridges share the reply queue or topic.
     let first = Running::start(&file, &dir.path().join("first.log"));
-    let second = Running::start(&file, &dir.path().join("second.log"));
+    let second = Running::start_replica(&file, &dir.path().join("second.log"), "2");
     send_requests(&requester, &inbound, &clients, 0).await;
     let count = || received.lock().unwrap().len();
     let half = CLIENTS * PER_CLIENT / 2;
@@ -348,6 +355,16 @@ async fn redis_to_kafka_and_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_to_redis_and_back() {
     relay(Sys::Kafka, Sys::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_to_kafka_and_back() {
+    relay(Sys::Mqtt, Sys::Kafka).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_to_mqtt_and_back() {
+    relay(Sys::Kafka, Sys::Mqtt).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

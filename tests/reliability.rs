@@ -156,6 +156,13 @@ impl Setup {
             connections.push_str(&format!("  {label}: {connection}\n"));
             clients.insert(*label, connector(&checker).await);
         }
+        // MQTT queues messages only for sessions that subscribed: the routes' sessions
+        // subscribe before anything is published.
+        for flow in &flows {
+            resources[flow.from.label()]
+                .subscribe_ahead(&clients[flow.from.label()], &flow.input, Some(&flow.route))
+                .await;
+        }
         let mut routes = format!("connections:\n{connections}routes:\n");
         for flow in &flows {
             routes.push_str(&format!(
@@ -244,6 +251,12 @@ impl Setup {
 
     fn start(&self) -> Running {
         Running::start(&self.routes, &self.dir.path().join("bridge.log"))
+    }
+
+    /// A second replica of the same routes (`BRIDGE_REPLICA`), logging apart.
+    fn start_replica(&self, replica: &str) -> Running {
+        let log = self.dir.path().join(format!("bridge-{replica}.log"));
+        Running::start_replica(&self.routes, &log, replica)
     }
 
     /// How many lines of the bridge log (every run appends to it) contain `text`.
@@ -467,6 +480,90 @@ async fn sigkill_with_nats_as_source_and_sink_loses_nothing() {
         // NATS and RabbitMQ restart within a second: enough messages that every kill
         // falls mid-stream.
         20_000,
+    )
+    .await;
+}
+
+/// The same kills with an MQTT 5 source and sink (RabbitMQ on the other side): the
+/// route's persistent session keeps what arrives while bridge is down, and each kill makes
+/// the MQTT source deliver again at most its window (what was unacknowledged at the kill).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_with_mqtt_as_source_and_sink_loses_nothing() {
+    sigkill_cycles(
+        "SIGKILL at random moments, MQTT",
+        &[(Sys::Mqtt, Sys::Rabbit), (Sys::Rabbit, Sys::Mqtt)],
+        Overrides::default(),
+        true,
+        20_000,
+    )
+    .await;
+}
+
+/// The same kills with a Redis Streams source and sink: the killed process's pending
+/// entries are its own consumer's, taken first when it comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_with_redis_as_source_and_sink_loses_nothing() {
+    sigkill_cycles(
+        "SIGKILL at random moments, Redis Streams",
+        &[(Sys::Redis, Sys::Rabbit), (Sys::Rabbit, Sys::Redis)],
+        Overrides::default(),
+        true,
+        20_000,
+    )
+    .await;
+}
+
+/// Two replicas of `bridge run` share each flow's source (an MQTT shared subscription, a
+/// Redis consumer group, each replica with an identity of its own); one is killed
+/// mid-stream and comes back with its identity: nothing is lost, and what the killed one
+/// held comes back at most once per kill.
+async fn replicas_share_a_source_and_survive_a_kill(scenario: &str, pairs: &[(Sys, Sys)]) {
+    init_logs();
+    let count = 6_000;
+    let mut setup = Setup::new("replicas", pairs, Overrides::default()).await;
+    setup.publish(count).await;
+    let first = setup.start();
+    let second = setup.start_replica("2");
+    let moved = || {
+        setup
+            .flows
+            .iter()
+            .all(|flow| flow.distinct() > count as usize / 4)
+    };
+    assert!(
+        waited(Duration::from_secs(120), moved).await,
+        "no progress before the kill: {}",
+        setup.progress()
+    );
+    first.kill();
+    println!("killed replica 1 at {}", setup.progress());
+    let first = setup.start();
+    let restarts = [Instant::now()];
+    setup
+        .wait_for_all(count, Duration::from_secs(180), "every message")
+        .await;
+    for running in [first, second] {
+        running.signal("TERM");
+        assert_eq!(running.wait(Duration::from_secs(60)), Some(0));
+    }
+    assert_eq!(setup.dead_lettered(), 0, "nothing is dead-lettered");
+    setup.report(scenario, count, &restarts, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_one_of_two_replicas_on_an_mqtt_shared_subscription() {
+    replicas_share_a_source_and_survive_a_kill(
+        "two replicas, one killed, MQTT shared subscription",
+        &[(Sys::Mqtt, Sys::Rabbit)],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_one_of_two_replicas_on_a_redis_consumer_group() {
+    replicas_share_a_source_and_survive_a_kill(
+        "two replicas, one killed, Redis consumer group",
+        &[(Sys::Redis, Sys::Rabbit)],
     )
     .await;
 }

@@ -15,6 +15,7 @@
 
 mod headers;
 mod latency;
+mod mqtt;
 mod peer;
 mod places;
 mod procfs;
@@ -34,6 +35,11 @@ pub const PUBSUB: &str = "http://127.0.0.1:8085";
 pub const PROJECT: &str = "bridge-bench";
 /// The project's own nats-server with JetStream (scripts/brokers.sh).
 pub const NATS: &str = "nats://127.0.0.1:4223";
+/// The project's own Redis (a system one may hold 6379).
+pub const REDIS: &str = "redis://127.0.0.1:6390/0";
+/// The project's own Mosquitto (a system one may hold 1883).
+pub const MQTT_HOST: &str = "127.0.0.1";
+pub const MQTT_PORT: u16 = 1884;
 
 /// A broker system at one end of a scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +49,10 @@ pub enum Sys {
     Sqs,
     PubSub,
     Nats,
+    /// Redis Streams, as a source only.
+    Redis,
+    /// MQTT 5, as a source only.
+    Mqtt,
 }
 
 impl Sys {
@@ -53,6 +63,8 @@ impl Sys {
             Sys::Sqs => "SQS",
             Sys::PubSub => "Pub/Sub",
             Sys::Nats => "NATS",
+            Sys::Redis => "Redis Streams",
+            Sys::Mqtt => "MQTT",
         }
     }
 }
@@ -191,6 +203,8 @@ fn scenarios(options: &Options) -> Vec<Scenario> {
             },
             one(Sys::Nats, Sys::Kafka, 1024, 5_000),
             one(Sys::Kafka, Sys::Nats, 1024, 5_000),
+            one(Sys::Redis, Sys::Kafka, 1024, 5_000),
+            one(Sys::Mqtt, Sys::Kafka, 1024, 5_000),
             Scenario {
                 shaped: true,
                 ..one(Sys::Kafka, Sys::Kafka, 1024, 5_000)
@@ -210,6 +224,9 @@ fn scenarios(options: &Options) -> Vec<Scenario> {
         all.push(one(Sys::PubSub, Sys::Kafka, 1024, 20_000));
         all.push(one(Sys::Nats, Sys::Kafka, 1024, 50_000));
         all.push(one(Sys::Kafka, Sys::Nats, 1024, 50_000));
+        all.push(one(Sys::Redis, Sys::Kafka, 1024, 50_000));
+        // Mosquitto queues at most 100,000 messages for a session that is away.
+        all.push(one(Sys::Mqtt, Sys::Kafka, 1024, 50_000));
         all.push(Scenario {
             shaped: true,
             ..one(Sys::Kafka, Sys::Kafka, 1024, 50_000)

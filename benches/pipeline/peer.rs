@@ -6,7 +6,8 @@
 //! `input` and an `output` keyed by the endpoint type: `kafka`, `amqp`, `aws`), with the
 //! route defaults (`concurrency` 1, `batch_size` 512), publishes acknowledged by the
 //! broker (`delayed_ack: false`, its default) and an AMQP prefetch of the window. It has no
-//! Pub/Sub endpoint, and its fan-out is left out, so those scenarios run without it.
+//! Pub/Sub endpoint, and its NATS, Redis and MQTT endpoints and its fan-out are left out,
+//! so those scenarios run without it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,10 +30,10 @@ pub fn binary() -> Option<PathBuf> {
     })
 }
 
-/// Whether the peer can run `scenario` as the raw pipe does (its Pub/Sub and NATS
-/// endpoints are not written here).
+/// Whether the peer can run `scenario` as the raw pipe does (its Pub/Sub, NATS, Redis and
+/// MQTT endpoints are not written here).
 pub fn handles(scenario: &Scenario) -> bool {
-    let unmapped = [Sys::PubSub, Sys::Nats];
+    let unmapped = [Sys::PubSub, Sys::Nats, Sys::Redis, Sys::Mqtt];
     scenario.fan_out == 1 && !unmapped.contains(&scenario.from) && !unmapped.contains(&scenario.to)
 }
 
@@ -53,7 +54,7 @@ fn endpoint(
             "access_key": "test",
             "secret_key": "test",
         }}),
-        Sys::PubSub | Sys::Nats => {
+        Sys::PubSub | Sys::Nats | Sys::Redis | Sys::Mqtt => {
             unreachable!("no peer endpoint is written for {sys:?} (see `handles`)")
         }
     }

@@ -22,7 +22,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use crate::{AWS, KAFKA, NATS, PROJECT, PUBSUB, RABBIT, Scenario, Sys};
+use crate::{AWS, KAFKA, NATS, PROJECT, PUBSUB, RABBIT, REDIS, Scenario, Sys};
 
 /// Produces one record, waiting while librdkafka's queue is full; the returned future
 /// resolves when Kafka confirmed it (and panics if Kafka refused it).
@@ -90,6 +90,20 @@ pub struct Clients {
     pubsub_subscriptions: SubscriptionAdmin,
     pub nats: async_nats::Client,
     pub jetstream: async_nats::jetstream::Context,
+    redis: redis::aio::MultiplexedConnection,
+    mqtt: crate::mqtt::Publisher,
+}
+
+/// A connection to the project's Redis that waits up to 10 s for an answer (the client's
+/// default, 500 ms, is short for a blocked read or a busy machine).
+pub async fn redis_connection() -> redis::aio::MultiplexedConnection {
+    let config =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
+    redis::Client::open(REDIS)
+        .expect("Redis URL")
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .expect("Redis on 6390 (scripts/brokers.sh up redis)")
 }
 
 impl Clients {
@@ -125,6 +139,8 @@ impl Clients {
         Clients {
             nats,
             jetstream,
+            redis: redis_connection().await,
+            mqtt: crate::mqtt::Publisher::connect().await,
             producer,
             admin,
             watermarks: std::sync::Arc::new(watermarks),
@@ -353,6 +369,15 @@ impl Places {
                         .expect("create JetStream stream");
                 }
             }
+            // The first XADD makes a stream; each reader makes its group at the start.
+            Sys::Redis => {}
+            Sys::Mqtt => {
+                for name in names {
+                    crate::mqtt::session(name, true).await.unwrap_or_else(|e| {
+                        panic!("MQTT session for `{name}` (Mosquitto on 1884): {e}")
+                    });
+                }
+            }
         }
     }
 
@@ -437,6 +462,16 @@ impl Places {
                     pending.await.expect("JetStream PubAck");
                 })
             }
+            Sys::Redis => {
+                // Bridge's entry layout: the body in the `body` field.
+                let mut xadd = redis::cmd("XADD");
+                xadd.arg(source).arg("*").arg("body").arg(body);
+                let mut redis = clients.redis.clone();
+                Box::pin(async move {
+                    let _: String = xadd.query_async(&mut redis).await.expect("XADD");
+                })
+            }
+            Sys::Mqtt => clients.mqtt.publish(source, body).await,
             Sys::PubSub => {
                 let pending = self.publishers[source].publish(
                     google_cloud_pubsub::model::Message::new().set_data(bytes::Bytes::from(body)),
@@ -631,6 +666,16 @@ impl Places {
                     }
                     Sys::Nats => {
                         let _ = clients.jetstream.delete_stream(name).await;
+                    }
+                    Sys::Redis => {
+                        let _: Result<usize, _> = redis::cmd("DEL")
+                            .arg(name)
+                            .query_async(&mut clients.redis.clone())
+                            .await;
+                    }
+                    // Ending the session drops what it still holds.
+                    Sys::Mqtt => {
+                        let _ = crate::mqtt::session(name, false).await;
                     }
                     Sys::PubSub => {
                         let _ = clients

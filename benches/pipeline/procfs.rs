@@ -80,10 +80,18 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// Command names of the local brokers' processes (tansu, RabbitMQ's Erlang VM, moto), the
-/// project's nats-server and the Pub/Sub emulator's JVM, each told from others by its
-/// command line.
+/// Command names of the local brokers' processes (tansu, RabbitMQ's Erlang VM, moto).
 const BROKER_COMMANDS: [&str; 3] = ["tansu", "beam.smp", "moto_server"];
+
+/// The project's own brokers whose program may also run as a system service (or, for the
+/// Pub/Sub emulator, is a JVM among others): command name, text of the command line that
+/// tells ours apart (Redis shows its address there), short name.
+const OURS_BY_COMMAND_LINE: [(&str, &str, &str); 4] = [
+    ("nats-server", "4223", "nats-server"),
+    ("java", "pubsub", "pubsub-emulator"),
+    ("redis-server", ":6390", "redis-server"),
+    ("mosquitto", "state/mosquitto/", "mosquitto"),
+];
 
 /// CPU time used by each local broker process, by short name.
 pub type BrokersCpu = Vec<(&'static str, Duration)>;
@@ -105,17 +113,13 @@ pub fn broker_pids() -> Vec<(&'static str, u32)> {
                 .find(|command| name.starts_with(**command))
                 .copied()
                 .or_else(|| {
-                    // The project's own nats-server, not a system one on 4222.
-                    let ours = name == "nats-server"
-                        && std::fs::read(format!("/proc/{pid}/cmdline"))
-                            .is_ok_and(|line| String::from_utf8_lossy(&line).contains("4223"));
-                    ours.then_some("nats-server")
-                })
-                .or_else(|| {
-                    let emulator = name == "java"
-                        && std::fs::read(format!("/proc/{pid}/cmdline"))
-                            .is_ok_and(|line| String::from_utf8_lossy(&line).contains("pubsub"));
-                    emulator.then_some("pubsub-emulator")
+                    let (_, marker, short) = OURS_BY_COMMAND_LINE
+                        .iter()
+                        .find(|(command, _, _)| name == *command)?;
+                    let line = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                    String::from_utf8_lossy(&line)
+                        .contains(marker)
+                        .then_some(*short)
                 })?;
             Some((known, pid))
         })

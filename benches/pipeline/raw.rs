@@ -1,13 +1,15 @@
 //! The baseline: a raw consumer -> producer pipe built directly on the same client crates
-//! as bridge (rdkafka, lapin, aws-sdk-sqs, google-cloud-pubsub, async-nats), with no router.
+//! as bridge (rdkafka, lapin, aws-sdk-sqs, google-cloud-pubsub, async-nats, redis,
+//! rumqttc), with no router.
 //!
 //! It is at-least-once like bridge: a source message is committed (Kafka: offset stored in
-//! order, committed by librdkafka's auto-commit), acked (RabbitMQ, Pub/Sub, NATS) or deleted
-//! (SQS) only after every sink confirmed it, with the same in-flight window (NATS: the
-//! consumer's `max_ack_pending`). Into NATS it publishes with JetStream and waits for the
-//! PubAck, as bridge does. It carries the key,
-//! headers and body (to RabbitMQ, the key and headers as entries of the headers table), and
-//! nothing else: no conditions, templates, retries, dead letters or hop count.
+//! order, committed by librdkafka's auto-commit), acked (RabbitMQ, Pub/Sub, NATS, Redis's
+//! XACK, MQTT's PUBACK in arrival order) or deleted (SQS) only after every sink confirmed
+//! it, with the same in-flight window (NATS: the consumer's `max_ack_pending`; MQTT: the
+//! receive maximum the session asks of the broker). Into NATS it publishes with JetStream
+//! and waits for the PubAck, as bridge does. It carries the key, headers and body (to
+//! RabbitMQ, the key and headers as entries of the headers table), and nothing else: no
+//! conditions, templates, retries, dead letters or hop count.
 //!
 //! Into RabbitMQ it publishes with `mandatory`, as bridge does: at-least-once needs it, since
 //! RabbitMQ confirms a message that no queue takes and drops it.
@@ -38,6 +40,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{KAFKA, NATS, PUBSUB, Sys};
 
+/// Most entries one XREADGROUP asks for (as bridge's Redis source).
+const REDIS_COUNT: usize = 100;
+
 /// What the parent tells the raw pipe to do (passed as one JSON argument).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PipeSpec {
@@ -65,6 +70,8 @@ pub fn main(spec: &str) {
             Sys::Sqs => from_sqs(&spec, routes, sink).await,
             Sys::PubSub => from_pubsub(&spec, routes, sink).await,
             Sys::Nats => from_nats(&spec, sink).await,
+            Sys::Redis => from_redis(&spec, sink).await,
+            Sys::Mqtt => from_mqtt(&spec, sink).await,
         }
     });
 }
@@ -478,6 +485,147 @@ async fn from_nats(spec: &PipeSpec, sink: Arc<RawSink>) {
                     .send_all(&sinks, key.as_deref(), None, None, &message.payload)
                     .await;
                 pending.push(confirmation.map(move |()| message));
+            }
+        }
+    }
+}
+
+/// A consumer group (made at the stream's start when missing, as bridge does) read with
+/// XREADGROUP, at most the window unsettled; the entries of one read are acknowledged with
+/// one XACK once every sink confirmed them all.
+async fn from_redis(spec: &PipeSpec, sink: Arc<RawSink>) {
+    let (stream, sinks) = spec.routes.first().cloned().expect("one route");
+    // A blocked read holds its connection: XACKs go through another one.
+    let mut reader = crate::places::redis_connection().await;
+    let acker = crate::places::redis_connection().await;
+    let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg(&spec.group)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut reader)
+        .await;
+    if let Err(error) = created {
+        assert_eq!(error.code(), Some("BUSYGROUP"), "XGROUP CREATE: {error}");
+    }
+    let window = Arc::new(tokio::sync::Semaphore::new(spec.window.max(1)));
+    loop {
+        let room = window.available_permits().clamp(1, REDIS_COUNT);
+        let mut permits = window
+            .clone()
+            .acquire_many_owned(room as u32)
+            .await
+            .expect("window");
+        // Stream -> entries -> (id, fields), as a RESP2 reply has them; nil after the block.
+        type Reply = Option<Vec<(String, Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>)>>;
+        let reply: Reply = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(&spec.group)
+            .arg("raw-pipe")
+            .arg("COUNT")
+            .arg(room)
+            .arg("BLOCK")
+            .arg(1000)
+            .arg("STREAMS")
+            .arg(&stream)
+            .arg(">")
+            .query_async(&mut reader)
+            .await
+            .expect("XREADGROUP");
+        let entries: Vec<_> = reply
+            .into_iter()
+            .flatten()
+            .flat_map(|(_, entries)| entries)
+            .collect();
+        // The room this read did not fill goes back to the window.
+        drop(permits.split(room - entries.len()));
+        if entries.is_empty() {
+            continue;
+        }
+        let mut confirmations = Vec::with_capacity(entries.len());
+        let mut ids = Vec::with_capacity(entries.len());
+        for (id, fields) in entries {
+            let field = |name: &[u8]| {
+                fields
+                    .iter()
+                    .find(|(field, _)| field == name)
+                    .map(|(_, value)| value.as_slice())
+            };
+            confirmations.push(
+                sink.send_all(
+                    &sinks,
+                    field(b"key"),
+                    None,
+                    None,
+                    field(b"body").unwrap_or_default(),
+                )
+                .await,
+            );
+            ids.push(id);
+        }
+        let mut xack = redis::cmd("XACK");
+        xack.arg(&stream).arg(&spec.group).arg(&ids);
+        let mut acker = acker.clone();
+        tokio::spawn(async move {
+            futures::future::join_all(confirmations).await;
+            let _: usize = xack.query_async(&mut acker).await.expect("XACK");
+            drop(permits);
+        });
+    }
+}
+
+/// The persistent session places.rs made (subscribed before the load), with manual
+/// acknowledgements and a receive maximum of the window; each message is acknowledged
+/// once every sink confirmed it, in arrival order (as MQTT 3.1.1 requires and bridge does).
+async fn from_mqtt(spec: &PipeSpec, sink: Arc<RawSink>) {
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, Event};
+    let (topic, sinks) = spec.routes.first().cloned().expect("one route");
+    let mut options = crate::mqtt::options(&crate::mqtt::client_id(&topic));
+    options
+        .set_clean_start(false)
+        .set_session_expiry_interval(Some(crate::mqtt::SESSION_EXPIRY_S))
+        .set_manual_acks(true)
+        .set_receive_maximum(Some(u16::try_from(spec.window).unwrap_or(u16::MAX)));
+    let (client, mut events) = AsyncClient::new(options, 1024);
+    // The event loop (pings included) is polled in a task that waits for nothing else; the
+    // PUBACKs are queued from this task.
+    let (arrivals, mut publishes) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    if arrivals.send(publish).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    eprintln!("MQTT: {error}; connecting again");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
+    let mut pending = FuturesOrdered::new();
+    loop {
+        tokio::select! {
+            Some(publish) = pending.next(), if !pending.is_empty() => {
+                let publish: rumqttc::v5::mqttbytes::v5::Publish = publish;
+                client.ack(&publish).await.expect("PUBACK");
+            }
+            Some(publish) = publishes.recv(), if pending.len() < spec.window => {
+                let key = publish.properties.as_ref().and_then(|p| {
+                    p.user_properties
+                        .iter()
+                        .find(|(name, _)| name == "bridge-key")
+                        .map(|(_, key)| key.as_bytes().to_vec())
+                });
+                let confirmation = sink
+                    .send_all(&sinks, key.as_deref(), None, None, &publish.payload)
+                    .await;
+                pending.push_back(confirmation.map(move |()| publish));
             }
         }
     }

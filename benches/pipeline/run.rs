@@ -22,7 +22,9 @@ use crate::places::{Clients, Places};
 use crate::procfs::{self, Usage};
 use crate::proxy::Proxy;
 use crate::raw::PipeSpec;
-use crate::{AWS, KAFKA, NATS, Options, PROJECT, PUBSUB, RABBIT, Scenario, Sys};
+use crate::{
+    AWS, KAFKA, MQTT_HOST, MQTT_PORT, NATS, Options, PROJECT, PUBSUB, RABBIT, REDIS, Scenario, Sys,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pipe {
@@ -436,6 +438,8 @@ fn routes_file(places: &Places, options: &Options, prefix: &str, rabbit_url: &st
         Sys::PubSub => format!("pubsub:topic/{name}"),
         Sys::Nats if as_source => format!("nats:stream/{name}"),
         Sys::Nats => format!("nats:subject/{}", crate::places::nats_subject(name)),
+        Sys::Redis => format!("redis:stream/{name}"),
+        Sys::Mqtt => format!("mqtt:topic/{name}"),
     };
     let mut connections = serde_json::Map::new();
     for sys in [places.from, places.to, Sys::Kafka] {
@@ -460,6 +464,11 @@ fn routes_file(places: &Places, options: &Options, prefix: &str, rabbit_url: &st
                 json!({"type": "pubsub", "project": PROJECT, "endpoint": PUBSUB}),
             ),
             Sys::Nats => ("nats", json!({"type": "nats", "url": NATS})),
+            Sys::Redis => ("redis", json!({"type": "redis", "url": REDIS})),
+            Sys::Mqtt => (
+                "mqtt",
+                json!({"type": "mqtt", "url": format!("mqtt://{MQTT_HOST}:{MQTT_PORT}")}),
+            ),
         };
         connections.insert(name.into(), connection);
     }
@@ -472,6 +481,13 @@ fn routes_file(places: &Places, options: &Options, prefix: &str, rabbit_url: &st
             // BENCH_GROUP_PER_ROUTE=1 gives each Kafka route a consumer group of its own.
             if places.from == Sys::Kafka && std::env::var_os("BENCH_GROUP_PER_ROUTE").is_some() {
                 from = json!({"endpoint": from, "options": {"group_id": format!("{prefix}-group-{index}")}});
+            }
+            // The session made before the load (crate::mqtt), which holds the backlog.
+            if places.from == Sys::Mqtt {
+                from = json!({"endpoint": from, "options": {
+                    "client_id": crate::mqtt::client_id(&route.source),
+                    "session_expiry_s": crate::mqtt::SESSION_EXPIRY_S,
+                }});
             }
             let mut route = json!({
                 "name": format!("route-{index}"),

@@ -20,6 +20,8 @@ mod contract;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod memory;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 #[cfg(feature = "nats")]
 pub mod nats;
 #[cfg(feature = "pubsub")]
@@ -29,7 +31,12 @@ pub mod rabbitmq;
 #[cfg(feature = "redis")]
 pub mod redis_streams;
 pub mod stdio;
-#[cfg(any(feature = "kafka", feature = "rabbitmq", feature = "nats"))]
+#[cfg(any(
+    feature = "kafka",
+    feature = "rabbitmq",
+    feature = "nats",
+    feature = "mqtt"
+))]
 pub mod tls;
 
 use std::fmt;
@@ -72,7 +79,7 @@ macro_rules! system {
 }
 
 /// Every system, the one place that lists them (docs/adding-a-system.md).
-pub fn systems() -> [System; 8] {
+pub fn systems() -> [System; 9] {
     [
         System {
             type_name: "memory",
@@ -90,6 +97,7 @@ pub fn systems() -> [System; 8] {
         system!("pubsub", "pubsub", pubsub::PubSub),
         system!("nats", "nats", nats::Nats),
         system!("redis", "redis", redis_streams::Redis),
+        system!("mqtt", "mqtt", mqtt::Mqtt),
     ]
 }
 

@@ -10,10 +10,13 @@ pub fn binary() -> &'static str {
 }
 
 /// `bridge` with its HTTP port on a free loopback port, so parallel tests never collide
-/// on the default 9464.
+/// on the default 9464, as replica 1 (`BRIDGE_REPLICA`, which the test connections of
+/// MQTT and Redis put in their session and consumer names).
 pub fn bridge() -> Command {
     let mut command = Command::new(binary());
-    command.env("BRIDGE_HTTP_LISTEN", "127.0.0.1:0");
+    command
+        .env("BRIDGE_HTTP_LISTEN", "127.0.0.1:0")
+        .env("BRIDGE_REPLICA", "1");
     command
 }
 
@@ -38,6 +41,12 @@ pub struct Running {
 
 impl Running {
     pub fn start(routes: &Path, log: &Path) -> Running {
+        Running::start_replica(routes, log, "1")
+    }
+
+    /// A `bridge run FILE` as replica `replica` (`BRIDGE_REPLICA`, which the MQTT test
+    /// connections put in their client ids).
+    pub fn start_replica(routes: &Path, log: &Path, replica: &str) -> Running {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -46,6 +55,7 @@ impl Running {
         let child = bridge()
             .args(["run", routes.to_str().unwrap()])
             .env("BRIDGE_LOG", "info")
+            .env("BRIDGE_REPLICA", replica)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)

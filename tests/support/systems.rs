@@ -1,7 +1,9 @@
-//! The seven systems as test fixtures: connections, named resources (declared by bridge
+//! The eight systems as test fixtures: connections, named resources (declared by bridge
 //! itself), and the endpoints a test writes to and reads from.
 
-use bridge::adapter::SourceOptions;
+use std::sync::Arc;
+
+use bridge::adapter::{Connector, SourceOptions, SourceSettings};
 use serde_json::{Value, json};
 
 pub const KAFKA: &str = "127.0.0.1:9092";
@@ -13,6 +15,8 @@ pub const PROJECT: &str = "bridge-test";
 pub const NATS: &str = "nats://127.0.0.1:4223";
 /// The project's own Redis (a system one may hold 6379).
 pub const REDIS: &str = "redis://127.0.0.1:6390/0";
+/// The project's own Mosquitto (a system one may hold 1883).
+pub const MQTT: &str = "mqtt://127.0.0.1:1884";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sys {
@@ -26,10 +30,12 @@ pub enum Sys {
     Nats,
     /// Redis Streams.
     Redis,
+    /// MQTT 5.
+    Mqtt,
 }
 
 impl Sys {
-    pub const ALL: [Sys; 7] = [
+    pub const ALL: [Sys; 8] = [
         Sys::Kafka,
         Sys::Rabbit,
         Sys::Sqs,
@@ -37,6 +43,7 @@ impl Sys {
         Sys::PubSub,
         Sys::Nats,
         Sys::Redis,
+        Sys::Mqtt,
     ];
 
     /// Whether the system keeps the order of messages with the same key across a crash
@@ -63,6 +70,10 @@ impl Sys {
             | Sys::PubSub
             | Sys::Nats
             | Sys::Redis => window,
+            // Mosquitto 2.0 sends a reconnecting session's backlog up to its own
+            // `max_inflight_messages` (1,000 on the project's server), whatever receive
+            // maximum the client asks for: a crash leaves up to that many unacknowledged.
+            Sys::Mqtt => window.max(1_000),
         }
     }
 
@@ -76,6 +87,7 @@ impl Sys {
             Sys::PubSub => "pubsub",
             Sys::Nats => "nats",
             Sys::Redis => "redis",
+            Sys::Mqtt => "mqtt",
         }
     }
 }
@@ -131,8 +143,13 @@ impl Resources {
     /// A new place named `name` (a topic, a queue, or a topic with a subscription).
     pub fn place(&mut self, name: &str) -> Place {
         let mut place = self.declare(name);
+        let mut reader_options = place.source_options.clone();
+        if self.sys == Sys::Mqtt {
+            // The test's own reader has a session of its own per place.
+            reader_options["client_id"] = json!(format!("{name}-reader"));
+        }
         place.options =
-            super::source_options(&self.connection(), &place.source, &place.source_options);
+            super::source_options(&self.checker_connection(), &place.source, &reader_options);
         place
     }
 
@@ -231,12 +248,59 @@ impl Resources {
                 Place {
                     sink: format!("stream/{name}"),
                     source: format!("stream/{name}"),
-                    source_options: json!({"claim_idle_ms": 5000}),
+                    // Replicas of `bridge run` are consumers of their own (BRIDGE_REPLICA).
+                    source_options: json!({"claim_idle_ms": 5000, "consumer": "replica-${BRIDGE_REPLICA}"}),
                     options: SourceOptions::none(),
                     address: name.into(),
                 }
             }
+            Sys::Mqtt => {
+                // Replicas of `bridge run` split a place (their client ids differ by
+                // BRIDGE_REPLICA, see `connection`).
+                Place {
+                    sink: format!("topic/bridge-tests/{name}"),
+                    source: format!("topic/bridge-tests/{name}"),
+                    source_options: json!({"share_group": "bridge"}),
+                    options: SourceOptions::none(),
+                    address: format!("bridge-tests/{name}"),
+                }
+            }
         }
+    }
+
+    /// Makes sure a reader of `place` will receive what is sent from now on, before it
+    /// opens: MQTT queues messages only for a session that has subscribed. The session
+    /// subscribes once and closes: that of route `route` of replica 1 of `bridge run`, or
+    /// (`None`) the test's own reader of the place. Elsewhere nothing.
+    pub async fn subscribe_ahead(
+        &self,
+        connector: &Arc<dyn Connector>,
+        place: &Place,
+        route: Option<&str>,
+    ) {
+        if self.sys != Sys::Mqtt {
+            return;
+        }
+        let options = match route {
+            Some(route) => {
+                let mut options = place.source_options.clone();
+                options["client_id"] = json!(format!("{}-1-{route}", self.group));
+                super::source_options(&self.checker_connection(), &place.source, &options)
+            }
+            None => place.options.clone(),
+        };
+        let settings = SourceSettings {
+            route: "ahead".into(),
+            options,
+            max_in_flight: 16,
+            dead_letter: true,
+        };
+        let endpoint = bridge::address::Endpoint {
+            connection: "ahead".into(),
+            path: place.source.clone(),
+        };
+        let source = connector.open_source(&endpoint, &settings).await.unwrap();
+        source.close().await;
     }
 
     /// One more subscription `name` on the topic of Pub/Sub place `place` (the emulator
@@ -274,14 +338,20 @@ impl Resources {
             Sys::Redis => {
                 json!({"type": "redis", "url": REDIS, "declare": {"streams": self.redis_streams}})
             }
+            // Each replica of `bridge run` has sessions of its own (tests::support::process
+            // sets BRIDGE_REPLICA).
+            Sys::Mqtt => json!({"type": "mqtt", "url": MQTT,
+                "client_id": format!("{}-${{BRIDGE_REPLICA}}", self.group)}),
         }
     }
 
     /// The same connection for a test's own readers (a consumer group of their own).
     pub fn checker_connection(&self) -> Value {
         let mut connection = self.connection();
-        if self.sys == Sys::Kafka {
-            connection["group_id"] = json!(format!("{}-checker", self.group));
+        match self.sys {
+            Sys::Kafka => connection["group_id"] = json!(format!("{}-checker", self.group)),
+            Sys::Mqtt => connection["client_id"] = json!(format!("{}-checker", self.group)),
+            _ => {}
         }
         connection
     }
