@@ -8,7 +8,6 @@ mod support;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use support::process::bridge;
 use support::unique;
@@ -97,11 +96,7 @@ struct TlsRedis {
 impl TlsRedis {
     fn start(dir: &Path) -> TlsRedis {
         support::certs::make_certificates(dir);
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = support::ports::free_port();
         let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
         let child = Command::new("redis-server")
             .args(["--port", "0", "--tls-port", &port.to_string()])
@@ -124,14 +119,7 @@ impl TlsRedis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server (Debian package redis-server) runs");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server with TLS did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        support::ports::wait_until_listening(port, "redis-server with TLS");
         TlsRedis { child, port }
     }
 }

@@ -124,10 +124,10 @@ fn dlq_args(command: &str, endpoint: &str, file: &Path, sys: Sys, extra: &[&str]
         args.push("--disturb".into());
     }
     // A Kafka reader first joins its group; an SQS reader's receives take up to 2 s, and
-    // more when moto is busy with the other tests' queues.
+    // several times that when moto is busy with the other tests' queues.
     let idle = match sys {
         Sys::Kafka => "8s",
-        Sys::Sqs | Sys::Sns => "6s",
+        Sys::Sqs | Sys::Sns => "10s",
         _ => "3s",
     };
     args.extend(["--idle".into(), idle.into()]);

@@ -11,6 +11,8 @@ mod conformance;
 #[path = "support/certs.rs"]
 mod certs;
 // Only `bridge()` of it is used here.
+#[path = "support/ports.rs"]
+mod ports;
 #[allow(dead_code)]
 #[path = "support/process.rs"]
 mod process;
@@ -279,11 +281,7 @@ struct Server {
 
 impl Server {
     fn start(config: &str, dir: tempfile::TempDir) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = ports::free_port();
         let file = dir.path().join("mosquitto.conf");
         let user =
             String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
@@ -302,14 +300,7 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("mosquitto must be installed (scripts/brokers.sh up mosquitto installs it)");
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "mosquitto did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        ports::wait_until_listening(port, "mosquitto");
         Server {
             child,
             port,

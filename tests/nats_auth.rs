@@ -28,11 +28,7 @@ struct Server {
 
 impl Server {
     fn start(config: &str, dir: tempfile::TempDir) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = support::ports::free_port();
         let file = dir.path().join("server.conf");
         std::fs::write(&file, format!("listen: 127.0.0.1:{port}\n{config}\n")).unwrap();
         let child = Command::new("nats-server")
@@ -42,14 +38,7 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("nats-server must be installed (scripts/brokers.sh up nats installs it)");
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "nats-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        support::ports::wait_until_listening(port, "nats-server");
         Server {
             child,
             port,

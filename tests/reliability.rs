@@ -789,11 +789,7 @@ struct ProxiedKafka {
 
 impl ProxiedKafka {
     async fn start() -> ProxiedKafka {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = support::ports::free_port();
         let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let proxy = FaultProxy::start(upstream).await;
         let dir = tempfile::tempdir().unwrap();

@@ -8,6 +8,7 @@ pub mod checker;
 pub mod fault_proxy;
 pub mod flow;
 pub mod http;
+pub mod ports;
 pub mod process;
 pub mod systems;
 pub mod tally;

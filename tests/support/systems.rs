@@ -249,7 +249,7 @@ impl Resources {
                     sink: format!("stream/{name}"),
                     source: format!("stream/{name}"),
                     // Replicas of `bridge run` are consumers of their own (BRIDGE_REPLICA).
-                    source_options: json!({"claim_idle_ms": 5000, "consumer": "replica-${BRIDGE_REPLICA}"}),
+                    source_options: json!({"claim_idle_ms": 5000, "consumer": "replica-${BRIDGE_REPLICA:-1}"}),
                     options: SourceOptions::none(),
                     address: name.into(),
                 }
@@ -341,7 +341,7 @@ impl Resources {
             // Each replica of `bridge run` has sessions of its own (tests::support::process
             // sets BRIDGE_REPLICA).
             Sys::Mqtt => json!({"type": "mqtt", "url": MQTT,
-                "client_id": format!("{}-${{BRIDGE_REPLICA}}", self.group)}),
+                "client_id": format!("{}-${{BRIDGE_REPLICA:-1}}", self.group)}),
         }
     }
 
