@@ -169,6 +169,16 @@ pub fn connection_from_json(connection: &serde_json::Value) -> Result<Arc<dyn Co
 
 pub use crate::secret::redact_url;
 
+/// This host's name, for the names of consumers and sessions that must stay the same
+/// across restarts of one replica and differ between replicas on different hosts (Redis
+/// consumers, MQTT client ids); `None` where it cannot be read.
+pub fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+}
+
 /// Messages with more headers than this are mapped off the runtime's worker queue (see
 /// [`map_large`]).
 const LARGE_MESSAGE_HEADERS: usize = 4096;

@@ -75,11 +75,7 @@ impl Config {
     /// The start of this connection's client ids.
     pub fn client_id_prefix(&self) -> String {
         self.client_id.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| "host".into());
+            let host = crate::adapter::host_name().unwrap_or_else(|| "host".into());
             format!("bridge-{host}")
         })
     }

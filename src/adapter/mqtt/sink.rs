@@ -27,7 +27,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::client::{self, Event, SessionSpec};
 use super::config::{Config, Protocol};
 use super::mapping;
-use crate::adapter::{AdapterError, Confirmation, Receipt, SendError, Sink};
+use crate::adapter::{AdapterError, Confirmation, Connection, Receipt, SendError, Sink};
 use crate::message::Message;
 
 /// Most publishes unconfirmed at once, per connection.
@@ -73,7 +73,7 @@ impl Publisher {
         let client_id = format!("{}-sink-{:08x}", config.client_id_prefix(), rand_suffix());
         let (ready_tx, ready) = oneshot::channel();
         tokio::spawn(drive(config.clone(), client_id, queue, ready_tx));
-        let describe = format!("MQTT at {}", config.url.redacted());
+        let describe = config.describe();
         match tokio::time::timeout(Duration::from_secs(30), ready).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(error))) => return Err(error),
@@ -279,7 +279,7 @@ async fn drive(
                     Some(Ok(event)) => unconfirmed.event(event),
                     Some(Err(error)) => {
                         if let Some(ready) = ready.take() {
-                            let describe = format!("MQTT at {}: {}", config.url.redacted(), error.message);
+                            let describe = format!("{}: {}", config.describe(), error.message);
                             let _ = ready.send(Err(if error.refused {
                                 AdapterError::Invalid(describe)
                             } else {

@@ -105,10 +105,6 @@ pub fn group_name(route: &str) -> String {
 /// The consumer of route `route` in this process when none is given: the host name and
 /// the route, stable across restarts of one replica and distinct between replicas.
 pub fn consumer_name(route: &str) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "bridge".into());
+    let host = crate::adapter::host_name().unwrap_or_else(|| "bridge".into());
     format!("{host}-{route}")
 }
